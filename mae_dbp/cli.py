@@ -1,0 +1,64 @@
+"""The ``mae-dbp`` command line: one sub-command per product feature.
+
+Each sub-command lives in its own module with two functions, ``add_arguments(parser)`` and
+``run(args) -> int``. Those modules import torch, timm or mmseg only inside ``run`` so that
+``mae-dbp --help`` stays fast. Bad user input (:class:`~mae_dbp.errors.UserInputError`, a missing
+file or an output that already exists) is printed as one ``mae-dbp: error: ...`` line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mae_dbp.errors import UserInputError
+
+# sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "quickstart": ("mae_dbp.quickstart", "BP vs DBP end to end on built-in synthetic data"),
+    "pretrain": ("mae_dbp.train.pretrain_cli", "MAE pretraining (BP or DBP) with accelerate"),
+    "export": ("mae_dbp.export_cli", "fuse R into the weights and export a plain timm ViT"),
+    "segment": ("segmentation.cli", "UperNet fine-tuning / testing through mmsegmentation"),
+    "classify": ("mae_dbp.train.classify_cli", "supervised training of the DBP backbone zoo"),
+    "data": ("data_tools.cli", "synthetic data, subsets, tiling, validation and statistics"),
+    "bench": ("mae_dbp.bench", "benchmarks that print DBP / BP time ratios"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    """The sub-commands whose module is importable (lets the product grow one module at a time)."""
+    found = {}
+    for name, (module, text) in COMMANDS.items():
+        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None:
+            continue
+        try:
+            if importlib.util.find_spec(module) is None:
+                continue
+        except ModuleNotFoundError:
+            continue
+        found[name] = (module, text)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mae-dbp", description="MAE pretraining of vision transformers with decorrelated backpropagation (DBP).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, text) in _available().items():
+        command_parser = sub.add_parser(name, help=text, description=text)
+        command_parser.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(command_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (UserInputError, FileNotFoundError, FileExistsError) as error:
+        print(f"mae-dbp: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
