@@ -1,0 +1,117 @@
+"""Put DBP on a model by module-name patterns, run the R updates, and fuse it back to a plain model.
+
+    names = apply(model, ["blocks.*.attn.qkv", "blocks.*.mlp.fc1"], kappa=0.0, lr=5e-4)
+    ... loss.backward(); optimizer.step(); metrics = update(model)   # after every optimizer step
+    plain = fuse(model)                                              # W <- W R, no DBP left
+
+Patterns are ``fnmatch`` globs over qualified module names (``*`` also crosses dots).
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mae_dbp.decor.layers import DecorConv2d, DecorLinear, DecorMixin
+from mae_dbp.decor.matrix import DecorSettings, SampleStats
+from mae_dbp.errors import UserInputError
+
+_WRAPPERS: dict[type, type] = {nn.Linear: DecorLinear, nn.Conv2d: DecorConv2d}
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def decor_modules(model: nn.Module) -> list[tuple[str, DecorMixin]]:
+    """(qualified name, layer) of every decorrelated layer, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, DecorMixin)]
+
+
+def apply(model: nn.Module, patterns: Iterable[str], **settings) -> list[str]:
+    """Wrap the ``nn.Linear`` / ``nn.Conv2d`` modules whose names match ``patterns``, in place.
+
+    Settings are :class:`DecorSettings` fields; each layer's subsample seed is ``seed + index``.
+    Returns the wrapped names. Raises ``UserInputError`` (a ValueError) for a pattern that matches
+    nothing, a pattern that matches only other module types, or an unsupported layer.
+    """
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    base = DecorSettings(**settings)
+    named = [(n, m) for n, m in model.named_modules() if n]
+    chosen: list[str] = []
+    for pattern in patterns:
+        matches = [(n, m) for n, m in named if fnmatchcase(n, pattern)]
+        if not matches:
+            raise UserInputError(f"decor pattern {pattern!r} matches no module of {type(model).__name__}")
+        layers = [n for n, m in matches if type(m) in _WRAPPERS or isinstance(m, DecorMixin)]
+        if not layers:
+            found = ", ".join(f"{n} ({type(m).__name__})" for n, m in matches[:3])
+            raise UserInputError(
+                f"decor pattern {pattern!r} matches no nn.Linear or nn.Conv2d, only: {found}"
+            )
+        chosen += [n for n in layers if n not in chosen]
+    for name in chosen:
+        module = model.get_submodule(name)
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            raise UserInputError(f"decor layer {name!r}: DBP on Conv2d needs groups=1, got groups={module.groups}")
+    wrapped = []
+    for index, name in enumerate(chosen):
+        module = model.get_submodule(name)
+        if isinstance(module, DecorMixin):
+            continue
+        layer_settings = DecorSettings(**{**base.to_dict(), "seed": base.seed + index})
+        _set_submodule(model, name, _WRAPPERS[type(module)].wrap(module, layer_settings))
+        wrapped.append(name)
+    return wrapped
+
+
+def _all_reduce_stats(stats: list[SampleStats], dims: list[int]) -> list[SampleStats]:
+    """Sum the statistics of every layer over all processes with one all-reduce."""
+    flat = torch.cat([s.flat() for s in stats])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    out, offset = [], 0
+    for d in dims:
+        size = d * d + 2
+        out.append(SampleStats.from_flat(flat[offset : offset + size], d))
+        offset += size
+    return out
+
+
+def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
+    """One R step on every decorrelated layer from the subsample of its last training forward.
+
+    ``lr`` overrides each layer's ``settings.lr`` for this step (an R-lr schedule). When
+    torch.distributed is initialised the statistics are summed over all ranks first, so every rank
+    applies the same step. Returns {layer name: mean squared off-diagonal correlation of z} for the
+    layers that had a sample (layers without one are left unchanged).
+    """
+    layers = decor_modules(model)
+    if not layers:
+        return {}
+    stats = [layer.take_stats() for _, layer in layers]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        stats = _all_reduce_stats(stats, [layer.decor_dim for _, layer in layers])
+    metrics = {}
+    for (name, layer), layer_stats in zip(layers, stats):
+        if float(layer_stats.count) > 0:
+            metrics[name] = layer.apply_update(layer_stats, lr)
+    return metrics
+
+
+def fuse(model: nn.Module) -> nn.Module:
+    """Replace every decorrelated layer by a plain nn.Linear / nn.Conv2d with weight W R, in place.
+
+    Biases are unchanged; afterwards no module, buffer or state_dict key of DBP remains.
+    Returns the model (a decorrelated layer passed directly is returned as its plain version).
+    """
+    if isinstance(model, DecorMixin):
+        return model.fused_plain_module()
+    for name, layer in decor_modules(model):
+        _set_submodule(model, name, layer.fused_plain_module())
+    return model

@@ -1,0 +1,214 @@
+"""Decorrelated ``nn.Linear`` / ``nn.Conv2d``: the layer computes W (R x) as (W R) x.
+
+The wrappers subclass the torch layers, so attribute access and ``isinstance`` checks of the host
+model (timm init, feature info) keep working. ``weight`` and ``bias`` are the original trainable
+parameters (the same objects), R is a buffer that no optimizer sees. The fused weight A = W R is
+cached and rebuilt only when W or R changed (tracked by their version counters); its backward gives
+W the gradient dA Rᵀ, exactly what autograd through W @ R would.
+
+In training mode with gradients on, each forward keeps a detached random subsample of its input
+rows (tokens for Linear, image positions' K·K·C_in patches for Conv2d) for the next R update.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mae_dbp.decor.matrix import DecorSettings, SampleStats, sample_stats, update_r
+from mae_dbp.errors import UserInputError
+
+
+class _CachedFusedWeight(torch.autograd.Function):
+    """Returns the cached A = W R in forward; sends dL/dW = dL/dA · Rᵀ back to W."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, r: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(r)
+        ctx.weight_shape = weight.shape
+        return fused.view_as(fused)
+
+    @staticmethod
+    def backward(ctx, grad_fused: torch.Tensor):
+        (r,) = ctx.saved_tensors
+        grad_weight = grad_fused.reshape(grad_fused.shape[0], -1) @ r.T.to(grad_fused.dtype)
+        return grad_weight.reshape(ctx.weight_shape), None, None
+
+
+class DecorMixin:
+    """State and behaviour shared by the decorrelated layers (R, subsample, cache, update)."""
+
+    settings: DecorSettings
+    weight: nn.Parameter
+
+    def _init_decor(self, dim: int, settings: DecorSettings) -> None:
+        factory = dict(device=self.weight.device, dtype=self.weight.dtype)
+        self.settings = settings
+        self.decor_dim = dim
+        self.register_buffer("R", torch.eye(dim, **factory))
+        if settings.variant == "low_rank":
+            generator = torch.Generator().manual_seed(settings.seed)
+            self.register_buffer("R_u", torch.zeros(dim, settings.rank, **factory))
+            v = torch.randn(dim, settings.rank, generator=generator) / math.sqrt(dim)
+            self.register_buffer("R_v", v.to(**factory))
+        self._generator = torch.Generator().manual_seed(settings.seed)
+        self._sample: torch.Tensor | None = None
+        self._fused: torch.Tensor | None = None
+        self._fused_key: tuple | None = None
+
+    # --- the fused weight -------------------------------------------------------------------
+    def _cache_key(self) -> tuple:
+        w, r = self.weight, self.R
+        return (w._version, w.data_ptr(), w.dtype, r._version, r.data_ptr(), r.dtype)
+
+    def fused_weight(self) -> torch.Tensor:
+        """A = W R with the weight's shape (for Conv2d: R acts on the flattened C_in·K·K axis)."""
+        key = self._cache_key()
+        if self._fused is None or self._fused_key != key:
+            with torch.no_grad():
+                w = self.weight.detach()
+                fused = (w.reshape(w.shape[0], -1) @ self.R.to(w.dtype)).reshape(w.shape)
+            self._fused, self._fused_key = fused, key
+        if self.weight.requires_grad and torch.is_grad_enabled():
+            return _CachedFusedWeight.apply(self.weight, self.R, self._fused)
+        return self._fused
+
+    def invalidate_cache(self) -> None:
+        self._fused, self._fused_key = None, None
+
+    # --- the subsample ----------------------------------------------------------------------
+    def _draw(self, n: int) -> torch.Tensor:
+        """Indices of ceil(sample_frac * n) rows drawn without replacement (CPU torch Generator)."""
+        k = max(1, math.ceil(self.settings.sample_frac * n))
+        return torch.randperm(n, generator=self._generator)[:k]
+
+    def _rows_for_update(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _keep_sample(self, x: torch.Tensor) -> None:
+        if self.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                rows = self._rows_for_update(x.detach())
+                self._sample = rows.to(torch.promote_types(rows.dtype, torch.float32))
+
+    # --- the update -------------------------------------------------------------------------
+    def _r_work(self) -> torch.Tensor:
+        """A copy of R in at least float32, for the update arithmetic."""
+        return self.R.to(torch.promote_types(self.R.dtype, torch.float32), copy=True)
+
+    def take_stats(self) -> SampleStats:
+        """Statistics of the stored subsample (zeros if none) and forget the sample."""
+        with torch.no_grad():
+            stats = sample_stats(self._sample, self._r_work())
+        self._sample = None
+        return stats
+
+    def apply_update(self, stats: SampleStats, lr: float | None = None) -> float:
+        """One R step from (possibly all-reduced) statistics; returns the metric of z before it."""
+        step = self.settings.lr if lr is None else lr
+        with torch.no_grad():
+            r = self._r_work()
+            low_rank = self.settings.variant == "low_rank"
+            u = self.R_u.to(r.dtype) if low_rank else None
+            v = self.R_v.to(r.dtype) if low_rank else None
+            metric = update_r(r, stats, self.settings, step, u, v)
+            self.R.copy_(r)
+            if low_rank:
+                self.R_u.copy_(u)
+                self.R_v.copy_(v)
+        self.invalidate_cache()
+        return metric
+
+    def fused_plain_module(self) -> nn.Module:
+        raise NotImplementedError
+
+    # the subsample generator is part of the state, so a resumed run draws the same rows
+    def get_extra_state(self) -> dict:
+        return {"generator": self._generator.get_state()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._generator.set_state(state["generator"])
+
+    def extra_repr(self) -> str:  # type: ignore[override]
+        s = self.settings
+        return f"{super().extra_repr()}, decor(kappa={s.kappa}, lr={s.lr}, sample_frac={s.sample_frac}, variant={s.variant})"
+
+
+class DecorLinear(DecorMixin, nn.Linear):
+    """``nn.Linear`` whose input is decorrelated by R (d = in_features)."""
+
+    @classmethod
+    def wrap(cls, linear: nn.Linear, settings: DecorSettings) -> "DecorLinear":
+        module = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        module.weight, module.bias = linear.weight, linear.bias
+        module.train(linear.training)
+        module._init_decor(linear.in_features, settings)
+        return module
+
+    def _rows_for_update(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        return rows[self._draw(rows.shape[0]).to(rows.device)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._keep_sample(x)
+        return F.linear(x, self.fused_weight(), self.bias)
+
+    def fused_plain_module(self) -> nn.Linear:
+        plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        plain.weight = nn.Parameter(self.fused_weight().detach().clone(), self.weight.requires_grad)
+        plain.bias = self.bias
+        plain.train(self.training)
+        return plain
+
+
+class DecorConv2d(DecorMixin, nn.Conv2d):
+    """``nn.Conv2d`` decorrelated patch-wise: R acts on each C_in·K·K input patch (groups = 1)."""
+
+    @classmethod
+    def wrap(cls, conv: nn.Conv2d, settings: DecorSettings) -> "DecorConv2d":
+        if conv.groups != 1:
+            raise UserInputError(f"DBP on Conv2d needs groups=1, got groups={conv.groups}")
+        module = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
+            padding_mode=conv.padding_mode, device="meta",
+        )
+        module.weight, module.bias = conv.weight, conv.bias
+        module.train(conv.training)
+        kh, kw = conv.kernel_size
+        module._init_decor(conv.in_channels * kh * kw, settings)
+        return module
+
+    def _rows_for_update(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampled input patches, (k, C_in·K·K) in the weight's (C_in, Kh, Kw) flattening order."""
+        if any(self._reversed_padding_repeated_twice):
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        batch, _, height, width = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        out_h = (height - dh * (kh - 1) - 1) // sh + 1
+        out_w = (width - dw * (kw - 1) - 1) // sw + 1
+        idx = self._draw(batch * out_h * out_w).to(x.device)
+        b, pos = idx // (out_h * out_w), idx % (out_h * out_w)
+        rows = (pos // out_w)[:, None] * sh + torch.arange(kh, device=x.device)[None, :] * dh  # (k, Kh)
+        cols = (pos % out_w)[:, None] * sw + torch.arange(kw, device=x.device)[None, :] * dw  # (k, Kw)
+        patches = x[b[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (k, Kh, Kw, C_in)
+        return patches.permute(0, 3, 1, 2).reshape(idx.shape[0], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._keep_sample(x)
+        return self._conv_forward(x, self.fused_weight(), self.bias)
+
+    def fused_plain_module(self) -> nn.Conv2d:
+        plain = nn.Conv2d(
+            self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+            padding=self.padding, dilation=self.dilation, bias=self.bias is not None,
+            padding_mode=self.padding_mode, device="meta",
+        )
+        plain.weight = nn.Parameter(self.fused_weight().detach().clone(), self.weight.requires_grad)
+        plain.bias = self.bias
+        plain.train(self.training)
+        return plain

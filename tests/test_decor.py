@@ -1,0 +1,243 @@
+"""The DBP core against explicit matrix algebra, on real torch layers."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mae_dbp import decor
+from mae_dbp.decor import DecorConv2d, DecorLinear
+
+
+def correlated(n: int, d: int, seed: int = 0, strength: float = 0.9) -> torch.Tensor:
+    """Rows with strongly correlated, unequal-variance features: (n, d) float64."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.eye(d, dtype=torch.float64) + strength * torch.randn(d, d, generator=g, dtype=torch.float64)
+    scales = torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    return (torch.randn(n, d, generator=g, dtype=torch.float64) @ mix.T) * scales
+
+
+def reference_step(r, x, kappa, lr, variant, u=None, v=None):
+    """The rule written out with explicit loops-free matrix algebra, independent of the library."""
+    n, d = x.shape
+    z = x @ r.T
+    s = sum(torch.outer(z[i], z[i]) for i in range(n)) / n
+    c = s - torch.diag(torch.diag(s))
+    vmat = torch.diag(torch.diag(s) - 1.0)
+    g = (1 - kappa) * c + kappa * vmat
+    delta = g @ r
+    if variant == "triangular":
+        delta = delta * torch.tril(torch.ones(d, d, dtype=r.dtype))
+    if variant == "low_rank":
+        u_new = u - lr * delta @ v
+        v_new = v - lr * delta.T @ u
+        return torch.eye(d, dtype=r.dtype) + u_new @ v_new.T, u_new, v_new
+    r_new = r - lr * delta
+    if variant == "gain":
+        z_new = x @ r_new.T
+        r_new = r_new * torch.sqrt((x**2).sum(1).mean() / (z_new**2).sum(1).mean())
+    return r_new, None, None
+
+
+@pytest.mark.parametrize("n", [8, 40])  # fewer / more rows than 2 d: both ways of computing Zᵀ Z
+@pytest.mark.parametrize("variant", decor.VARIANTS)
+@pytest.mark.parametrize("kappa", [0.0, 0.5, 1.0])
+def test_update_matches_explicit_rule(kappa, variant, n):
+    d = 6
+    layer = nn.Linear(d, 3).double()
+    wrapped = DecorLinear.wrap(layer, decor.DecorSettings(kappa=kappa, lr=0.05, sample_frac=1.0, variant=variant, rank=2))
+    x = correlated(n, d, seed=1)
+    r, u, v = wrapped.R.clone(), None, None
+    if variant == "low_rank":
+        u, v = wrapped.R_u.clone(), wrapped.R_v.clone()
+    wrapped.train()
+    for step in range(3):  # several steps so R != I enters the rule
+        wrapped(x)
+        model = nn.Sequential(wrapped)
+        decor.update(model)
+        r, u, v = reference_step(r, x, kappa, 0.05, variant, u, v)
+        torch.testing.assert_close(wrapped.R, r, rtol=1e-10, atol=1e-12)
+    if variant == "triangular":
+        assert torch.equal(wrapped.R, torch.tril(wrapped.R))
+
+
+def test_metric_is_mean_squared_offdiagonal_correlation():
+    x = correlated(500, 5, seed=2)
+    layer = DecorLinear.wrap(nn.Linear(5, 2).double(), decor.DecorSettings(sample_frac=1.0, lr=0.0))
+    layer.train()
+    layer(x)
+    metric = decor.update(nn.Sequential(layer))["0"]
+    s = x.T @ x / len(x)
+    corr = s / torch.sqrt(torch.outer(torch.diag(s), torch.diag(s)))
+    off = corr[~torch.eye(5, dtype=torch.bool)]
+    assert metric == pytest.approx(float((off**2).mean()), rel=1e-9)
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.5])
+def test_repeated_updates_decorrelate(kappa):
+    d = 16
+    x = correlated(4000, d, seed=3).float()
+    layer = DecorLinear.wrap(nn.Linear(d, 4), decor.DecorSettings(kappa=kappa, lr=0.02, sample_frac=0.25, seed=1))
+    model = nn.Sequential(layer).train()
+    metrics = []
+    for _ in range(1500):
+        model(x)
+        metrics.append(decor.update(model)["0"])
+    z = x @ layer.R.T
+    s = z.T @ z / len(z)
+    final = decor.correlation_metric(s)
+    assert final <= 0.1 * metrics[0], (metrics[0], final)
+    if kappa == 0.5:
+        variances = torch.diag(s)
+        assert torch.all((variances - 1).abs() <= 0.1), variances
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (3, 2, 2), (4, 0, 1)])
+def test_conv_wrapper_matches_unfold_reference(stride, padding, dilation):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation).double()
+    wrapped = DecorConv2d.wrap(conv, decor.DecorSettings(sample_frac=1.0))
+    with torch.no_grad():
+        wrapped.R.copy_(torch.eye(27, dtype=torch.float64) + 0.1 * torch.randn(27, 27, dtype=torch.float64))
+    x = torch.randn(2, 3, 11, 13, dtype=torch.float64)
+    wrapped.train()
+    out = wrapped(x)
+    # reference: unfold into patches, decorrelate each patch with R, then the kernel as D -> C_out
+    patches = F.unfold(x, 3, dilation=dilation, padding=padding, stride=stride)  # (B, D, L)
+    z = torch.einsum("ed,bdl->bel", wrapped.R, patches)
+    ref = torch.einsum("od,bdl->bol", conv.weight.reshape(5, -1), z) + conv.bias[None, :, None]
+    torch.testing.assert_close(out, ref.reshape(out.shape), rtol=1e-10, atol=1e-10)
+    # the stored sample (all positions, sample_frac=1) is exactly the set of unfold patches
+    sample = wrapped._sample.double()
+    expected = patches.permute(0, 2, 1).reshape(-1, 27)
+    assert sample.shape == expected.shape
+    # same multiset of rows: equal second moments and equal sorted row fingerprints
+    torch.testing.assert_close(sample.T @ sample, expected.T @ expected)
+    fingerprint = torch.linspace(1, 2, 27, dtype=torch.float64)
+    torch.testing.assert_close(torch.sort(sample @ fingerprint).values, torch.sort(expected @ fingerprint).values)
+
+
+def _perturb_r(model: nn.Module) -> None:
+    with torch.no_grad():
+        for _, layer in decor.decor_modules(model):
+            layer.R.add_(0.05 * torch.randn_like(layer.R))
+
+
+def test_fused_linear_and_conv_equal_unfused():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 2, stride=2), nn.Flatten(), nn.Linear(64, 3)).double()
+    names = decor.apply(model, ["*"])
+    assert names == ["0", "2", "4"]
+    _perturb_r(model)
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    model.eval()
+    expected = model(x)
+    decor.fuse(model)
+    assert not decor.decor_modules(model)
+    assert all(type(m) in (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten, nn.Sequential) for m in model.modules())
+    assert not any(k.endswith(("R", "R_u", "R_v", "_extra_state")) for k in model.state_dict())
+    assert (model(x) - expected).abs().max() <= 1e-5
+
+
+def test_r_gets_no_gradient_and_is_not_a_parameter():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    decor.apply(model, ["0", "2"], lr=0.01)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    param_ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for _, layer in decor.decor_modules(model):
+        assert id(layer.R) not in param_ids and not layer.R.requires_grad
+    assert len(param_ids) == 4
+    model.train()
+    before = model[0].weight.detach().clone()
+    model(torch.randn(32, 8)).pow(2).mean().backward()
+    assert model[0].R.grad is None and model[0].weight.grad is not None
+    optimizer.step()
+    decor.update(model)
+    assert not torch.equal(model[0].weight, before)
+    assert not torch.equal(model[0].R, torch.eye(8))
+
+
+def test_weight_gradient_equals_autograd_through_w_r():
+    torch.manual_seed(1)
+    layer = nn.Linear(6, 4).double()
+    ref_weight = layer.weight.detach().clone().requires_grad_()
+    wrapped = DecorLinear.wrap(layer, decor.DecorSettings())
+    r = torch.eye(6, dtype=torch.float64) + 0.2 * torch.randn(6, 6, dtype=torch.float64)
+    wrapped.R.copy_(r)
+    x = torch.randn(10, 6, dtype=torch.float64)
+    wrapped(x).sin().sum().backward()
+    F.linear(x @ r.T, ref_weight, layer.bias.detach()).sin().sum().backward()
+    torch.testing.assert_close(wrapped.weight.grad, ref_weight.grad)
+
+
+def test_fused_weight_cache_rebuilds_only_on_change():
+    layer = DecorLinear.wrap(nn.Linear(4, 3), decor.DecorSettings(lr=0.1, sample_frac=1.0))
+    model = nn.Sequential(layer)
+    with torch.no_grad():
+        first = layer.fused_weight()
+        assert layer.fused_weight() is first  # unchanged W and R: the same cached tensor
+        layer.weight.add_(1.0)
+        second = layer.fused_weight()
+        assert second is not first
+        torch.testing.assert_close(second, layer.weight @ layer.R)
+    model.train()
+    model(torch.randn(20, 4) @ torch.randn(4, 4))
+    decor.update(model)
+    with torch.no_grad():
+        torch.testing.assert_close(layer.fused_weight(), layer.weight @ layer.R)
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 5), nn.Conv2d(1, 2, 2))
+    decor.apply(model, ["0", "1"], variant="low_rank", rank=2)
+    _perturb_r(model)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    other = nn.Sequential(nn.Linear(5, 5), nn.Conv2d(1, 2, 2))
+    decor.apply(other, ["0", "1"], variant="low_rank", rank=2)
+    other.load_state_dict(torch.load(buffer, weights_only=True))
+    for (_, a), (_, b) in zip(decor.decor_modules(model), decor.decor_modules(other)):
+        assert torch.equal(a.R, b.R) and torch.equal(a.R_u, b.R_u) and torch.equal(a.R_v, b.R_v)
+        assert torch.equal(a._generator.get_state(), b._generator.get_state())
+    x = torch.randn(3, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(model[0](x), other[0](x))
+
+
+def test_subsample_size_and_determinism():
+    def sample(seed):
+        layer = DecorLinear.wrap(nn.Linear(3, 2), decor.DecorSettings(sample_frac=0.1, seed=seed)).train()
+        layer(torch.arange(300.0).reshape(100, 3))
+        return layer._sample
+
+    a, b, c = sample(0), sample(0), sample(1)
+    assert a.shape == (10, 3) and torch.equal(a, b) and not torch.equal(a, c)
+    assert len(set(a[:, 0].tolist())) == 10  # without replacement
+    layer = DecorLinear.wrap(nn.Linear(3, 2), decor.DecorSettings()).train()
+    with torch.no_grad():
+        layer(torch.randn(10, 3))
+    assert layer._sample is None  # no sample outside training with gradients
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(ValueError, match="'blocks.*' matches no module"):
+        decor.apply(model, ["blocks.*"])
+    with pytest.raises(ValueError, match=r"'1' matches no nn.Linear or nn.Conv2d, only: 1 \(LayerNorm\)"):
+        decor.apply(model, ["1"])
+    with pytest.raises(ValueError, match="groups=1"):
+        decor.apply(model, ["2"])
+    for frac in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="sample_frac must be in"):
+            decor.apply(model, ["0"], sample_frac=frac)
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        decor.apply(model, ["0"], variant="low_rank", rank=0)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        decor.apply(model, ["0"], variant="nope")
+    assert type(model[0]) is nn.Linear  # nothing was wrapped by the failed calls
