@@ -1,0 +1,157 @@
+"""Image-folder dataset for pretraining: flat folders or class sub-folders, any channel count.
+
+Files are read by :func:`mae_dbp.data.io.read_image` (png / jpg / tif, 8/16-bit, float) and
+returned as float32 ``(C, H, W)`` tensors in raw pixel units before the transform.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mae_dbp.data.io import list_images, read_image
+from mae_dbp.errors import UserInputError
+
+
+def resolve_root(root: Path | str) -> Path:
+    """The folder holding the images: ``root/images`` for the project's industrial layout
+    (``images/`` + ``masks/``), otherwise ``root`` itself."""
+    root = Path(root)
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        return root / "images"
+    return root
+
+
+def label_paths(paths: Sequence[Path], root: Path | None) -> tuple[list[str], list[int]]:
+    """Class names and one label per path from the first sub-folder under ``root``.
+
+    Flat layout (any image directly in ``root``, or no root given): no classes, all labels 0.
+    """
+    if root is None:
+        return [], [0] * len(paths)
+    parts = [Path(p).relative_to(root).parts for p in paths]
+    if any(len(part) == 1 for part in parts):
+        return [], [0] * len(paths)
+    classes = sorted({part[0] for part in parts})
+    index = {name: i for i, name in enumerate(classes)}
+    return classes, [index[part[0]] for part in parts]
+
+
+class ImageFolderDataset(Dataset):
+    """``(image float32 (C, H, W), label)`` for each image under a folder or in a list of paths.
+
+    A bad file (unreadable, wrong channel count) raises the reader's one-line
+    :class:`UserInputError` naming it. With ``skip_bad=True`` every file is checked once at
+    construction and bad ones are dropped into ``bad_files`` (paths, as strings) with their
+    messages in ``bad_reasons``; a file that still fails later is replaced by the next good index
+    and recorded too (in that worker's copy only, when DataLoader workers are used).
+    """
+
+    def __init__(self, source: Path | str | Sequence[Path | str], channels: int,
+                 transform: Callable[[Tensor], Tensor] | None = None, skip_bad: bool = False,
+                 root: Path | str | None = None) -> None:
+        if isinstance(source, (str, Path)):
+            root = resolve_root(source)
+            paths = list_images(root)
+        else:
+            paths = [Path(p) for p in source]
+            if not paths:
+                raise UserInputError("no images given (empty list of paths)")
+            root = Path(root) if root is not None else None
+        self.root = root
+        self.channels = int(channels)
+        self.transform = transform
+        self.skip_bad = bool(skip_bad)
+        self.bad_files: list[str] = []
+        self.bad_reasons: dict[str, str] = {}
+        self.classes, labels = label_paths(paths, root)
+        self.samples: list[tuple[Path, int]] = list(zip(paths, labels))
+        if self.skip_bad:
+            self.scan_bad_files()
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p, _ in self.samples]
+
+    @property
+    def targets(self) -> list[int]:
+        return [t for _, t in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _record(self, path: Path, error: UserInputError) -> None:
+        if str(path) not in self.bad_reasons:
+            self.bad_files.append(str(path))
+            self.bad_reasons[str(path)] = str(error)
+
+    def scan_bad_files(self, workers: int | None = None) -> list[str]:
+        """Read every file once (threads), drop the bad ones from the dataset; returns ``bad_files``."""
+
+        def check(path: Path) -> UserInputError | None:
+            try:
+                read_image(path, self.channels)
+            except UserInputError as error:
+                return error
+            return None
+
+        workers = workers or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            errors = list(pool.map(check, self.paths))
+        good = []
+        for sample, error in zip(self.samples, errors):
+            if error is None:
+                good.append(sample)
+            else:
+                self._record(sample[0], error)
+        if not good:
+            raise UserInputError(f"no readable {self.channels}-channel images among {len(self.samples)} files "
+                                 f"(first problem: {self.bad_reasons[self.bad_files[0]]})")
+        self.samples = good
+        return self.bad_files
+
+    def load(self, index: int) -> Tensor:
+        """The raw image ``index`` as float32 (C, H, W), before the transform."""
+        array = read_image(self.samples[index][0], self.channels)
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        for step in range(len(self.samples)):
+            i = (index + step) % len(self.samples)
+            try:
+                image = self.load(i)
+            except UserInputError as error:
+                if not self.skip_bad:
+                    raise
+                self._record(self.samples[i][0], error)
+                continue
+            if self.transform is not None:
+                image = self.transform(image)
+            return image, self.samples[i][1]
+        raise UserInputError(f"no readable images left in the dataset (bad: {len(self.bad_files)})")
+
+
+def split_train_val(paths: Sequence[Path | str], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Seeded, deterministic split of ``paths`` (order of the input does not matter).
+
+    ``round(n * val_fraction)`` paths (at least 1) go to validation, the rest (at least 1) to
+    training; both lists come back sorted.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise UserInputError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+    ordered = sorted(Path(p) for p in paths)
+    if len(ordered) < 2:
+        raise UserInputError(f"need at least 2 images to split off a validation set, got {len(ordered)}")
+    n_val = min(max(1, round(len(ordered) * val_fraction)), len(ordered) - 1)
+    chosen = set(random.Random(seed).sample(range(len(ordered)), n_val))
+    train = [p for i, p in enumerate(ordered) if i not in chosen]
+    val = [p for i, p in enumerate(ordered) if i in chosen]
+    return train, val

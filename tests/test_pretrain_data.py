@@ -1,0 +1,206 @@
+"""Pretraining data: image-folder dataset (8/16-bit, any channels), transforms, bad files, splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mae_dbp.data.dataset import ImageFolderDataset, split_train_val
+from mae_dbp.data.io import write_image
+from mae_dbp.data.transforms import (
+    Normalize,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    ResizeCenterCrop,
+    build_transform,
+)
+from mae_dbp.errors import UserInputError
+
+
+def rng_image(seed: int, channels: int, h: int, w: int, dtype) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    high = np.iinfo(dtype).max
+    return rng.integers(0, high, size=(channels, h, w), endpoint=True).astype(dtype)
+
+
+@pytest.fixture
+def two_channel_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "two"
+    for i in range(5):
+        write_image(root / f"img{i}.tif", rng_image(i, 2, 40, 48, np.uint16))
+    return root
+
+
+def test_png_8bit_and_tif_16bit_raw_values(tmp_path):
+    root = tmp_path / "mixed"
+    root.mkdir()
+    rgb = rng_image(0, 3, 20, 24, np.uint8)
+    Image.fromarray(np.moveaxis(rgb, 0, -1)).save(root / "a.png")
+    gray16 = rng_image(1, 3, 20, 24, np.uint16)
+    write_image(root / "b.tif", gray16)
+    ds = ImageFolderDataset(root, channels=3)
+    assert len(ds) == 2 and ds.classes == [] and ds.targets == [0, 0]
+    (a, la), (b, lb) = ds[0], ds[1]
+    assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape == (3, 20, 24)
+    assert torch.equal(a, torch.from_numpy(rgb.astype(np.float32)))
+    assert torch.equal(b, torch.from_numpy(gray16.astype(np.float32)))
+    assert b.max() > 255  # 16-bit range preserved
+    assert la == lb == 0
+
+
+def test_16bit_png_and_jpg_single_channel(tmp_path):
+    gray16 = rng_image(2, 1, 12, 12, np.uint16)
+    write_image(tmp_path / "g" / "a.png", gray16)
+    Image.fromarray(rng_image(3, 1, 12, 12, np.uint8)[0]).save(tmp_path / "g" / "b.jpg")
+    ds = ImageFolderDataset(tmp_path / "g", channels=1)
+    assert torch.equal(ds[0][0], torch.from_numpy(gray16.astype(np.float32)))
+    assert ds[1][0].shape == (1, 12, 12)
+
+
+def test_class_subfolders_give_labels(tmp_path):
+    for cls, n in (("wire", 2), ("ball", 3)):
+        for i in range(n):
+            write_image(tmp_path / "c" / cls / f"{i}.png", rng_image(i, 1, 8, 8, np.uint8))
+    ds = ImageFolderDataset(tmp_path / "c", channels=1)
+    assert ds.classes == ["ball", "wire"]
+    assert ds.targets == [0, 0, 0, 1, 1]
+    assert ds[4][1] == 1 and ds[4][0].shape == (1, 8, 8)
+
+
+def test_industrial_layout_uses_images_folder(tmp_path):
+    write_image(tmp_path / "ind" / "images" / "x.tif", rng_image(0, 2, 8, 8, np.uint16))
+    write_image(tmp_path / "ind" / "masks" / "x.png", np.zeros((1, 8, 8), np.uint8))
+    ds = ImageFolderDataset(tmp_path / "ind", channels=2)
+    assert len(ds) == 1 and ds[0][0].shape == (2, 8, 8)
+
+
+def test_two_channel_train_transform(two_channel_dir):
+    tf = build_transform(True, 16, mean=[32768, 30000], std=[10000, 20000], channels=2)
+    ds = ImageFolderDataset(two_channel_dir, channels=2, transform=tf)
+    torch.manual_seed(0)
+    image, _ = ds[0]
+    assert image.shape == (2, 16, 16) and image.dtype == torch.float32
+    assert image.abs().max() < 10  # normalised
+    val = build_transform(False, 16, mean=32768, std=10000)
+    a, b = val(ds.load(0)), val(ds.load(0))
+    assert a.shape == (2, 16, 16) and torch.equal(a, b)
+
+
+def test_random_resized_crop_bounds_and_seed():
+    crop = RandomResizedCrop(12, scale=(0.2, 1.0))
+    for seed in range(30):
+        torch.manual_seed(seed)
+        top, left, h, w = crop.params(40, 60)
+        assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 60
+        assert 0.2 * 2400 * 0.8 <= h * w <= 2400 and 3 / 4 - 0.1 <= w / h <= 4 / 3 + 0.1
+    image = torch.rand(2, 40, 60)
+    torch.manual_seed(5)
+    a = crop(image)
+    torch.manual_seed(5)
+    assert torch.equal(a, crop(image)) and a.shape == (2, 12, 12)
+    # a full-image crop of a constant image stays constant (bicubic keeps constants)
+    full = RandomResizedCrop(10, scale=(1.0, 1.0), ratio=(1.5, 1.5))
+    assert torch.allclose(full(torch.full((2, 20, 30), 7.0)), torch.full((2, 10, 10), 7.0))
+
+
+def test_flip_on_two_channels():
+    image = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
+    assert torch.equal(RandomHorizontalFlip(p=1.0)(image), image.flip(-1))
+    assert torch.equal(RandomHorizontalFlip(p=0.0)(image), image)
+    torch.manual_seed(0)
+    flipped = sum(torch.equal(RandomHorizontalFlip()(image), image.flip(-1)) for _ in range(200))
+    assert 60 < flipped < 140
+
+
+def test_resize_center_crop_shape():
+    out = ResizeCenterCrop(16)(torch.rand(3, 40, 20))
+    assert out.shape == (3, 16, 16)
+
+
+def test_normalize_matches_hand_computation():
+    image = torch.tensor([[[100.0, 200.0]], [[1000.0, 3000.0]]])  # (2, 1, 2)
+    out = Normalize([100.0, 2000.0], [50.0, 500.0])(image)
+    expected = torch.tensor([[[0.0, 2.0]], [[-2.0, 2.0]]])
+    assert torch.allclose(out, expected)
+    single = Normalize(32768, 1000)(torch.full((2, 1, 1), 33768.0))
+    assert torch.allclose(single, torch.ones(2, 1, 1))
+    with pytest.raises(UserInputError, match="data.mean has 3 values for 2-channel"):
+        Normalize([1, 2, 3], 1.0)(torch.zeros(2, 1, 1))
+    with pytest.raises(UserInputError, match="data.std"):
+        build_transform(True, 8, mean=0, std=[1, 2, 3], channels=2)
+
+
+def test_wrong_channel_count_names_file(two_channel_dir):
+    bad = two_channel_dir / "img9_rgb.png"
+    write_image(bad, rng_image(0, 3, 8, 8, np.uint8))
+    ds = ImageFolderDataset(two_channel_dir, channels=2)
+    index = ds.paths.index(bad)
+    with pytest.raises(UserInputError, match=r"img9_rgb\.png: expected 2 channels, found 3") as info:
+        ds[index]
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_file_names_file_and_skip_bad_lists_it(two_channel_dir):
+    bad = two_channel_dir / "img2.tif"
+    bad.write_bytes(b"not really a tiff")
+    wrong = two_channel_dir / "zz_gray.png"
+    write_image(wrong, rng_image(0, 1, 8, 8, np.uint8))
+    ds = ImageFolderDataset(two_channel_dir, channels=2)
+    with pytest.raises(UserInputError, match=r"img2\.tif: cannot read image") as info:
+        ds[ds.paths.index(bad)]
+    assert "\n" not in str(info.value)
+
+    skipping = ImageFolderDataset(two_channel_dir, channels=2, skip_bad=True)
+    assert skipping.bad_files == [str(bad), str(wrong)]
+    assert "img2.tif" in skipping.bad_reasons[str(bad)]
+    assert len(skipping) == 4 and bad not in skipping.paths
+    assert all(skipping[i][0].shape == (2, 40, 48) for i in range(len(skipping)))
+
+
+def test_skip_bad_replaces_a_file_broken_after_scan(two_channel_dir):
+    ds = ImageFolderDataset(two_channel_dir, channels=2, skip_bad=True)
+    assert ds.bad_files == []
+    broken = ds.paths[1]
+    broken.write_bytes(b"garbage")
+    image, _ = ds[1]
+    assert torch.equal(image, ds.load(2))  # deterministically the next index
+    assert ds.bad_files == [str(broken)]
+
+
+def test_empty_and_missing_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserInputError, match="no images"):
+        ImageFolderDataset(tmp_path / "empty", channels=1)
+    with pytest.raises(UserInputError, match="does not exist"):
+        ImageFolderDataset(tmp_path / "missing", channels=1)
+    (tmp_path / "allbad").mkdir()
+    (tmp_path / "allbad" / "x.png").write_bytes(b"nope")
+    with pytest.raises(UserInputError, match="no readable"):
+        ImageFolderDataset(tmp_path / "allbad", channels=1, skip_bad=True)
+
+
+def test_split_is_seeded_deterministic_and_disjoint():
+    paths = [Path(f"/d/{i:03d}.png") for i in range(50)]
+    train, val = split_train_val(paths, 0.2, seed=7)
+    assert len(val) == 10 and len(train) == 40
+    assert not set(train) & set(val) and set(train) | set(val) == set(paths)
+    assert (train, val) == split_train_val(list(reversed(paths)), 0.2, seed=7)
+    assert val != split_train_val(paths, 0.2, seed=8)[1]
+    assert len(split_train_val(paths[:3], 0.01, seed=0)[1]) == 1
+    with pytest.raises(UserInputError, match="val_fraction"):
+        split_train_val(paths, 0.0, seed=0)
+
+
+def test_dataset_from_path_list_with_dataloader_workers(two_channel_dir):
+    train, val = split_train_val(sorted(two_channel_dir.glob("*.tif")), 0.4, seed=0)
+    tf = build_transform(True, 16, mean=32768, std=16384)
+    ds = ImageFolderDataset(train, channels=2, transform=tf, root=two_channel_dir)
+    assert len(ds) == 3 and ds.targets == [0, 0, 0]
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2)
+    torch.manual_seed(0)
+    images, labels = next(iter(loader))
+    assert images.shape == (3, 2, 16, 16) and labels.tolist() == [0, 0, 0]
