@@ -23,6 +23,7 @@ class TrainingEmissions:
         try:
             from codecarbon import OfflineEmissionsTracker
 
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)
             self.tracker = OfflineEmissionsTracker(
                 country_iso_code=country, output_dir=str(out_dir), log_level="error",
                 save_to_file=True, measure_power_secs=15, project_name="mae-dbp",

@@ -1,0 +1,25 @@
+"""``mae-dbp pretrain --config FILE [--out RUN_DIR] [--resume RUN_DIR] [section.key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="pretraining YAML (configs/pretrain/*.yaml)")
+    parser.add_argument("--out", help="run directory (default: log.dir/log.name, or the config name + time)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last.pt")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted config overrides, e.g. train.epochs=2 data.root=PATH decor.enabled=false")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mae_dbp.errors import UserInputError
+    from mae_dbp.train.pretrain import pretrain
+
+    if not args.config and not args.resume:
+        raise UserInputError("give --config FILE (or --resume RUN_DIR)")
+    summary = pretrain(args.config, args.overrides, out=args.out, resume=args.resume)
+    print(f"best val loss {summary['best_val_loss']:.4f} at epoch {summary['best_epoch']} "
+          f"after {summary['train_seconds_to_best']:.1f} s of training; {summary['kg_co2']:.2e} kg CO2")
+    return 0

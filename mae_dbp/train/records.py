@@ -1,0 +1,87 @@
+"""What a run leaves in its directory: metrics.csv, decor_metrics.csv, summary.json and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from mae_dbp.train.checkpoint import atomic_write
+
+
+def _clean(value):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(_clean(data), indent=2) + "\n"))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """All rows (their union of columns, in first-seen order), rewritten atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of a metrics CSV with numbers parsed (empty -> nan)."""
+    def number(text: str):
+        try:
+            return float(text) if text != "" else math.nan
+        except ValueError:
+            return text
+
+    with open(path, newline="") as handle:
+        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+class RunRecords:
+    """Writes the per-epoch files of one run (only on the main process: ``enabled``)."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
+        self.run_dir, self.enabled = Path(run_dir), enabled
+        self.site_rows: list[dict] = []
+        path = self.run_dir / "decor_metrics.csv"
+        if enabled and path.is_file():  # a resumed run continues its per-site curve
+            self.site_rows = read_csv(path)
+
+    def epoch(self, rows: list[dict], site_metrics: dict[str, float]) -> None:
+        """After each epoch: rewrite metrics.csv with all rows so far, append the per-site metrics."""
+        if not self.enabled:
+            return
+        row = rows[-1]
+        write_csv(self.run_dir / "metrics.csv", rows)
+        if site_metrics:
+            self.site_rows = [r for r in self.site_rows if r["epoch"] < row["epoch"]]
+            self.site_rows.append({"epoch": row["epoch"], "step": row["step"], **site_metrics})
+            write_csv(self.run_dir / "decor_metrics.csv", self.site_rows)
+
+    def finish(self, summary: dict, rows: list[dict]) -> None:
+        if not self.enabled:
+            return
+        if rows:
+            write_csv(self.run_dir / "metrics.csv", rows)
+        write_json(self.run_dir / "summary.json", summary)
+        from mae_dbp.train import plots
+
+        if rows:
+            plots.loss_curves({self.run_dir.name: rows}, self.run_dir / "loss_vs_time.png")
+        if self.site_rows:
+            plots.decorrelation(self.site_rows, self.run_dir / "decorrelation.png")
