@@ -104,6 +104,27 @@ def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
     return metrics
 
 
+def ranks_agree(model: nn.Module) -> bool:
+    """True when every process holds the same R in every layer (always True without distributed).
+
+    Compares two float64 fingerprints per layer (the sum of R and a position-weighted sum) across
+    ranks with one all-gather: cheap enough to run every epoch as a guard against drift.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return True
+    prints = []
+    for _, layer in decor_modules(model):
+        r = layer.R.detach().double().reshape(-1)
+        weights = torch.arange(1, r.numel() + 1, dtype=torch.float64, device=r.device)
+        prints.append(torch.stack([r.sum(), (r * weights).sum()]))
+    if not prints:
+        return True
+    mine = torch.cat(prints)
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, mine)
+    return all(torch.equal(mine, other) for other in gathered)
+
+
 def fuse(model: nn.Module) -> nn.Module:
     """Replace every decorrelated layer by a plain nn.Linear / nn.Conv2d with weight W R, in place.
 

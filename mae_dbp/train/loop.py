@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
 from accelerate.utils import broadcast, set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -47,6 +47,10 @@ class Task:
         """Parameter names of ``model`` without weight decay (besides biases and norms)."""
         return set()
 
+    def summarize(self, rows: list[dict]) -> dict:
+        """Task-specific entries for summary.json from the per-epoch rows (e.g. time to a target)."""
+        return {}
+
     def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset) -> None:
         """Task-specific plots at the end of a run (main process, best weights loaded)."""
 
@@ -65,6 +69,16 @@ class LoopState:
     kg_co2: float = 0.0
     kwh: float = 0.0
     rows: list[dict] = field(default_factory=list)
+
+
+def process_state() -> PartialState:
+    """accelerate's process state, on CPU when there is no GPU.
+
+    Must be the first accelerate object a job creates: on a CPU machine started with torchrun or
+    ``accelerate launch --multi_gpu``, a state made without ``cpu=True`` gives separate
+    world-size-1 processes instead of gloo ranks.
+    """
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def build_accelerator(train_cfg: dict, log_cfg: dict, run_dir: Path) -> Accelerator:
@@ -214,6 +228,8 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
         state.kg_co2, state.kwh = emissions.kg_co2, emissions.kwh
         train_loss = float(accelerator.reduce(torch.stack(losses).mean(), "mean")) if losses else math.nan
 
+        if decor_cfg["enabled"] and not decor.ranks_agree(decor_root):
+            raise RuntimeError(f"epoch {epoch}: the decorrelation matrices differ between processes")
         model.eval()
         with torch.no_grad():
             val = task.evaluate(model, val_loader, accelerator)
@@ -255,7 +271,8 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
         "epochs_done": state.epoch, "steps": state.step, "world_size": accelerator.num_processes,
         "effective_batch": effective, "peak_lr": peak_lr,
         "decor_sites": sorted(n for n, _ in decor.decor_modules(decor_root)),
-        "guard_events": guard.events, **(extra_summary or {}),
+        "decor_ranks_checked": accelerator.num_processes if decor_cfg["enabled"] else 0,
+        "guard_events": guard.events, **task.summarize(state.rows), **(extra_summary or {}),
     }
     if main:
         if best_path.is_file():

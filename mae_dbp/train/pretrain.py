@@ -24,7 +24,7 @@ from mae_dbp.data.transforms import build_transform
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.mae import MaskedAutoencoder, build_mae, fixed_noise
 from mae_dbp.train import plots
-from mae_dbp.train.loop import Task, fit
+from mae_dbp.train.loop import Task, fit, process_state
 from mae_dbp.train.schedules import DECOR_SCHEDULES
 
 DEFAULT_SITES = ["patch_embed.proj", "blocks.*.attn.qkv", "blocks.*.mlp.fc1"]
@@ -146,6 +146,8 @@ def build_datasets(config: dict) -> tuple[ImageFolderDataset, ImageFolderDataset
         train_paths, val_paths = split_train_val(list_images(root), data["val_fraction"], data["val_seed"])
         train = ImageFolderDataset(train_paths, transform=train_tf, root=root, **kwargs)
         val = ImageFolderDataset(val_paths, transform=val_tf, root=root, **kwargs)
+    for dataset in (train, val):  # fail before training on a folder of the wrong channel count
+        dataset[0]
     return train, val
 
 
@@ -167,17 +169,16 @@ def resolve_run_dir(config: dict, out: str | Path | None, config_path: str | Pat
 
     Decided on the main process and shared with the others, so all ranks agree on one folder.
     """
-    from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    state = PartialState()
+    state = process_state()
     answer = [None, None]
     if state.is_main_process:
         if out is None:
             stem = Path(config_path).stem if config_path else "pretrain"
             out = Path(config["log"]["dir"]) / (config["log"]["name"] or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
         out = Path(out)
-        taken = (out / "last.pt").exists() or (out / "summary.json").exists()
+        taken = (out / "metrics.csv").exists() or (out / "summary.json").exists()  # >= 1 epoch done
         answer = [str(out), f"run directory {out} already holds a run: use --resume {out} or another --out" if taken else None]
     if state.num_processes > 1:
         broadcast_object_list(answer)
@@ -200,9 +201,7 @@ def pretrain(config_path: str | Path | None = None, overrides: list[str] = (), o
     torch.manual_seed(config["train"]["seed"])
     train_set, val_set = build_datasets(config)
     model, sites = build_model(config)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
     task = MAETask(model, len(val_set), config["data"]["val_seed"], config["log"]["recon_images"])

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="pretraining YAML (configs/pretrain/*.yaml)")
+    parser.add_argument("--config", help="pretraining YAML (configs/pretrain/*.yaml); without it, the built-in ViT-B defaults")
     parser.add_argument("--out", help="run directory (default: log.dir/log.name, or the config name + time)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last.pt")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -14,12 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mae_dbp.errors import UserInputError
     from mae_dbp.train.pretrain import pretrain
 
-    if not args.config and not args.resume:
-        raise UserInputError("give --config FILE (or --resume RUN_DIR)")
+    from mae_dbp.train.loop import process_state
+
     summary = pretrain(args.config, args.overrides, out=args.out, resume=args.resume)
-    print(f"best val loss {summary['best_val_loss']:.4f} at epoch {summary['best_epoch']} "
-          f"after {summary['train_seconds_to_best']:.1f} s of training; {summary['kg_co2']:.2e} kg CO2")
+    if process_state().is_main_process:
+        print(f"best val loss {summary['best_val_loss']:.4f} at epoch {summary['best_epoch']} "
+              f"after {summary['train_seconds_to_best']:.1f} s of training; {summary['kg_co2']:.2e} kg CO2")
     return 0

@@ -1,0 +1,220 @@
+"""Supervised classification of the DBP zoo (BP or DBP) on an image folder with class sub-folders.
+
+``classify()`` builds the config (defaults <- YAML <- ``key=value``), the datasets, the zoo model
+(:mod:`mae_dbp.models.zoo`) and runs the shared loop :func:`mae_dbp.train.loop.fit`, which writes
+the run directory. This module adds cross-entropy training, validation top-1 / top-5 accuracy
+(fractions in [0, 1], columns ``val_top1`` / ``val_top5`` of metrics.csv), the summary's best
+accuracy and training seconds to ``train.target_accuracy``, and two plots (accuracy vs time, a
+confusion matrix). :func:`export_classifier` lives in :mod:`mae_dbp.train.classify_export`.
+
+The loop keeps ``best.pt`` at the lowest validation loss (not the highest accuracy).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mae_dbp.config import load_config, save_config
+from mae_dbp.data.dataset import ImageFolderDataset, resolve_root, split_train_val
+from mae_dbp.data.io import list_images
+from mae_dbp.data.transforms import build_transform
+from mae_dbp.errors import UserInputError
+from mae_dbp.models.zoo import MODEL_DEFAULTS, build_classifier
+from mae_dbp.train import classify_plots
+from mae_dbp.train.loop import Task, fit
+from mae_dbp.train.pretrain import DEFAULTS as PRETRAIN_DEFAULTS
+from mae_dbp.train.pretrain import normalisation, resolve_run_dir
+from mae_dbp.train.records import read_csv
+from mae_dbp.train.schedules import DECOR_SCHEDULES
+
+
+def _defaults() -> dict[str, Any]:
+    """Pretraining's train / decor / log sections, adjusted for classification."""
+    train = copy.deepcopy(PRETRAIN_DEFAULTS["train"])
+    # AdamW with weight_decay 0 is Adam (the DBP paper's optimizer); constant lr: min_lr = peak lr
+    train.update({"base_lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_epochs": 0,
+                  "target_accuracy": None, "label_smoothing": 0.0})
+    # validation loss rises with overfitting while accuracy still climbs: only a doubling counts as bad
+    train["guard"]["tolerance"] = 1.0
+    decor = {**copy.deepcopy(PRETRAIN_DEFAULTS["decor"]), "sites": ["*"], "kappa": 0.0, "lr": 1e-3}
+    log = {k: v for k, v in copy.deepcopy(PRETRAIN_DEFAULTS["log"]).items() if k != "recon_images"}
+    data = {k: v for k, v in copy.deepcopy(PRETRAIN_DEFAULTS["data"]).items()}
+    data.update({"val_fraction": 0.1, "augment": False, "cache": False})
+    return {"model": copy.deepcopy(MODEL_DEFAULTS), "decor": decor, "data": data, "train": train, "log": log}
+
+
+DEFAULTS: dict[str, Any] = _defaults()
+
+
+class CachedDataset(Dataset):
+    """All (image, label) pairs of a dataset decoded and transformed once, held in memory.
+
+    Only exact for deterministic transforms (``data.augment: false``); images (N, C, H, W) float32.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        loader = DataLoader(dataset, batch_size=256, shuffle=False)
+        images, labels = zip(*loader)
+        self.images, self.labels = torch.cat(images), torch.cat(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def _align_classes(train: ImageFolderDataset, val: ImageFolderDataset) -> None:
+    """Give ``val`` the training set's class indices (by class name); every val class must be known."""
+    if not train.classes:
+        raise UserInputError(f"{train.root}: classification needs class sub-folders (root/<class>/<image>)")
+    if val.classes == train.classes:
+        return
+    unknown = sorted(set(val.classes) - set(train.classes))
+    if unknown or not val.classes:
+        raise UserInputError(f"validation classes {unknown or '(no class sub-folders)'} are not training classes")
+    index = {name: i for i, name in enumerate(train.classes)}
+    val.samples = [(path, index[val.classes[label]]) for path, label in val.samples]
+    val.classes = list(train.classes)
+
+
+def build_datasets(config: dict) -> tuple[Dataset, Dataset, list[str]]:
+    """Train / validation datasets of (image (C, H, W) normalised float32, label) and the class names.
+
+    data.val_root, or a seeded data.val_fraction split of data.root. ``data.augment`` adds a
+    random resized crop and flip to training; otherwise both use resize + centre crop.
+    """
+    data, model = config["data"], config["model"]
+    if not data["root"]:
+        raise UserInputError("config key data.root is not set (a folder with one sub-folder per class)")
+    channels, size = int(model["in_chans"]), int(model["img_size"])
+    mean, std = normalisation(data, channels)
+    val_tf = build_transform(False, size, mean, std, channels=channels)
+    train_tf = build_transform(True, size, mean, std, channels=channels, scale=tuple(data["crop_scale"])) if data["augment"] else val_tf
+    kwargs = dict(channels=channels, skip_bad=data["skip_bad"])
+    if data["val_root"]:
+        train = ImageFolderDataset(data["root"], transform=train_tf, **kwargs)
+        val = ImageFolderDataset(data["val_root"], transform=val_tf, **kwargs)
+    else:
+        root = resolve_root(data["root"])
+        train_paths, val_paths = split_train_val(list_images(root), data["val_fraction"], data["val_seed"])
+        train = ImageFolderDataset(train_paths, transform=train_tf, root=root, **kwargs)
+        val = ImageFolderDataset(val_paths, transform=val_tf, root=root, **kwargs)
+    _align_classes(train, val)
+    for dataset in (train, val):  # fail before training on a folder of the wrong channel count
+        dataset[0]
+    classes = list(train.classes)
+    if data["cache"]:
+        if data["augment"]:
+            raise UserInputError("data.cache needs data.augment: false (cached images would repeat one random crop)")
+        return CachedDataset(train), CachedDataset(val), classes
+    return train, val, classes
+
+
+class ClassifyTask(Task):
+    """Cross-entropy training; validation loss, top-1 and top-5 accuracy (fractions)."""
+
+    def __init__(self, model: nn.Module, classes: list[str], config: dict) -> None:
+        self.model = self.decor_root = model
+        self.classes = classes
+        self.label_smoothing = float(config["train"]["label_smoothing"])
+        self.target = config["train"]["target_accuracy"]
+        self.batch_size = int(config["train"]["batch_size"])
+        self.plots = bool(config["log"]["plots"])
+
+    def train_loss(self, model: nn.Module, batch) -> torch.Tensor:
+        images, labels = batch
+        return F.cross_entropy(model(images).float(), labels, label_smoothing=self.label_smoothing)
+
+    def evaluate(self, model, loader, accelerator) -> dict[str, float]:
+        per_image = []
+        for images, labels in loader:
+            logits = model(images).float()
+            loss = F.cross_entropy(logits, labels, reduction="none")
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+            stats = torch.stack([loss, top[:, 0].float(), top.any(1).float()], 1)
+            per_image.append(accelerator.gather_for_metrics(stats))
+        mean = torch.cat(per_image).mean(0)
+        return {"val_loss": float(mean[0]), "val_top1": float(mean[1]), "val_top5": float(mean[2])}
+
+    def summarize(self, rows: list[dict]) -> dict:
+        """Best top-1 / top-5 and the training seconds (and epoch) when top-1 first reached its best
+        and ``train.target_accuracy`` (null if never)."""
+        if not rows:
+            return {}
+        best = max(rows, key=lambda r: r["val_top1"])  # max() keeps the first of equal values
+        hit = next((r for r in rows if self.target is not None and r["val_top1"] >= self.target), None)
+        return {
+            "best_val_top1": best["val_top1"], "best_top1_epoch": best["epoch"],
+            "train_seconds_to_best_top1": best["train_seconds"], "best_val_top5": max(r["val_top5"] for r in rows),
+            "target_accuracy": self.target, "train_seconds_to_target": hit["train_seconds"] if hit else None,
+            "epoch_to_target": hit["epoch"] if hit else None,
+        }
+
+    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset) -> None:
+        """accuracy_vs_time.png and confusion_matrix.png (validation set, best-val-loss weights)."""
+        if not self.plots:
+            return
+        rows = read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else []
+        if rows:
+            classify_plots.accuracy_curves({run_dir.name: rows}, run_dir / "accuracy_vs_time.png", self.target)
+        k = len(self.classes)
+        matrix = np.zeros((k, k), dtype=np.int64)
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            for images, labels in DataLoader(val_set, batch_size=self.batch_size):
+                predicted = model(images.to(device)).argmax(1).cpu()
+                np.add.at(matrix, (labels.numpy(), predicted.clamp_max(k - 1).numpy()), 1)
+        classify_plots.confusion_matrix(matrix, self.classes, run_dir / "confusion_matrix.png")
+
+
+def _start(config_path: str | Path | None, overrides: list[str], out: str | Path | None,
+           resume: str | Path | None) -> tuple[dict, Path]:
+    """(config, run directory) of a new run, or of the run directory being resumed."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "last.pt").is_file():
+            raise UserInputError(f"--resume {run_dir}: no last.pt there (not a started run directory)")
+        return load_config(DEFAULTS, run_dir / "config.yaml", overrides), run_dir
+    config = load_config(DEFAULTS, config_path, overrides)
+    if out is None and config_path is None and not config["log"]["name"]:
+        out = Path(config["log"]["dir"]) / f"classify-{datetime.now():%Y%m%d-%H%M%S}"
+    return config, resolve_run_dir(config, out, config_path)
+
+
+def classify(config_path: str | Path | None = None, overrides: list[str] = (), out: str | Path | None = None,
+             resume: str | Path | None = None) -> dict:
+    """Train a zoo classifier; returns the summary (also run_dir/summary.json)."""
+    config, run_dir = _start(config_path, list(overrides), out, resume)
+    if config["decor"]["lr_schedule"] not in DECOR_SCHEDULES:
+        raise UserInputError(f"decor.lr_schedule must be one of {', '.join(DECOR_SCHEDULES)}, got {config['decor']['lr_schedule']!r}")
+    torch.manual_seed(config["train"]["seed"])
+    train_set, val_set, classes = build_datasets(config)
+    wanted = config["model"]["num_classes"]
+    if wanted is None:
+        config["model"]["num_classes"] = len(classes)
+    elif int(wanted) < len(classes):
+        raise UserInputError(f"model.num_classes={wanted} but the training data has {len(classes)} classes")
+    model = build_classifier(config)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
+    task = ClassifyTask(model, classes, config)
+    bad = sorted(set(getattr(train_set, "bad_files", [])) | set(getattr(val_set, "bad_files", [])))
+    extra = {"arch": config["model"]["arch"], "num_classes": config["model"]["num_classes"], "bad_files": bad,
+             "train_images": len(train_set), "val_images": len(val_set), "config": str(config_path or "")}
+    return fit(config, task, train_set, val_set, run_dir, resume=resume is not None, extra_summary=extra)

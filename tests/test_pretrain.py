@@ -1,0 +1,150 @@
+"""MAE pretraining runs end to end on small generated 2-channel 16-bit data (CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from data_tools.synthetic import write_synthetic
+from mae_dbp.cli import main
+from mae_dbp.data.io import write_image
+from mae_dbp.train.checkpoint import load_checkpoint
+from mae_dbp.train.pretrain import pretrain
+
+TINY = [
+    "model.img_size=32", "model.in_chans=2", "model.encoder=vit_tiny_patch16_224",
+    "model.encoder_args={embed_dim: 32, depth: 2, num_heads: 2, patch_size: 8}",
+    "model.decoder={dim: 32, depth: 1, heads: 2}",
+    "data.mean=[32768, 32768]", "data.std=[16384, 16384]", "data.val_fraction=0.2",
+    "train.batch_size=8", "train.effective_batch=8", "train.base_lr=0.04", "train.warmup_epochs=0",
+    "log.emissions=false", "log.recon_images=2", "decor.lr=0.005",
+]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return write_synthetic(tmp_path_factory.mktemp("data") / "wirebond", num=40, size=32, seed=0, progress=False)
+
+
+def rows(run_dir):
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_tiny_dbp_run_lowers_validation_loss_and_writes_run_dir(synthetic, tmp_path):
+    run = tmp_path / "dbp"
+    summary = pretrain(None, TINY + [f"data.root={synthetic}", "train.epochs=4", "log.emissions=true"], out=run)
+    metrics = rows(run)
+    assert len(metrics) == 4
+    assert float(metrics[-1]["val_loss"]) < float(metrics[0]["val_loss"])
+    assert {"epoch", "step", "train_seconds", "train_loss", "val_loss", "lr", "decor_lr", "decor_metric"} <= set(metrics[0])
+    assert summary["decor_sites"] == ["blocks.0.attn.qkv", "blocks.0.mlp.fc1", "blocks.1.attn.qkv", "blocks.1.mlp.fc1", "patch_embed.proj"]
+    on_disk = json.loads((run / "summary.json").read_text())
+    for key in ("best_val_loss", "best_epoch", "train_seconds_to_best", "train_seconds_total", "kg_co2", "kwh", "decor_sites"):
+        assert key in on_disk
+    assert on_disk["best_val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in metrics))
+    assert on_disk["kg_co2"] >= 0 and (run / "emissions.csv").is_file()
+    for name in ("config.yaml", "best.pt", "last.pt", "loss_vs_time.png", "decorrelation.png", "reconstructions.png"):
+        assert (run / name).is_file(), name
+    # the best checkpoint carries R for every site, and training changed it
+    state = load_checkpoint(run / "best.pt")["model"]
+    r = state["encoder.blocks.0.attn.qkv.R"]
+    assert not torch.equal(r, torch.eye(r.shape[0]))
+    # never overwrite a finished run
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        pretrain(None, TINY + [f"data.root={synthetic}", "train.epochs=1"], out=run)
+
+
+def test_resume_continues_the_same_curve(synthetic, tmp_path):
+    common = TINY + [f"data.root={synthetic}", "train.epochs=4"]
+    pretrain(None, common, out=tmp_path / "straight")
+    pretrain(None, common + ["train.stop_after_epoch=2"], out=tmp_path / "split")
+    assert len(rows(tmp_path / "split")) == 2
+    pretrain(resume=tmp_path / "split", overrides=["train.stop_after_epoch=null"])
+    straight, split = rows(tmp_path / "straight"), rows(tmp_path / "split")
+    assert len(split) == 4
+    for a, b in zip(straight, split):
+        for key in ("step", "train_loss", "val_loss", "lr", "decor_lr", "decor_metric"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-9), (key, a, b)
+
+
+def test_guard_restores_on_non_finite_loss_and_run_completes(synthetic, tmp_path):
+    data = tmp_path / "with_nan"
+    data.mkdir()
+    for path in sorted((synthetic / "images").iterdir()):
+        (data / path.name).symlink_to(path)
+    poisoned = np.full((2, 32, 32), np.nan, dtype=np.float32)
+    write_image(data / "zz_nan.tif", poisoned)
+    run = tmp_path / "guarded"
+    summary = pretrain(None, TINY + [f"data.root={data}", "train.epochs=3", "data.val_fraction=0.1",
+                                     "train.guard.max_restores=2"], out=run)
+    events = summary["guard_events"]
+    assert events and events[0]["reason"] == "non-finite training loss"
+    assert events[0]["decor_lr_scale"] == pytest.approx(0.5)
+    assert any(e["decor_updates"] == "stopped" for e in events)
+    assert summary["epochs_done"] == 3 and math.isfinite(summary["best_val_loss"])
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows(run))
+
+
+def test_guard_off_fails_loudly(synthetic, tmp_path):
+    data = tmp_path / "with_nan"
+    data.mkdir()
+    for path in sorted((synthetic / "images").iterdir())[:16]:
+        (data / path.name).symlink_to(path)
+    write_image(data / "zz_nan.tif", np.full((2, 32, 32), np.nan, dtype=np.float32))
+    with pytest.raises(FloatingPointError, match="non-finite training loss"):
+        pretrain(None, TINY + [f"data.root={data}", "train.epochs=3", "data.val_fraction=0.1",
+                               "train.guard.enabled=false"], out=tmp_path / "run")
+
+
+def test_bad_inputs_give_one_line_errors(synthetic, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epochs: 1\n  epoch: 2\n")
+    assert main(["pretrain", "--config", str(config)]) == 2
+    assert "unknown config key 'train.epoch'" in capsys.readouterr().err
+
+    args = ["pretrain", "--config", "configs/pretrain/tiny_cpu_dbp.yaml", "--out", str(tmp_path / "r")]
+    assert main(args + [f"data.root={synthetic}", "model.in_chans=3", "data.mean=0", "data.std=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mae-dbp: error: ") and "expected 3 channels, found 2" in err and len(err.splitlines()) == 1
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for path in sorted((synthetic / "images").iterdir())[:12]:
+        (corrupt / path.name).symlink_to(path)
+    (corrupt / "broken.tif").write_bytes(b"II*\x00not really a tiff")
+    assert main(args + [f"data.root={corrupt}", "data.val_fraction=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert err.startswith("mae-dbp: error: ") and "broken.tif" in err and "cannot read image" in err
+
+    summary = pretrain(None, TINY + [f"data.root={corrupt}", "data.skip_bad=true", "train.epochs=1"], out=tmp_path / "skip")
+    assert [p.endswith("broken.tif") for p in summary["bad_files"]] == [True]
+
+    assert main(["pretrain", "--config", "configs/pretrain/tiny_cpu_dbp.yaml", "--out", str(tmp_path / "m"),
+                 f"data.root={tmp_path / 'missing'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_two_cpu_ranks_through_accelerate_keep_r_identical(synthetic, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU gives two gloo ranks; the loop
+    checks every epoch that all ranks hold the same R (and raises if not)."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "dist"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "mae_dbp", "pretrain", "--out", str(run), *TINY, f"data.root={synthetic}",
+               "train.epochs=2", "train.effective_batch=16"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["decor_ranks_checked"] == 2  # ranks_agree() ran on 2 ranks each epoch and passed
+    assert summary["effective_batch"] == 16  # 8 per rank x 2 ranks, no accumulation
+    assert len(rows(run)) == 2
