@@ -135,7 +135,9 @@ def test_fused_linear_and_conv_equal_unfused():
     _perturb_r(model)
     x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
     model.eval()
-    expected = model(x)
+    with decor.explicit(model):  # the unfused reference W (R x), computed step by step
+        expected = model(x)
+    torch.testing.assert_close(model(x), expected)  # the cached (W R) x path agrees
     decor.fuse(model)
     assert not decor.decor_modules(model)
     assert all(type(m) in (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten, nn.Sequential) for m in model.modules())

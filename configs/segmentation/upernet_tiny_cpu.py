@@ -32,7 +32,8 @@ train_dir = f'{data_root}/{train_split}'
 val_dir = f'{data_root}/{val_split}'
 classes = _settings.class_names(train_dir)
 num_classes = len(classes)
-norm = _settings.norm_stats(train_dir, pretrained_export)
+mean = _settings.norm_stats(train_dir, pretrained_export)['mean']  # raw pixel units
+std = _settings.norm_stats(train_dir, pretrained_export)['std']
 encoder = _settings.encoder_shape(pretrained_export, scratch_arch, scratch_args)
 embed_dim = encoder['embed_dim']
 out_indices = tuple(range(encoder['depth'] - 4, encoder['depth']))  # last four blocks
@@ -44,7 +45,7 @@ norm_cfg = dict(type='BN', requires_grad=True)
 # ---- model -------------------------------------------------------------------------------------
 model = dict(
     type='EncoderDecoder',
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=norm['mean'], std=norm['std'],
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=mean, std=std,
                            bgr_to_rgb=False, pad_val=0, seg_pad_val=255, size=crop_size),
     backbone=dict(
         type='TimmMAEViT',

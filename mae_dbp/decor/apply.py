@@ -10,7 +10,8 @@ Patterns are ``fnmatch`` globs over qualified module names (``*`` also crosses d
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -123,6 +124,20 @@ def ranks_agree(model: nn.Module) -> bool:
     gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, mine)
     return all(torch.equal(mine, other) for other in gathered)
+
+
+@contextmanager
+def explicit(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, decorrelated layers compute W (R x) step by step instead of using the
+    fused (W R) x: the independent reference that exports and tests compare fused models with."""
+    layers = [layer for _, layer in decor_modules(model)]
+    for layer in layers:
+        layer.explicit = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.explicit = False
 
 
 def fuse(model: nn.Module) -> nn.Module:

@@ -125,6 +125,11 @@ class DecorMixin:
     def fused_plain_module(self) -> nn.Module:
         raise NotImplementedError
 
+    explicit: bool = False  # compute W (R x) step by step instead of (W R) x: a reference for checks
+
+    def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     # the subsample generator is part of the state, so a resumed run draws the same rows
     def get_extra_state(self) -> dict:
         return {"generator": self._generator.get_state()}
@@ -153,8 +158,14 @@ class DecorLinear(DecorMixin, nn.Linear):
         return rows[self._draw(rows.shape[0]).to(rows.device)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.explicit:
+            return self.explicit_forward(x)
         self._keep_sample(x)
         return F.linear(x, self.fused_weight(), self.bias)
+
+    def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """z = R x, then W z + b (two matmuls; the unfused reference)."""
+        return F.linear(F.linear(x, self.R.to(x.dtype)), self.weight, self.bias)
 
     def fused_plain_module(self) -> nn.Linear:
         plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
@@ -199,8 +210,25 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         return patches.permute(0, 3, 1, 2).reshape(idx.shape[0], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.explicit:
+            return self.explicit_forward(x)
         self._keep_sample(x)
         return self._conv_forward(x, self.fused_weight(), self.bias)
+
+    def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Unfold into patches, z = R patch, then the kernel as a D -> C_out map (the unfused reference)."""
+        if any(self._reversed_padding_repeated_twice):
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        patches = F.unfold(x, self.kernel_size, dilation=self.dilation, stride=self.stride)  # (B, D, L)
+        z = torch.einsum("ed,bdl->bel", self.R.to(x.dtype), patches)
+        out = torch.einsum("od,bdl->bol", self.weight.reshape(self.out_channels, -1), z)
+        if self.bias is not None:
+            out = out + self.bias[None, :, None]
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        out_h = (x.shape[-2] - dh * (kh - 1) - 1) // sh + 1
+        out_w = (x.shape[-1] - dw * (kw - 1) - 1) // sw + 1
+        return out.reshape(x.shape[0], self.out_channels, out_h, out_w)
 
     def fused_plain_module(self) -> nn.Conv2d:
         plain = nn.Conv2d(

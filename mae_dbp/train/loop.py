@@ -170,7 +170,7 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
             torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
     elif main:
         save_checkpoint(_snapshot(accelerator, model, optimizer, state, guard), last_path)
-    records = RunRecords(run_dir, enabled=main)
+    records = RunRecords(run_dir, enabled=main, plots=log_cfg["plots"])
     emissions = TrainingEmissions(run_dir, log_cfg["country"], enabled=main and log_cfg["emissions"],
                                   kg_co2=state.kg_co2, kwh=state.kwh)
     if log_cfg.get("log_with"):
@@ -278,7 +278,8 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
         if best_path.is_file():
             accelerator.unwrap_model(model).load_state_dict(load_checkpoint(best_path)["model"])
         records.finish(summary, state.rows)
-        task.finish(run_dir, accelerator.unwrap_model(model), val_set)
+        if log_cfg["plots"]:
+            task.finish(run_dir, accelerator.unwrap_model(model), val_set)
     if log_cfg.get("log_with"):
         accelerator.end_training()
     accelerator.wait_for_everyone()

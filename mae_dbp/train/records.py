@@ -55,8 +55,8 @@ def read_csv(path: Path) -> list[dict]:
 class RunRecords:
     """Writes the per-epoch files of one run (only on the main process: ``enabled``)."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True) -> None:
-        self.run_dir, self.enabled = Path(run_dir), enabled
+    def __init__(self, run_dir: Path, enabled: bool = True, plots: bool = True) -> None:
+        self.run_dir, self.enabled, self.plots = Path(run_dir), enabled, plots
         self.site_rows: list[dict] = []
         path = self.run_dir / "decor_metrics.csv"
         if enabled and path.is_file():  # a resumed run continues its per-site curve
@@ -79,6 +79,8 @@ class RunRecords:
         if rows:
             write_csv(self.run_dir / "metrics.csv", rows)
         write_json(self.run_dir / "summary.json", summary)
+        if not self.plots:
+            return
         from mae_dbp.train import plots
 
         if rows:

@@ -1,0 +1,124 @@
+"""Export a pretrained encoder as a plain timm ViT: R fused into the weights (W <- W R).
+
+Output folder (timm's hub layout, so ``timm.create_model(name, pretrained=True,
+pretrained_cfg_overlay=dict(file=".../model.safetensors"), num_classes=0, **model_args)`` or
+``timm.create_model("local-dir:FOLDER")`` loads it with strict keys):
+
+    model.safetensors   the fused encoder's state_dict (timm key names, no DBP trace)
+    config.json         architecture, model_args, pretrained_cfg (input size, mean/std in raw
+                        pixel units), and a ``mae_dbp`` block (source, fused sites, check result)
+    mmseg_backbone.pth  (format mmseg/both) {"state_dict": {"backbone.vit.<timm key>": tensor}},
+                        for mmseg's ``load_from`` / ``init_cfg=dict(type="Pretrained")``
+
+Before writing, the fused encoder's features are compared with the unfused DBP encoder's on a
+random batch; an export whose max abs difference exceeds ``tolerance`` is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from mae_dbp import decor
+from mae_dbp.config import load_config
+from mae_dbp.errors import UserInputError
+from mae_dbp.train.checkpoint import atomic_write, load_checkpoint
+
+FORMATS = ("timm", "mmseg", "both")
+MMSEG_PREFIX = "backbone.vit."
+
+
+def locate_checkpoint(source: str | Path) -> tuple[Path, Path]:
+    """(checkpoint, run config) for a run directory (its best.pt) or a checkpoint file in one."""
+    source = Path(source)
+    if source.is_dir():
+        checkpoint = source / "best.pt"
+        if not checkpoint.is_file():
+            checkpoint = source / "last.pt"
+        run_dir = source
+    else:
+        checkpoint, run_dir = source, source.parent
+    if not checkpoint.is_file():
+        raise UserInputError(f"{source}: no best.pt or last.pt checkpoint there")
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise UserInputError(f"{config} not found: export needs the run directory's config.yaml beside the checkpoint")
+    return checkpoint, config
+
+
+def check_fusion(encoder: nn.Module, fused: nn.Module, in_chans: int, img_size: int, seed: int = 0) -> float:
+    """Max abs difference of ``forward_features`` between the DBP encoder, computed unfused as
+    W (R x) (:func:`mae_dbp.decor.explicit`), and the fused encoder, on a random batch (float32)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, in_chans, img_size, img_size, generator=generator)
+    encoder.eval()
+    fused.eval()
+    with torch.no_grad(), decor.explicit(encoder):
+        return float((encoder.forward_features(images) - fused.forward_features(images)).abs().max())
+
+
+def timm_config(config: dict, encoder: nn.Module, mean: list[float], std: list[float], extra: dict) -> dict:
+    """config.json in timm's hub format for the exported encoder."""
+    model = config["model"]
+    size = model["img_size"]
+    return {
+        "architecture": model["encoder"],
+        "num_classes": 0,
+        "num_features": int(encoder.num_features),
+        "global_pool": encoder.global_pool,
+        "model_args": {"img_size": size, "in_chans": model["in_chans"], **model["encoder_args"]},
+        "pretrained_cfg": {
+            "input_size": [model["in_chans"], size, size], "mean": mean, "std": std, "num_classes": 0,
+            "interpolation": "bicubic", "crop_pct": 1.0, "first_conv": "patch_embed.proj",
+        },
+        "mae_dbp": extra,
+    }
+
+
+def _prepare_out(out: Path, names: list[str], force: bool) -> None:
+    existing = [out / n for n in names if (out / n).exists()]
+    if existing and not force:
+        raise FileExistsError(f"{existing[0]} already exists (use --force to overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force: bool = False,
+                   tolerance: float = 1e-4) -> dict:
+    """Fuse and export the MAE encoder of a pretraining run; returns what config.json holds."""
+    from mae_dbp.train.pretrain import DEFAULTS, build_model, normalisation
+
+    if fmt not in FORMATS:
+        raise UserInputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    checkpoint_path, config_path = locate_checkpoint(source)
+    config = load_config(DEFAULTS, config_path)
+    out = Path(out)
+    names = ["model.safetensors", "config.json"] + (["mmseg_backbone.pth"] if fmt != "timm" else [])
+    _prepare_out(out, names, force)
+    checkpoint = load_checkpoint(checkpoint_path)
+    mae, sites = build_model(config)
+    missing, unexpected = mae.load_state_dict(checkpoint["model"], strict=False)
+    if missing or unexpected:
+        raise UserInputError(f"{checkpoint_path}: does not match {config_path} "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    encoder = mae.encoder.float()
+    fused = decor.fuse(copy.deepcopy(encoder))
+    diff = check_fusion(encoder, fused, config["model"]["in_chans"], config["model"]["img_size"])
+    if not diff <= tolerance:
+        raise RuntimeError(f"fused encoder differs from the DBP encoder by {diff:.3g} > {tolerance}: export refused")
+    state = {k: v.detach().contiguous() for k, v in fused.state_dict().items()}
+    mean, std = normalisation(config["data"], config["model"]["in_chans"])
+    loop = checkpoint.get("loop", {})
+    extra = {"source": str(checkpoint_path), "fused_sites": sites, "fusion_max_abs_diff": diff,
+             "epoch": loop.get("epoch"), "val_loss": loop.get("best_val")}
+    meta = timm_config(config, fused, mean, std, extra)
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    if fmt != "timm":
+        mmseg_state = {"state_dict": {MMSEG_PREFIX + k: v for k, v in state.items()}, "meta": {"mae_dbp": extra}}
+        atomic_write(out / "mmseg_backbone.pth", lambda tmp: torch.save(mmseg_state, tmp))
+    return meta

@@ -1,0 +1,78 @@
+"""Fused export of a pretraining run loads into plain timm and keeps the DBP encoder's features."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from data_tools.synthetic import write_synthetic
+from mae_dbp import decor
+from mae_dbp.cli import main
+from mae_dbp.config import load_config
+from mae_dbp.export import export_encoder
+from mae_dbp.train.checkpoint import load_checkpoint
+from mae_dbp.train.pretrain import DEFAULTS, build_model, pretrain
+
+from tests.test_pretrain import TINY
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("export")
+    data = write_synthetic(base / "data", num=24, size=32, seed=1, progress=False)
+    out = {}
+    for name, enabled in (("dbp", "true"), ("bp", "false")):
+        pretrain(None, TINY + [f"data.root={data}", "train.epochs=2", f"decor.enabled={enabled}",
+                               "log.plots=false"], out=base / name)
+        out[name] = base / name
+    return out
+
+
+def test_export_loads_strictly_in_timm_with_the_same_features(runs, tmp_path):
+    out = tmp_path / "export"
+    assert main(["export", str(runs["dbp"]), "--out", str(out), "--format", "both"]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    assert len(meta["mae_dbp"]["fused_sites"]) == 5
+    state = load_file(out / "model.safetensors")
+    assert not any(k.endswith((".R", "_extra_state")) for k in state)
+    # the plain timm model, built the way a downstream user does, loads the file strictly
+    plain = timm.create_model(meta["architecture"], pretrained=True, num_classes=0,
+                              pretrained_cfg_overlay=dict(file=str(out / "model.safetensors")), **meta["model_args"])
+    missing, unexpected = plain.load_state_dict(state, strict=True)
+    assert not missing and not unexpected
+    # its features equal the unfused DBP encoder's, computed as W (R x)
+    config = load_config(DEFAULTS, runs["dbp"] / "config.yaml")
+    mae, _ = build_model(config)
+    mae.load_state_dict(load_checkpoint(runs["dbp"] / "best.pt")["model"])
+    images = torch.randn(3, 2, 32, 32)
+    plain.eval()
+    mae.eval()
+    with torch.no_grad(), decor.explicit(mae.encoder):
+        reference = mae.encoder.forward_features(images)
+        assert (plain.forward_features(images) - reference).abs().max() <= 1e-4
+    # R was really learned, so the check above is not trivially W == W R
+    r = load_checkpoint(runs["dbp"] / "best.pt")["model"]["encoder.blocks.0.mlp.fc1.R"]
+    assert (r - torch.eye(r.shape[0])).abs().max() > 1e-6
+    mmseg = torch.load(out / "mmseg_backbone.pth", weights_only=True)["state_dict"]
+    assert set(mmseg) == {f"backbone.vit.{k}" for k in state}
+
+
+def test_bp_export_and_no_overwrite_without_force(runs, tmp_path, capsys):
+    out = tmp_path / "bp"
+    meta = export_encoder(runs["bp"], out)
+    assert meta["mae_dbp"]["fused_sites"] == []
+    before = (out / "model.safetensors").read_bytes()
+    assert main(["export", str(runs["dbp"]), "--out", str(out)]) == 2
+    assert "already exists (use --force" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == before  # untouched
+    export_encoder(runs["dbp"], out, force=True)
+    assert (out / "model.safetensors").read_bytes() != before
+
+
+def test_export_bad_source_is_one_clear_error(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "no best.pt or last.pt" in capsys.readouterr().err
