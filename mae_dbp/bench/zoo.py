@@ -1,0 +1,162 @@
+"""``bench zoo``: BP vs DBP on a small real image folder, each run to the same wall-clock budget.
+
+For each architecture and seed, a BP run and a DBP run (``mae_dbp.train.classify.classify``, so the
+shared loop ``fit``; emissions off, guard off, constant lr) train for ``budget_s`` seconds of
+training time (validation excluded). From BP's metrics: its best validation top-1 ``A`` and the
+training seconds ``T_bp`` when it first reached it; from DBP's: the training seconds ``T_dbp`` when
+its top-1 first reached ``A``. The headline is ``T_dbp / T_bp`` (below 1: DBP gets to BP's best
+sooner; null: DBP never reached it within the budget). Accuracy is measured once per epoch, so
+times have epoch resolution. Also reported: the same ratio in epochs (learning per step, free of
+DBP's per-step cost) and the seconds-per-step ratio (DBP's overhead).
+
+The data folder is ``DIR/train/<class>/*`` + ``DIR/val/<class>/*`` (``data_tools.digits``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from mae_dbp.data.io import list_images, read_image
+from mae_dbp.errors import UserInputError
+
+ARCH_OVERRIDES: dict[str, list[str]] = {
+    "convnet": ["model.arch=convnet", "model.conv_channels=[32, 64]", "model.conv_kernel=5"],
+    "mlp": ["model.arch=mlp", "model.mlp_hidden=[1000, 1000, 1000, 1000]"],
+    "resnet18": ["model.arch=resnet18"],
+}
+
+
+def _first_at_least(rows: list[dict], accuracy: float) -> dict | None:
+    return next((r for r in rows if r["val_top1"] >= accuracy), None)
+
+
+def compare_runs(bp_rows: list[dict], dbp_rows: list[dict]) -> dict:
+    """The bench numbers of one BP / DBP pair from their metrics rows (see the module docstring)."""
+    best = max(bp_rows, key=lambda r: r["val_top1"])
+    reached = _first_at_least(dbp_rows, best["val_top1"])
+
+    def per_step(rows: list[dict]) -> float:
+        return rows[-1]["train_seconds"] / max(1, rows[-1]["step"])
+
+    return {
+        "bp_best_top1": best["val_top1"], "bp_seconds_to_best": best["train_seconds"], "bp_epoch_of_best": best["epoch"],
+        "dbp_best_top1": max(r["val_top1"] for r in dbp_rows),
+        "dbp_seconds_to_bp_best": reached["train_seconds"] if reached else None,
+        "dbp_epoch_to_bp_best": reached["epoch"] if reached else None,
+        "time_fraction": reached["train_seconds"] / best["train_seconds"] if reached else None,
+        "epoch_fraction": reached["epoch"] / best["epoch"] if reached else None,
+        "bp_epochs": bp_rows[-1]["epoch"], "dbp_epochs": dbp_rows[-1]["epoch"],
+        "bp_seconds_per_step": per_step(bp_rows), "dbp_seconds_per_step": per_step(dbp_rows),
+        "step_time_ratio": per_step(dbp_rows) / per_step(bp_rows),
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known and len(known) == len(values) else None
+
+
+def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = ("convnet", "mlp"),
+                  seeds: Sequence[int] = (0,), batch_size: int = 256, lr: float = 1e-3, decor_lr: float = 1e-3,
+                  kappa: float = 0.0, threads: int | None = None, out_dir: str | Path | None = None) -> dict:
+    """BP vs DBP per architecture and seed to ``budget_s`` training seconds each; returns the results.
+
+    ``lr`` (W, Adam) and ``decor_lr`` (R) are per-step values at any ``batch_size``; ``threads`` sets
+    torch's CPU threads for all runs (default: unchanged). Runs go to ``out_dir`` (default: a
+    temporary folder, deleted). Result: {"settings", "runs": {arch: [pair per seed]},
+    "summary": {arch: medians over seeds (null if DBP missed BP's best in some seed)}}.
+    """
+    from data_tools.stats import compute_stats
+    from mae_dbp.train import classify_plots
+    from mae_dbp.train.classify import classify
+    from mae_dbp.train.records import read_csv
+
+    data_dir = Path(data_dir)
+    if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
+        raise UserInputError(f"{data_dir}: expected train/<class>/ and val/<class>/ folders (mae-dbp data digits)")
+    unknown = [a for a in archs if a not in ARCH_OVERRIDES]
+    if unknown:
+        raise UserInputError(f"bench zoo: unknown arch {unknown[0]!r} (known: {', '.join(ARCH_OVERRIDES)})")
+    first = read_image(list_images(data_dir / "train")[0])
+    stats = compute_stats(data_dir / "train", progress=False)
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    common = [
+        f"data.root={data_dir / 'train'}", f"data.val_root={data_dir / 'val'}", "data.cache=true",
+        f"data.mean={stats['mean']}", f"data.std={stats['std']}",
+        f"model.in_chans={first.shape[0]}", f"model.img_size={first.shape[-1]}",
+        f"train.batch_size={batch_size}", f"train.effective_batch={batch_size}", "train.epochs=100000",
+        f"train.base_lr={lr * 256 / batch_size}", f"train.min_lr={lr}", "train.warmup_epochs=0",
+        "train.weight_decay=0.0", "train.betas=[0.9, 0.999]", f"train.max_train_seconds={budget_s}",
+        "train.guard.enabled=false", "log.emissions=false", "log.plots=false",
+        f"decor.lr={decor_lr}", f"decor.kappa={kappa}", "decor.lr_schedule=constant",
+    ]
+    temporary = tempfile.TemporaryDirectory(prefix="bench-zoo-") if out_dir is None else None
+    root = Path(temporary.name if temporary else out_dir)
+    runs: dict[str, list[dict]] = {arch: [] for arch in archs}
+    try:
+        for seed in seeds:
+            for arch in archs:
+                rows = {}
+                order = ("bp", "dbp") if seed % 2 == 0 else ("dbp", "bp")  # spread slow drifts of the machine
+                for method in order:
+                    run_dir = root / f"{arch}-{method}-seed{seed}"
+                    overrides = common + ARCH_OVERRIDES[arch] + [
+                        f"train.seed={seed}", f"decor.seed={seed}", f"decor.enabled={method == 'dbp'}"]
+                    classify(None, overrides, out=run_dir)
+                    rows[method] = read_csv(run_dir / "metrics.csv")
+                classify_plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
+                runs[arch].append({"seed": seed, **compare_runs(rows["bp"], rows["dbp"])})
+    finally:
+        torch.set_num_threads(previous_threads)
+        if temporary:
+            temporary.cleanup()
+    summary = {arch: {key: _median([p[key] for p in pairs]) for key in
+                      ("time_fraction", "epoch_fraction", "step_time_ratio", "bp_best_top1", "dbp_best_top1")}
+               for arch, pairs in runs.items()}
+    settings = {"data": str(data_dir), "budget_s": budget_s, "archs": list(archs), "seeds": list(seeds),
+                "batch_size": batch_size, "lr": lr, "decor_lr": decor_lr, "kappa": kappa,
+                "threads": threads or previous_threads, "out_dir": None if temporary else str(root)}
+    return {"settings": settings, "runs": runs, "summary": summary}
+
+
+def markdown_table(result: dict) -> str:
+    """The per-seed pairs of a :func:`run_zoo_bench` result as a markdown table."""
+    def fmt(value, spec: str) -> str:
+        return "never" if value is None else format(value, spec)
+
+    lines = ["| arch | seed | BP best top-1 | BP s to best | DBP s to BP's best | time fraction | epoch fraction "
+             "| DBP best top-1 | DBP / BP s per step |", "|" + "---|" * 9]
+    for arch, pairs in result["runs"].items():
+        for p in pairs:
+            lines.append(
+                f"| {arch} | {p['seed']} | {p['bp_best_top1']:.4f} | {p['bp_seconds_to_best']:.1f} | "
+                f"{fmt(p['dbp_seconds_to_bp_best'], '.1f')} | {fmt(p['time_fraction'], '.2f')} | "
+                f"{fmt(p['epoch_fraction'], '.2f')} | {p['dbp_best_top1']:.4f} | {p['step_time_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def add_arguments(sub) -> None:
+    """Register ``zoo`` on the ``mae-dbp bench`` sub-parsers (``sub``: argparse subparsers action)."""
+    p = sub.add_parser("zoo", help="BP vs DBP ConvNet / MLP on a small image folder to a fixed time budget")
+    p.add_argument("--data", type=Path, required=True, help="folder with train/<class>/ and val/<class>/ (mae-dbp data digits)")
+    p.add_argument("--budget", type=float, default=60.0, help="training seconds per run (default 60)")
+    p.add_argument("--archs", nargs="+", default=["convnet", "mlp"], choices=sorted(ARCH_OVERRIDES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="one BP / DBP pair per seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=None, help="keep the run directories and plots here")
+
+
+def run(args) -> dict:
+    """``mae-dbp bench zoo``: runs the bench, prints the table, returns the result (the caller writes --json)."""
+    result = run_zoo_bench(args.data, args.budget, archs=args.archs, seeds=args.seeds, batch_size=args.batch_size,
+                           threads=args.threads, out_dir=args.out)
+    print(markdown_table(result))
+    return result

@@ -1,0 +1,89 @@
+"""The quickstart's numbers (a BP vs DBP table) and its ``report.md`` with plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mae_dbp.train import plots
+from mae_dbp.train.compare import speedup_vs_baseline
+from mae_dbp.train.records import read_csv
+
+
+def summarize(out: Path, runs: dict[str, dict], seg: dict[str, dict]) -> dict:
+    """Per method: best val loss, seconds to it, CO2, mIoU; and DBP's time to BP's best as a fraction."""
+    rows = {m: read_csv(out / "pretrain" / m / "metrics.csv") for m in runs}
+    speed = speedup_vs_baseline(rows["bp"], rows["dbp"])
+    methods = {}
+    for method, summary in runs.items():
+        methods[method] = {
+            "best_val_loss": summary["best_val_loss"],
+            "train_seconds_to_best": summary["train_seconds_to_best"],
+            "train_seconds_total": summary["train_seconds_total"],
+            "epochs": summary["epochs_done"],
+            "kg_co2": summary["kg_co2"],
+            "kg_co2_to_best": summary["kg_co2_to_best"],
+            "mIoU": seg.get(method, {}).get("mIoU"),
+            "per_class_iou": seg.get(method, {}).get("per_class_iou", {}),
+        }
+    return {"methods": methods, "dbp_time_to_bp_best": speed}
+
+
+def table(results: dict) -> str:
+    """Markdown table of the results (also printed to the terminal)."""
+    def fmt(value, spec):
+        return "n/a" if value is None else format(value, spec)
+
+    speed = results["dbp_time_to_bp_best"]
+    lines = ["| method | best val loss | train s to best | epochs | kg CO2 | mIoU (%) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for method, m in results["methods"].items():
+        lines.append(f"| {method.upper()} | {m['best_val_loss']:.4f} | {m['train_seconds_to_best']:.1f} | "
+                     f"{m['epochs']} | {m['kg_co2']:.2e} | {fmt(m['mIoU'], '.2f')} |")
+    if speed["fraction"] is None:
+        verdict = f"DBP did not reach BP's best val loss ({speed['target']:.4f}) within the budget"
+    else:
+        verdict = (f"DBP reached BP's best val loss ({speed['target']:.4f}) after {speed['candidate_seconds']:.1f} s "
+                   f"vs BP's {speed['baseline_seconds']:.1f} s: **{speed['fraction']:.2f}x** the wall-clock")
+    return "\n".join(lines) + "\n\n" + verdict + "\n"
+
+
+def write_report(out: Path, results: dict, size) -> Path:
+    """report.md beside the runs, with the comparison plot and links to each run's own plots."""
+    rows = {m.upper(): read_csv(out / "pretrain" / m / "metrics.csv") for m in results["methods"]}
+    plots.loss_curves(rows, out / "loss_vs_time.png")
+    text = table(results)
+    print("\n" + text)
+    previews = sorted((out / "segment").glob("*/previews/*.png"))[:4]
+    lines = [
+        "# mae-dbp quickstart: BP vs DBP",
+        "",
+        f"Synthetic 2-channel 16-bit wire-bonding images ({size.image_size} px): {size.pretrain_images} for MAE "
+        f"pretraining, {size.seg_train_images} / {size.seg_val_images} labelled for segmentation. Both methods "
+        f"pretrain the same small ViT MAE with the same data, seed and a {size.pretrain_seconds:.0f} s training "
+        f"budget; each encoder is exported (DBP fused: W <- W R) and fine-tuned as a tiny UperNet for "
+        f"{size.seg_iters} iterations.",
+        "",
+        text,
+        "## Pretraining loss against training wall-clock (validation excluded)",
+        "",
+        "![loss vs time](loss_vs_time.png)",
+        "",
+        "## Decorrelation of each DBP layer's input",
+        "",
+        "![decorrelation](pretrain/dbp/decorrelation.png)",
+        "",
+        "## Validation reconstructions (best checkpoints)",
+        "",
+        "BP: ![BP reconstructions](pretrain/bp/reconstructions.png)",
+        "",
+        "DBP: ![DBP reconstructions](pretrain/dbp/reconstructions.png)",
+        "",
+        "## Segmentation predictions",
+        "",
+        *[f"![{p.parent.parent.name}]({p.relative_to(out)})" for p in previews],
+        "",
+        "Numbers from a quickstart on a small CPU are noisy: see docs/benchmarks.md for repeated measurements.",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
