@@ -1,4 +1,12 @@
-"""``mae-dbp bench ...``: benchmarks that print DBP vs BP ratios measured in one process."""
+"""``mae-dbp bench ...``: benchmarks that print DBP vs BP ratios measured in one process.
+
+    mae-dbp bench decor     [--repeats N] [--json PATH]   DBP layer overhead at ViT-B shapes
+    mae-dbp bench pretrain  [--config F] [--steps N]      MAE training step, DBP vs BP
+    mae-dbp bench inference [--config F] [--repeats N]    fused export vs plain timm ViT
+    mae-dbp bench overhead  [--config F] [--steps N]      our BP MAE vs a straightforward MAE
+    mae-dbp bench zoo       --data DIR [--budget S]       ConvNet / MLP: DBP time to BP's best accuracy
+    mae-dbp bench all       [--json PATH] [--markdown PATH]
+"""
 
 from __future__ import annotations
 
@@ -6,18 +14,45 @@ import argparse
 import json
 from pathlib import Path
 
+TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
     p = sub.add_parser("decor", help="DBP layer overhead: Linear(768, 2304) and the ViT-B patch-embed conv")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per contender (default 5)")
-    p.add_argument("--json", type=Path, help="write the results to this JSON file")
-    p = sub.add_parser("pretrain", help="MAE training step with DBP vs BP (same model, data, seed)")
-    p.add_argument("--config", default="configs/pretrain/tiny_cpu_dbp.yaml", help="pretraining YAML")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per method (default 20)")
-    p.add_argument("--batch-size", type=int, help="override train.batch_size")
-    p.add_argument("--json", type=Path, help="write the results to this JSON file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    for name, text, count in (("pretrain", "MAE training step with DBP vs BP (same model, data, seed)", "steps"),
+                              ("inference", "fused exported encoder vs the plain timm ViT", "repeats"),
+                              ("overhead", "our MAE (BP mode) vs a straightforward timm MAE", "steps")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", default=TINY, help=f"pretraining YAML (default {TINY})")
+        p.add_argument(f"--{count}", type=int, default=20, help=f"timed {count} per contender (default 20)")
+        p.add_argument("--batch-size", type=int, help="override train.batch_size")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p = sub.add_parser("zoo", help="ConvNet / MLP classification: BP vs DBP to a fixed budget")
+    p.add_argument("--data", required=True, help="image folder with train/ and val/ class sub-folders")
+    p.add_argument("--budget", type=float, default=60.0, help="training seconds per run (default 60)")
+    p = sub.add_parser("all", help="decor, pretrain, inference and overhead in one process")
+    p.add_argument("--config", default=TINY, help=f"pretraining YAML for the model benchmarks (default {TINY})")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per contender (default 20)")
+    p.add_argument("--markdown", type=Path, help="also write the results as a markdown table")
+    for p in sub.choices.values():
+        p.add_argument("--json", type=Path, help="write the results to this JSON file")
+
+
+def markdown(results: dict) -> str:
+    """The ``bench all`` results as a markdown table."""
+    rows = [
+        ("DBP layer, Linear(768, 2304), 12,544 tokens", "wrapped / plain step time", results["decor"]["linear_ratio"]),
+        ("DBP layer, patch-embed conv, 128 x 224²", "wrapped / plain step time", results["decor"]["conv_ratio"]),
+        ("MAE training step", "DBP / BP step time", results["pretrain"]["overhead_ratio"]),
+        ("fused encoder inference", "fused / plain timm time", results["inference"]["ratio"]),
+        ("fused encoder vs unfused W(Rx)", "max abs diff", results["inference"]["max_abs_diff_vs_unfused"]),
+        ("framework overhead (BP)", "mae-dbp MAE / straightforward MAE", results["overhead"]["framework_ratio"]),
+    ]
+    lines = ["| benchmark | measure | value |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {v:.3g} |" for a, b, v in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _write(result: dict, path: Path | None) -> None:
@@ -28,12 +63,32 @@ def _write(result: dict, path: Path | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mae_dbp.bench.decor_layers import run_decor_bench
+    from mae_dbp.bench.framework import run_inference_bench, run_overhead_bench
+    from mae_dbp.bench.pretrain_step import run_pretrain_bench
+
     if args.bench == "decor":
-        from mae_dbp.bench.decor_layers import run_decor_bench
-
-        _write(run_decor_bench(repeats=args.repeats), args.json)
+        result = run_decor_bench(repeats=args.repeats)
     elif args.bench == "pretrain":
-        from mae_dbp.bench.pretrain_step import run_pretrain_bench
+        result = run_pretrain_bench(args.config, args.steps, args.overrides, args.batch_size)
+    elif args.bench == "inference":
+        result = run_inference_bench(args.config, args.repeats, args.overrides, args.batch_size or 32)
+    elif args.bench == "overhead":
+        result = run_overhead_bench(args.config, args.steps, args.overrides, args.batch_size)
+    elif args.bench == "zoo":
+        from mae_dbp.bench.zoo import run_zoo_bench
 
-        _write(run_pretrain_bench(args.config, args.steps, args.overrides, args.batch_size), args.json)
+        result = run_zoo_bench(args.data, args.budget)
+    else:
+        result = {
+            "decor": run_decor_bench(),
+            "pretrain": run_pretrain_bench(args.config, args.steps),
+            "inference": run_inference_bench(args.config, args.steps),
+            "overhead": run_overhead_bench(args.config, args.steps),
+        }
+        table = markdown(result)
+        print(table)
+        if args.markdown:
+            args.markdown.write_text(table)
+    _write(result, args.json)
     return 0

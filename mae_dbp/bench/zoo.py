@@ -7,7 +7,8 @@ training seconds ``T_bp`` when it first reached it; from DBP's: the training sec
 its top-1 first reached ``A``. The headline is ``T_dbp / T_bp`` (below 1: DBP gets to BP's best
 sooner; null: DBP never reached it within the budget). Accuracy is measured once per epoch, so
 times have epoch resolution. Also reported: the same ratio in epochs (learning per step, free of
-DBP's per-step cost) and the seconds-per-step ratio (DBP's overhead).
+DBP's per-step cost), the seconds-per-step ratio (DBP's overhead), and both methods' seconds to
+fixed accuracy levels (``targets``; less noisy than one run's best).
 
 The data folder is ``DIR/train/<class>/*`` + ``DIR/val/<class>/*`` (``data_tools.digits``).
 """
@@ -35,10 +36,14 @@ def _first_at_least(rows: list[dict], accuracy: float) -> dict | None:
     return next((r for r in rows if r["val_top1"] >= accuracy), None)
 
 
-def compare_runs(bp_rows: list[dict], dbp_rows: list[dict]) -> dict:
+def compare_runs(bp_rows: list[dict], dbp_rows: list[dict], targets: Sequence[float] = ()) -> dict:
     """The bench numbers of one BP / DBP pair from their metrics rows (see the module docstring)."""
     best = max(bp_rows, key=lambda r: r["val_top1"])
     reached = _first_at_least(dbp_rows, best["val_top1"])
+
+    def seconds_to(rows: list[dict], target: float) -> float | None:
+        hit = _first_at_least(rows, target)
+        return hit["train_seconds"] if hit else None
 
     def per_step(rows: list[dict]) -> float:
         return rows[-1]["train_seconds"] / max(1, rows[-1]["step"])
@@ -53,6 +58,7 @@ def compare_runs(bp_rows: list[dict], dbp_rows: list[dict]) -> dict:
         "bp_epochs": bp_rows[-1]["epoch"], "dbp_epochs": dbp_rows[-1]["epoch"],
         "bp_seconds_per_step": per_step(bp_rows), "dbp_seconds_per_step": per_step(dbp_rows),
         "step_time_ratio": per_step(dbp_rows) / per_step(bp_rows),
+        "seconds_to_target": {f"{t:g}": {"bp": seconds_to(bp_rows, t), "dbp": seconds_to(dbp_rows, t)} for t in targets},
     }
 
 
@@ -63,11 +69,13 @@ def _median(values: list[float | None]) -> float | None:
 
 def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = ("convnet", "mlp"),
                   seeds: Sequence[int] = (0,), batch_size: int = 256, lr: float = 1e-3, decor_lr: float = 1e-3,
-                  kappa: float = 0.0, threads: int | None = None, out_dir: str | Path | None = None) -> dict:
+                  kappa: float = 0.0, threads: int | None = None, out_dir: str | Path | None = None,
+                  targets: Sequence[float] = (0.9, 0.95, 0.97)) -> dict:
     """BP vs DBP per architecture and seed to ``budget_s`` training seconds each; returns the results.
 
     ``lr`` (W, Adam) and ``decor_lr`` (R) are per-step values at any ``batch_size``; ``threads`` sets
-    torch's CPU threads for all runs (default: unchanged). Runs go to ``out_dir`` (default: a
+    torch's CPU threads for all runs (default: unchanged); ``targets``: fixed top-1 levels (fractions)
+    whose first-reach seconds are reported for both methods. Runs go to ``out_dir`` (default: a
     temporary folder, deleted). Result: {"settings", "runs": {arch: [pair per seed]},
     "summary": {arch: medians over seeds (null if DBP missed BP's best in some seed)}}.
     """
@@ -112,7 +120,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                     classify(None, overrides, out=run_dir)
                     rows[method] = read_csv(run_dir / "metrics.csv")
                 classify_plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
-                runs[arch].append({"seed": seed, **compare_runs(rows["bp"], rows["dbp"])})
+                runs[arch].append({"seed": seed, **compare_runs(rows["bp"], rows["dbp"], targets)})
     finally:
         torch.set_num_threads(previous_threads)
         if temporary:
@@ -122,7 +130,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                for arch, pairs in runs.items()}
     settings = {"data": str(data_dir), "budget_s": budget_s, "archs": list(archs), "seeds": list(seeds),
                 "batch_size": batch_size, "lr": lr, "decor_lr": decor_lr, "kappa": kappa,
-                "threads": threads or previous_threads, "out_dir": None if temporary else str(root)}
+                "threads": threads or previous_threads, "targets": list(targets), "out_dir": None if temporary else str(root)}
     return {"settings": settings, "runs": runs, "summary": summary}
 
 
@@ -139,6 +147,14 @@ def markdown_table(result: dict) -> str:
                 f"| {arch} | {p['seed']} | {p['bp_best_top1']:.4f} | {p['bp_seconds_to_best']:.1f} | "
                 f"{fmt(p['dbp_seconds_to_bp_best'], '.1f')} | {fmt(p['time_fraction'], '.2f')} | "
                 f"{fmt(p['epoch_fraction'], '.2f')} | {p['dbp_best_top1']:.4f} | {p['step_time_ratio']:.2f} |")
+    targets = result["settings"].get("targets") or []
+    if targets:
+        lines += ["", "| arch | seed | " + " | ".join(f"s to {100 * t:g}% BP / DBP" for t in targets) + " |",
+                  "|" + "---|" * (2 + len(targets))]
+        for arch, pairs in result["runs"].items():
+            for p in pairs:
+                cells = [f"{fmt(c['bp'], '.1f')} / {fmt(c['dbp'], '.1f')}" for c in p["seconds_to_target"].values()]
+                lines.append(f"| {arch} | {p['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

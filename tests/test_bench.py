@@ -1,0 +1,30 @@
+"""The benchmark commands run and report what they promise (no timing assertions: see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+
+from mae_dbp.bench.decor_layers import run_decor_bench
+from mae_dbp.bench.framework import run_inference_bench, run_overhead_bench
+from mae_dbp.cli import main
+
+TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
+
+
+def test_bench_pretrain_cli_writes_ratios(tmp_path):
+    out = tmp_path / "pretrain.json"
+    assert main(["bench", "pretrain", "--config", TINY, "--steps", "1", "--batch-size", "4", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["overhead_ratio"] == result["dbp_step_s"] / result["bp_step_s"] > 0
+    assert result["decor_sites"] == 9
+
+
+def test_inference_bench_fused_model_matches_unfused():
+    result = run_inference_bench(TINY, repeats=1, batch_size=2)
+    assert result["max_abs_diff_vs_unfused"] <= 1e-4 and result["ratio"] > 0
+
+
+def test_overhead_and_layer_bench_run_small():
+    assert run_overhead_bench(TINY, steps=1, batch_size=4)["framework_ratio"] > 0
+    result = run_decor_bench(repeats=1, tokens=64, images=2)
+    assert result["linear_ratio"] > 0 and result["conv_ratio"] > 0
