@@ -7,8 +7,11 @@ pretrained_cfg_overlay=dict(file=".../model.safetensors"), num_classes=0, **mode
     model.safetensors   the fused encoder's state_dict (timm key names, no DBP trace)
     config.json         architecture, model_args, pretrained_cfg (input size, mean/std in raw
                         pixel units), and a ``mae_dbp`` block (source, fused sites, check result)
-    mmseg_backbone.pth  (format mmseg/both) {"state_dict": {"backbone.vit.<timm key>": tensor}},
-                        for mmseg's ``load_from`` / ``init_cfg=dict(type="Pretrained")``
+    mmseg_backbone.pth  (format mmseg/both) {"state_dict": {...}} in the key layout of mmseg's own
+                        ``MAE`` backbone (``layers.i.ln1``, ``ffn.layers.0.0``, ...), for stock
+                        mmseg configs: ``backbone=dict(type="MAE", ..., norm_cfg=dict(type="LN",
+                        eps=1e-6), init_cfg=dict(type="Pretrained", checkpoint=".../mmseg_backbone.pth"))``
+                        (timm's LayerNorm eps is 1e-6, mmseg's default 1e-5)
 
 Before writing, the fused encoder's features are compared with the unfused DBP encoder's on a
 random batch; an export whose max abs difference exceeds ``tolerance`` is refused.
@@ -30,7 +33,13 @@ from mae_dbp.errors import UserInputError
 from mae_dbp.train.checkpoint import atomic_write, load_checkpoint
 
 FORMATS = ("timm", "mmseg", "both")
-MMSEG_PREFIX = "backbone.vit."
+
+# timm VisionTransformer key fragment -> mmseg MAE backbone key fragment
+_MMSEG_RENAMES = (
+    ("patch_embed.proj.", "patch_embed.projection."), ("blocks.", "layers."), (".norm1.", ".ln1."),
+    (".norm2.", ".ln2."), (".mlp.fc1.", ".ffn.layers.0.0."), (".mlp.fc2.", ".ffn.layers.1."),
+    (".ls1.gamma", ".gamma_1"), (".ls2.gamma", ".gamma_2"),
+)
 
 
 def locate_checkpoint(source: str | Path) -> tuple[Path, Path]:
@@ -80,6 +89,27 @@ def timm_config(config: dict, encoder: nn.Module, mean: list[float], std: list[f
     }
 
 
+def mmseg_mae_state_dict(state: dict[str, torch.Tensor], embed_dim: int) -> dict[str, torch.Tensor]:
+    """A timm ViT state_dict renamed for mmseg's ``MAE`` backbone (final ``norm`` -> ``ln1``).
+
+    Layer scales are 1 where timm has none (mmseg's MAE always has ``gamma_1/2``); mmseg's relative
+    position bias tables are left out (mmseg initialises them to zero: no bias, as in timm).
+    """
+    out = {}
+    for key, value in state.items():
+        new = "ln1." + key[len("norm."):] if key.startswith("norm.") else key
+        for old, replacement in _MMSEG_RENAMES:
+            new = new.replace(old, replacement)
+        if new.split(".")[0] not in ("cls_token", "pos_embed", "patch_embed", "layers", "ln1"):
+            raise UserInputError(f"cannot map timm key {key!r} to mmseg's MAE backbone")
+        out[new] = value
+    blocks = {k.split(".")[1] for k in out if k.startswith("layers.")}
+    for i in blocks:
+        for gamma in ("gamma_1", "gamma_2"):
+            out.setdefault(f"layers.{i}.{gamma}", torch.ones(embed_dim))
+    return out
+
+
 def _prepare_out(out: Path, names: list[str], force: bool) -> None:
     existing = [out / n for n in names if (out / n).exists()]
     if existing and not force:
@@ -119,6 +149,6 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     if fmt != "timm":
-        mmseg_state = {"state_dict": {MMSEG_PREFIX + k: v for k, v in state.items()}, "meta": {"mae_dbp": extra}}
+        mmseg_state = {"state_dict": mmseg_mae_state_dict(state, int(fused.embed_dim)), "meta": {"mae_dbp": extra}}
         atomic_write(out / "mmseg_backbone.pth", lambda tmp: torch.save(mmseg_state, tmp))
     return meta

@@ -100,9 +100,10 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
     constructor='LearningRateDecayOptimizerConstructor',
     paramwise_cfg=dict(num_layers=encoder['depth'], decay_rate=layer_decay, decay_type='layer_wise'))
+warmup_end = max(0, min(warmup_iters, max_iters - 1))  # very short runs shorten the warm-up
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=warmup_iters, end=max_iters),
+    *([dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_end)] if warmup_end else []),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=warmup_end, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
 val_cfg = dict(type='ValLoop')
@@ -120,7 +121,7 @@ env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv
                dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=seed)
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends)  # named after the run
 log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None

@@ -124,7 +124,7 @@ env_cfg = dict(cudnn_benchmark=True, mp_cfg=dict(mp_start_method='fork', opencv_
                dist_cfg=dict(backend='nccl'))
 randomness = dict(seed=seed)
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends)  # named after the run
 log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None

@@ -1,0 +1,14 @@
+"""Register everything of the mmseg plugin; configs load it with
+``custom_imports = dict(imports=['segmentation.plugin'], allow_failed_imports=False)``.
+
+Applies :mod:`segmentation.compat` first (mmcv-lite stand-in, checkpoint allow-list), then imports
+the modules whose classes register themselves in mmseg's registries: ``TimmMAEViT`` (MODELS),
+``IndustrialSegDataset`` (DATASETS), ``LoadImageChannels``/``LoadIndexMask`` (TRANSFORMS),
+``PerClassIoUMetric`` (METRICS), ``SegMetricsJsonHook``/``SegPreviewHook`` (HOOKS).
+"""
+
+from segmentation import compat
+
+compat.ensure()
+
+from segmentation import backbone, dataset, hooks, metric, transforms  # noqa: E402,F401  (registration)
