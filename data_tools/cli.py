@@ -12,6 +12,8 @@ Every writing tool refuses to replace an existing output unless ``--force``.
 from __future__ import annotations
 
 import argparse
+
+from data_tools import digits
 import json
 import sys
 from pathlib import Path
@@ -54,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("symlink", "list"), default="symlink")
     p.add_argument("--subset-val", action="store_true", help="also subset the validation split")
 
+    digits.add_arguments(sub)  # brings its own --force
     for name in ("synthetic", "tile", "stats", "subset"):
         sub.choices[name].add_argument("--force", action="store_true", help="replace an existing output")
     for p in sub.choices.values():
@@ -108,5 +111,6 @@ def _subset(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen data tool; 0 on success, 1 when validation finds problems."""
-    tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "stats": _stats, "subset": _subset}
+    tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "stats": _stats, "subset": _subset,
+             "digits": digits.run}
     return tools[args.data_command](args)

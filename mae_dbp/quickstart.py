@@ -25,9 +25,9 @@ class QuickstartSize:
     seg_train_images: int = 96
     seg_val_images: int = 24
     image_size: int = 64
-    pretrain_seconds: float = 100.0  # wall-clock budget per method
+    pretrain_seconds: float = 75.0  # wall-clock budget per method
     pretrain_epochs: int = 200  # the schedule's length; the budget usually ends the run first
-    seg_iters: int = 160
+    seg_iters: int = 100
 
 
 TEST_SIZE = QuickstartSize(pretrain_images=48, seg_train_images=12, seg_val_images=6, image_size=32,
@@ -101,7 +101,8 @@ def segment_both(out: Path, seg_data: Path, exports: dict[str, Path], size: Quic
     for method, export in exports.items():
         print(f"\n== UperNet fine-tuning from the {method.upper()} export ({size.seg_iters} iterations) ==")
         options = {"data_root": str(seg_data), "pretrained_export": str(export), "max_iters": size.seg_iters,
-                   "val_interval": size.seg_iters, "crop_size": (size.image_size, size.image_size)}
+                   "val_interval": size.seg_iters, "crop_size": (size.image_size, size.image_size),
+                   "log_level": "WARNING"}
         results[method] = train(config_dir() / "segmentation" / SEGMENT_CONFIG, out / "segment" / method, options)
     return results
 

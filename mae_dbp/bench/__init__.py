@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{count}", type=int, default=20, help=f"timed {count} per contender (default 20)")
         p.add_argument("--batch-size", type=int, help="override train.batch_size")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p = sub.add_parser("zoo", help="ConvNet / MLP classification: BP vs DBP to a fixed budget")
-    p.add_argument("--data", required=True, help="image folder with train/ and val/ class sub-folders")
-    p.add_argument("--budget", type=float, default=60.0, help="training seconds per run (default 60)")
+    from mae_dbp.bench import zoo
+
+    zoo.add_arguments(sub)
     p = sub.add_parser("all", help="decor, pretrain, inference and overhead in one process")
     p.add_argument("--config", default=TINY, help=f"pretraining YAML for the model benchmarks (default {TINY})")
     p.add_argument("--steps", type=int, default=20, help="timed steps per contender (default 20)")
@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.bench == "overhead":
         result = run_overhead_bench(args.config, args.steps, args.overrides, args.batch_size)
     elif args.bench == "zoo":
-        from mae_dbp.bench.zoo import run_zoo_bench
+        from mae_dbp.bench.zoo import run as run_zoo
 
-        result = run_zoo_bench(args.data, args.budget)
+        result = run_zoo(args)
     else:
         result = {
             "decor": run_decor_bench(),

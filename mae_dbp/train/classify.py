@@ -44,7 +44,8 @@ from mae_dbp.train.schedules import DECOR_SCHEDULES
 def _defaults() -> dict[str, Any]:
     """Pretraining's train / decor / log sections, adjusted for classification."""
     train = copy.deepcopy(PRETRAIN_DEFAULTS["train"])
-    # AdamW with weight_decay 0 is Adam (the DBP paper's optimizer); constant lr: min_lr = peak lr
+    # AdamW with weight_decay 0 is Adam (the DBP paper's optimizer); the paper's constant lr needs
+    # train.min_lr = the peak lr (base_lr x effective_batch / 256), as configs/zoo/*.yaml set it
     train.update({"base_lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_epochs": 0,
                   "target_accuracy": None, "label_smoothing": 0.0})
     # validation loss rises with overfitting while accuracy still climbs: only a doubling counts as bad
