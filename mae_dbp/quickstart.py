@@ -102,7 +102,7 @@ def segment_both(out: Path, seg_data: Path, exports: dict[str, Path], size: Quic
         print(f"\n== UperNet fine-tuning from the {method.upper()} export ({size.seg_iters} iterations) ==")
         options = {"data_root": str(seg_data), "pretrained_export": str(export), "max_iters": size.seg_iters,
                    "val_interval": size.seg_iters, "crop_size": (size.image_size, size.image_size),
-                   "log_level": "WARNING"}
+                   "lr": 3e-3, "log_level": "WARNING"}
         results[method] = train(config_dir() / "segmentation" / SEGMENT_CONFIG, out / "segment" / method, options)
     return results
 

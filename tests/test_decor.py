@@ -96,7 +96,7 @@ def test_repeated_updates_decorrelate(kappa):
         assert torch.all((variances - 1).abs() <= 0.1), variances
 
 
-@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (3, 2, 2), (4, 0, 1)])
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 0, 1), (3, 2, 2), (4, 0, 1), (3, 0, 1), (3, 1, 1)])
 def test_conv_wrapper_matches_unfold_reference(stride, padding, dilation):
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 5, 3, stride=stride, padding=padding, dilation=dilation).double()

@@ -25,6 +25,7 @@ lr = 1e-3
 layer_decay = 0.75
 head_channels = 64
 seed = 0
+background_weight = 0.2  # cross-entropy weight of class 0: thin structures cover a few % of pixels
 
 # ---- derived from the data and the encoder ------------------------------------------------------
 _settings = importlib.import_module('segmentation.settings')
@@ -32,6 +33,7 @@ train_dir = f'{data_root}/{train_split}'
 val_dir = f'{data_root}/{val_split}'
 classes = _settings.class_names(train_dir)
 num_classes = len(classes)
+class_weight = [background_weight] + [1.0] * (num_classes - 1)
 mean = _settings.norm_stats(train_dir, pretrained_export)['mean']  # raw pixel units
 std = _settings.norm_stats(train_dir, pretrained_export)['std']
 encoder = _settings.encoder_shape(pretrained_export, scratch_arch, scratch_args)
@@ -60,11 +62,11 @@ model = dict(
     decode_head=dict(
         type='UPerHead', in_channels=[embed_dim] * 4, in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
         channels=head_channels, dropout_ratio=0.1, num_classes=num_classes, norm_cfg=norm_cfg,
-        align_corners=False, loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+        align_corners=False, loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, class_weight=class_weight)),
     auxiliary_head=dict(
         type='FCNHead', in_channels=embed_dim, in_index=2, channels=head_channels // 2, num_convs=1,
         concat_input=False, dropout_ratio=0.1, num_classes=num_classes, norm_cfg=norm_cfg,
-        align_corners=False, loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
+        align_corners=False, loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4, class_weight=class_weight)),
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=slide_stride))
 

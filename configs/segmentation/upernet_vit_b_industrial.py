@@ -34,12 +34,14 @@ layer_decay = 0.65
 drop_path_rate = 0.1
 num_workers = 4
 seed = 0
+background_weight = 0.2  # cross-entropy weight of class 0: thin structures cover a few % of pixels
 
 # ---- derived from the data and the encoder ------------------------------------------------------
 _settings = importlib.import_module('segmentation.settings')
 train_dir = f'{data_root}/{train_split}'
 val_dir = f'{data_root}/{val_split}'
 num_classes = len(classes)
+class_weight = [background_weight] + [1.0] * (num_classes - 1)
 mean = _settings.norm_stats(train_dir, pretrained_export)['mean']  # raw pixel units
 std = _settings.norm_stats(train_dir, pretrained_export)['std']
 encoder = _settings.encoder_shape(pretrained_export, scratch_arch, scratch_args)
@@ -69,12 +71,12 @@ model = dict(
         type='UPerHead', in_channels=[embed_dim] * 4, in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
         channels=768, dropout_ratio=0.1, num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
         ignore_index=ignore_index,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, class_weight=class_weight)),
     auxiliary_head=dict(
         type='FCNHead', in_channels=embed_dim, in_index=2, channels=256, num_convs=1, concat_input=False,
         dropout_ratio=0.1, num_classes=num_classes, norm_cfg=norm_cfg, align_corners=False,
         ignore_index=ignore_index,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4)),
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4, class_weight=class_weight)),
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=slide_stride))
 

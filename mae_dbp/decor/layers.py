@@ -204,6 +204,10 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         out_w = (width - dw * (kw - 1) - 1) // sw + 1
         idx = self._draw(batch * out_h * out_w).to(x.device)
         b, pos = idx // (out_h * out_w), idx % (out_h * out_w)
+        if (kh, kw) == (sh, sw) and (dh, dw) == (1, 1):  # non-overlapping patches (ViT patch embed)
+            grid = x[:, :, : out_h * kh, : out_w * kw].reshape(batch, x.shape[1], out_h, kh, out_w, kw)
+            patches = grid[b, :, pos // out_w, :, pos % out_w, :]  # (k, C_in, Kh, Kw)
+            return patches.reshape(idx.shape[0], -1)
         rows = (pos // out_w)[:, None] * sh + torch.arange(kh, device=x.device)[None, :] * dh  # (k, Kh)
         cols = (pos % out_w)[:, None] * sw + torch.arange(kw, device=x.device)[None, :] * dw  # (k, Kw)
         patches = x[b[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (k, Kh, Kw, C_in)
