@@ -96,8 +96,8 @@ class DecorMixin:
 
     # --- the update -------------------------------------------------------------------------
     def _r_work(self) -> torch.Tensor:
-        """A copy of R in at least float32, for the update arithmetic."""
-        return self.R.to(torch.promote_types(self.R.dtype, torch.float32), copy=True)
+        """R in at least float32 for the update arithmetic (R itself when it already is: no copy)."""
+        return self.R.to(torch.promote_types(self.R.dtype, torch.float32))
 
     def take_stats(self) -> SampleStats:
         """Statistics of the stored subsample (zeros if none) and forget the sample."""
@@ -114,8 +114,9 @@ class DecorMixin:
             low_rank = self.settings.variant == "low_rank"
             u = self.R_u.to(r.dtype) if low_rank else None
             v = self.R_v.to(r.dtype) if low_rank else None
-            metric = update_r(r, stats, self.settings, step, u, v)
-            self.R.copy_(r)
+            metric = update_r(r, stats, self.settings, step, u, v)  # in place on r
+            if r is not self.R:
+                self.R.copy_(r)
             if low_rank:
                 self.R_u.copy_(u)
                 self.R_v.copy_(v)
