@@ -53,7 +53,7 @@ def write_report(out: Path, results: dict, size) -> Path:
     plots.loss_curves(rows, out / "loss_vs_time.png")
     text = table(results)
     print("\n" + text)
-    previews = sorted((out / "segment").glob("*/previews/*.png"))[:4]
+    previews = [p for m in results["methods"] for p in sorted((out / "segment" / m / "vis").glob("*.png"))[:2]]
     lines = [
         "# mae-dbp quickstart: BP vs DBP",
         "",
@@ -80,7 +80,9 @@ def write_report(out: Path, results: dict, size) -> Path:
         "",
         "## Segmentation predictions",
         "",
-        *[f"![{p.parent.parent.name}]({p.relative_to(out)})" for p in previews],
+        "Input | ground truth | prediction, for the first validation images of each fine-tune:",
+        "",
+        *[f"{p.parent.parent.name.upper()}: ![{p.parent.parent.name}]({p.relative_to(out)})" for p in previews],
         "",
         "Numbers from a quickstart on a small CPU are noisy: see docs/benchmarks.md for repeated measurements.",
     ]
