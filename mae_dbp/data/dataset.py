@@ -155,3 +155,22 @@ def split_train_val(paths: Sequence[Path | str], val_fraction: float, seed: int)
     train = [p for i, p in enumerate(ordered) if i not in chosen]
     val = [p for i, p in enumerate(ordered) if i in chosen]
     return train, val
+
+
+def train_val_datasets(data_cfg: dict, channels: int, train_tf: Callable[[Tensor], Tensor],
+                       val_tf: Callable[[Tensor], Tensor]) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """Train / validation datasets from a config ``data`` section: ``val_root``, or a seeded
+    ``val_fraction`` of ``root``. Loads one image of each first, so a folder of the wrong channel
+    count fails before any training starts."""
+    kwargs = dict(channels=channels, skip_bad=data_cfg["skip_bad"])
+    if data_cfg["val_root"]:
+        train = ImageFolderDataset(data_cfg["root"], transform=train_tf, **kwargs)
+        val = ImageFolderDataset(data_cfg["val_root"], transform=val_tf, **kwargs)
+    else:
+        root = resolve_root(data_cfg["root"])
+        train_paths, val_paths = split_train_val(list_images(root), data_cfg["val_fraction"], data_cfg["val_seed"])
+        train = ImageFolderDataset(train_paths, transform=train_tf, root=root, **kwargs)
+        val = ImageFolderDataset(val_paths, transform=val_tf, root=root, **kwargs)
+    for dataset in (train, val):
+        dataset[0]
+    return train, val

@@ -18,8 +18,7 @@ from torch.utils.data import Dataset
 
 from mae_dbp import decor
 from mae_dbp.config import load_config, save_config
-from mae_dbp.data.dataset import ImageFolderDataset, resolve_root, split_train_val
-from mae_dbp.data.io import list_images
+from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
 from mae_dbp.data.transforms import build_transform
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.mae import MaskedAutoencoder, build_mae, fixed_noise
@@ -137,18 +136,7 @@ def build_datasets(config: dict) -> tuple[ImageFolderDataset, ImageFolderDataset
     mean, std = normalisation(data, channels)
     train_tf = build_transform(True, size, mean, std, channels=channels, scale=tuple(data["crop_scale"]))
     val_tf = build_transform(False, size, mean, std, channels=channels)
-    kwargs = dict(channels=channels, skip_bad=data["skip_bad"])
-    if data["val_root"]:
-        train = ImageFolderDataset(data["root"], transform=train_tf, **kwargs)
-        val = ImageFolderDataset(data["val_root"], transform=val_tf, **kwargs)
-    else:
-        root = resolve_root(data["root"])
-        train_paths, val_paths = split_train_val(list_images(root), data["val_fraction"], data["val_seed"])
-        train = ImageFolderDataset(train_paths, transform=train_tf, root=root, **kwargs)
-        val = ImageFolderDataset(val_paths, transform=val_tf, root=root, **kwargs)
-    for dataset in (train, val):  # fail before training on a folder of the wrong channel count
-        dataset[0]
-    return train, val
+    return train_val_datasets(data, channels, train_tf, val_tf)
 
 
 def build_model(config: dict) -> tuple[MaskedAutoencoder, list[str]]:
