@@ -26,25 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _available() -> dict[str, tuple[str, str]]:
-    """The sub-commands whose module is importable (lets the product grow one module at a time)."""
-    found = {}
-    for name, (module, text) in COMMANDS.items():
-        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None:
-            continue
-        try:
-            if importlib.util.find_spec(module) is None:
-                continue
-        except ModuleNotFoundError:
-            continue
-        found[name] = (module, text)
-    return found
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mae-dbp", description="MAE pretraining of vision transformers with decorrelated backpropagation (DBP).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module, text) in _available().items():
+    for name, (module, text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=text, description=text)
         command_parser.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(command_parser)

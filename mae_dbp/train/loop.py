@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mae_dbp import decor
+from mae_dbp.errors import UserInputError
 from mae_dbp.train.checkpoint import load_checkpoint, save_checkpoint
 from mae_dbp.train.emissions import TrainingEmissions
 from mae_dbp.train.guard import GuardSettings, InstabilityGuard
@@ -148,7 +149,7 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
     val_loader = DataLoader(val_set, batch_size=train_cfg["batch_size"], shuffle=False,
                             num_workers=config["data"]["num_workers"])
     if len(train_loader) == 0:
-        raise ValueError(f"train set has {len(train_set)} images, fewer than train.batch_size={train_cfg['batch_size']}")
+        raise UserInputError(f"train set has {len(train_set)} images, fewer than train.batch_size={train_cfg['batch_size']}")
     steps_per_epoch = max(1, len(train_loader) // (accum * accelerator.num_processes))
     total_steps = steps_per_epoch * train_cfg["epochs"]
     effective = train_cfg["batch_size"] * accelerator.num_processes * accum
