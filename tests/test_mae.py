@@ -168,12 +168,10 @@ def test_forward_runs_through_timm_submodules(model):
     assert calls["blocks.0.attn.qkv"] == (3, 1 + 4, 32)  # cls + visible tokens only
 
 
-def test_decor_wrappers_are_used_if_available(model):
-    decor = pytest.importorskip("mae_dbp.decor")
-    try:
-        wrapped = decor.apply(model.encoder, ["patch_embed.proj", "blocks.*.attn.qkv", "blocks.*.mlp.fc1"])
-    except Exception as error:  # the DBP package is developed alongside; only its use is tested here
-        pytest.skip(f"mae_dbp.decor.apply not usable yet: {error}")
+def test_decor_wrappers_are_used(model):
+    from mae_dbp import decor
+
+    wrapped = decor.apply(model.encoder, ["patch_embed.proj", "blocks.*.attn.qkv", "blocks.*.mlp.fc1"])
     assert len(wrapped) == 5
     seen = []
     for _, module in decor.decor_modules(model.encoder):

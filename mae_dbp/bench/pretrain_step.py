@@ -38,7 +38,6 @@ def run_pretrain_bench(config_path: str | None, steps: int, overrides: list[str]
     config = load_config(DEFAULTS, config_path, overrides)
     model_cfg = config["model"]
     batch = batch_size or config["train"]["batch_size"]
-    torch.manual_seed(0)
     dbp_cfg = copy.deepcopy(config)
     dbp_cfg["decor"]["enabled"] = True
     bp_cfg = copy.deepcopy(config)

@@ -131,6 +131,16 @@ class DecorMixin:
     def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The host layer's own operation with ``weight`` in place of W."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.explicit:
+            return self.explicit_forward(x)
+        self._keep_sample(x)
+        return self._apply_weight(x, self.fused_weight())
+
     # the subsample generator is part of the state, so a resumed run draws the same rows
     def get_extra_state(self) -> dict:
         return {"generator": self._generator.get_state()}
@@ -158,11 +168,8 @@ class DecorLinear(DecorMixin, nn.Linear):
         rows = x.reshape(-1, x.shape[-1])
         return rows[self._draw(rows.shape[0]).to(rows.device)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.explicit:
-            return self.explicit_forward(x)
-        self._keep_sample(x)
-        return F.linear(x, self.fused_weight(), self.bias)
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight, self.bias)
 
     def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
         """z = R x, then W z + b (two matmuls; the unfused reference)."""
@@ -194,15 +201,24 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         module._init_decor(conv.in_channels * kh * kw, settings)
         return module
 
-    def _rows_for_update(self, x: torch.Tensor) -> torch.Tensor:
-        """Sampled input patches, (k, C_in·K·K) in the weight's (C_in, Kh, Kw) flattening order."""
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the convolution sees it, with its padding (and padding mode) applied."""
         if any(self._reversed_padding_repeated_twice):
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
-        batch, _, height, width = x.shape
+        return x
+
+    def _out_size(self, padded: torch.Tensor) -> tuple[int, int]:
+        """(H_out, W_out) of the convolution over an already padded input."""
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        out_h = (height - dh * (kh - 1) - 1) // sh + 1
-        out_w = (width - dw * (kw - 1) - 1) // sw + 1
+        return ((padded.shape[-2] - dh * (kh - 1) - 1) // sh + 1, (padded.shape[-1] - dw * (kw - 1) - 1) // sw + 1)
+
+    def _rows_for_update(self, x: torch.Tensor) -> torch.Tensor:
+        """Sampled input patches, (k, C_in·K·K) in the weight's (C_in, Kh, Kw) flattening order."""
+        x = self._pad(x)
+        batch = x.shape[0]
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        out_h, out_w = self._out_size(x)
         idx = self._draw(batch * out_h * out_w).to(x.device)
         b, pos = idx // (out_h * out_w), idx % (out_h * out_w)
         if (kh, kw) == (sh, sw) and (dh, dw) == (1, 1):  # non-overlapping patches (ViT patch embed)
@@ -214,26 +230,18 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         patches = x[b[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (k, Kh, Kw, C_in)
         return patches.permute(0, 3, 1, 2).reshape(idx.shape[0], -1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.explicit:
-            return self.explicit_forward(x)
-        self._keep_sample(x)
-        return self._conv_forward(x, self.fused_weight(), self.bias)
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, weight, self.bias)
 
     def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unfold into patches, z = R patch, then the kernel as a D -> C_out map (the unfused reference)."""
-        if any(self._reversed_padding_repeated_twice):
-            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        x = self._pad(x)
         patches = F.unfold(x, self.kernel_size, dilation=self.dilation, stride=self.stride)  # (B, D, L)
         z = torch.einsum("ed,bdl->bel", self.R.to(x.dtype), patches)
         out = torch.einsum("od,bdl->bol", self.weight.reshape(self.out_channels, -1), z)
         if self.bias is not None:
             out = out + self.bias[None, :, None]
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        out_h = (x.shape[-2] - dh * (kh - 1) - 1) // sh + 1
-        out_w = (x.shape[-1] - dw * (kw - 1) - 1) // sw + 1
-        return out.reshape(x.shape[0], self.out_channels, out_h, out_w)
+        return out.reshape(x.shape[0], self.out_channels, *self._out_size(x))
 
     def fused_plain_module(self) -> nn.Conv2d:
         plain = nn.Conv2d(
