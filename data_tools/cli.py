@@ -5,6 +5,8 @@
     mae-dbp data tile DIR --out DIR --tile PX [--overlap PX] [--val-fraction F] [--seed S]
     mae-dbp data stats DIR --out FILE.json
     mae-dbp data subset imagenet|ade20k SRC --out DIR --fraction F [--seed S] [--mode symlink|list]
+    mae-dbp data digits --out DIR [--size PX] [--val-fraction F] [--seed S]
+    mae-dbp data photos --out DIR [--size PX] [--train-crops N] [--val-crops N] [--val-fraction F] [--scale F]
 
 Every writing tool refuses to replace an existing output unless ``--force``.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from data_tools import digits
+from data_tools import digits, photos
 import json
 import sys
 from pathlib import Path
@@ -57,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--subset-val", action="store_true", help="also subset the validation split")
 
     digits.add_arguments(sub)  # brings its own --force
+    photos.add_arguments(sub)  # brings its own --force
     for name in ("synthetic", "tile", "stats", "subset"):
         sub.choices[name].add_argument("--force", action="store_true", help="replace an existing output")
     for p in sub.choices.values():
@@ -112,5 +115,5 @@ def _subset(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen data tool; 0 on success, 1 when validation finds problems."""
     tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "stats": _stats, "subset": _subset,
-             "digits": digits.run}
+             "digits": digits.run, "photos": photos.run}
     return tools[args.data_command](args)

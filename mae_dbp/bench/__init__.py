@@ -5,6 +5,7 @@
     mae-dbp bench inference [--config F] [--repeats N]    fused export vs plain timm ViT
     mae-dbp bench overhead  [--config F] [--steps N]      our BP MAE vs a straightforward MAE
     mae-dbp bench zoo       --data DIR [--budget S]       ConvNet / MLP: DBP time to BP's best accuracy
+    mae-dbp bench speedup   --data DIR [--seeds ...]      MAE pretraining: DBP time to BP's best val loss
     mae-dbp bench all       [--json PATH] [--markdown PATH]
 """
 
@@ -29,9 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{count}", type=int, default=20, help=f"timed {count} per contender (default 20)")
         p.add_argument("--batch-size", type=int, help="override train.batch_size")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    from mae_dbp.bench import zoo
+    from mae_dbp.bench import speedup, zoo
 
     zoo.add_arguments(sub)
+    speedup.add_arguments(sub)
     p = sub.add_parser("all", help="decor, pretrain, inference and overhead in one process")
     p.add_argument("--config", default=TINY, help=f"pretraining YAML for the model benchmarks (default {TINY})")
     p.add_argument("--steps", type=int, default=20, help="timed steps per contender (default 20)")
@@ -79,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         from mae_dbp.bench.zoo import run as run_zoo
 
         result = run_zoo(args)
+    elif args.bench == "speedup":
+        from mae_dbp.bench.speedup import run as run_speedup
+
+        result = run_speedup(args)
     else:
         result = {
             "decor": run_decor_bench(),
