@@ -18,9 +18,9 @@ second (a contention gauge: ``threads`` on a quiet machine, less when other jobs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import statistics
 import tempfile
 import time
@@ -46,27 +46,51 @@ def run_overrides(data_dir: Path, method: str, lr: float, seed: int, epochs: int
     ]
 
 
-def _train(config: str | None, overrides: list[str], run_dir: Path) -> dict:
-    """One pretraining run, or the finished run already in ``run_dir`` with the same overrides."""
+def run_name(method: str, lr: float, seed: int, dbp_overrides: Sequence[str] = ()) -> str:
+    """The run directory name of one bench run (DBP variants carry their overrides in it)."""
+    variant = "-".join(o.replace("=", "").replace(".", "").replace("*", "x").replace(" ", "") for o in dbp_overrides)
+    name = f"{method}{'-' + variant if method == 'dbp' and variant else ''}-lr{lr:g}-seed{seed}"
+    return name.replace("/", "_").replace('"', "").replace("'", "")[:150]
+
+
+@contextlib.contextmanager
+def training_clock(kind: str):
+    """``wall``: the loop's own ``time.perf_counter``; ``cpu``: the same calls return this process's
+    CPU seconds (all its threads), so a run's ``train_seconds`` count compute it got, not time it
+    waited for cores other jobs held. Run one process per core with 1 torch thread for it to match
+    wall-clock on a quiet machine."""
+    if kind == "wall":
+        yield
+        return
+    if kind != "cpu":
+        raise UserInputError(f"--clock must be wall or cpu, got {kind!r}")
+    wall_clock = time.perf_counter
+    time.perf_counter = time.process_time
+    try:
+        yield
+    finally:
+        time.perf_counter = wall_clock
+
+
+def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str = "wall") -> dict:
+    """One pretraining run, or the finished run already in ``run_dir`` with the same overrides and clock."""
     from mae_dbp.train.pretrain import pretrain
     from mae_dbp.train.records import read_csv
 
     record = run_dir / "bench_run.json"
-    if record.is_file() and json.loads(record.read_text())["overrides"] == overrides:
-        return json.loads(record.read_text())
+    if record.is_file():
+        old = json.loads(record.read_text())
+        if old["overrides"] == overrides and old.get("clock", "wall") == clock:
+            return old
     if run_dir.exists():
         import shutil
 
         shutil.rmtree(run_dir)
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # no progress bars in a bench log
-    wall, cpu = time.perf_counter(), time.process_time()
-    try:
+    wall, cpu = time.monotonic(), time.process_time()
+    with training_clock(clock):
         summary = pretrain(config, overrides, out=run_dir)
-    finally:
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        os.environ.pop("TQDM_DISABLE") if quiet is None else os.environ.__setitem__("TQDM_DISABLE", quiet)
-    result = {"overrides": overrides, "rows": read_csv(run_dir / "metrics.csv"),
+    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+    result = {"overrides": overrides, "clock": clock, "rows": read_csv(run_dir / "metrics.csv"),
               "best_val_loss": summary["best_val_loss"], "wall_seconds": wall, "cpu_seconds": cpu,
               "cpu_per_wall": cpu / wall if wall > 0 else math.nan}
     record.write_text(json.dumps(result, indent=1) + "\n")
@@ -144,12 +168,13 @@ def shipped_config(name: str = PHOTO_CONFIG) -> str:
     return name if Path(name).is_file() else str(config_dir() / "pretrain" / name)
 
 
-def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG, budget_s: float = 120.0,
-                      epochs: int = 30, seeds: Sequence[int] = (0, 1, 2), base_lr: float = 8e-3,
+def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG, budget_s: float = 300.0,
+                      epochs: int = 14, seeds: Sequence[int] = (0, 1, 2), base_lr: float = 8e-3,
                       lr_multipliers: Sequence[float] = (1.0, 2.0, 4.0), sweep_seeds: Sequence[int] = (0,),
                       threads: int | None = 1, out_dir: str | Path | None = None,
                       thresholds: Sequence[float] | None = None, dbp_overrides: Sequence[str] = (),
-                      emissions: bool = True, dbp_lr_multipliers: Sequence[float] | None = None) -> dict:
+                      emissions: bool = True, dbp_lr_multipliers: Sequence[float] | None = None,
+                      clock: str = "wall") -> dict:
     """BP vs DBP pretraining (see the module docstring); returns {"settings", "sweep", "runs", "summary"}.
 
     ``base_lr`` is the config's ``train.base_lr`` (per 256 images); both methods try
@@ -169,13 +194,12 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG, b
         torch.set_num_threads(threads)
     temporary = tempfile.TemporaryDirectory(prefix="bench-speedup-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
-    variant = "-".join(o.replace("=", "").replace(".", "").replace("*", "x").replace(" ", "") for o in dbp_overrides)
 
     def runner(method: str, lr: float, seed: int) -> dict:
-        name = f"{method}{'-' + variant if method == 'dbp' and variant else ''}-lr{lr:g}-seed{seed}"
+        name = run_name(method, lr, seed, dbp_overrides)
         print(f"== bench speedup: {name} ==", flush=True)
         overrides = run_overrides(data_dir, method, lr, seed, epochs, budget_s, emissions, dbp_overrides)
-        return _train(config, overrides, root / name[:150])
+        return _train(config, overrides, root / name, clock)
 
     try:
         lrs = {"bp": [base_lr * m for m in lr_multipliers],
@@ -198,7 +222,7 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG, b
     settings = {"data": str(data_dir), "config": config, "budget_s": budget_s, "epochs": epochs, "seeds": list(seeds),
                 "base_lr": base_lr, "lr_multipliers": list(lr_multipliers),
                 "dbp_lr_multipliers": list(dbp_lr_multipliers or lr_multipliers), "sweep_seeds": list(sweep_seeds),
-                "threads": threads or previous_threads, "thresholds": levels, "dbp_overrides": list(dbp_overrides),
+                "threads": threads or previous_threads, "clock": clock, "thresholds": levels, "dbp_overrides": list(dbp_overrides),
                 "out_dir": None if temporary else str(root)}
     summary = {key: median_range([r[key] for r in runs]) for key in SUMMARY_KEYS}
     return {"settings": settings, "sweep": sweep, "runs": runs, "summary": summary, "curves": curves}
@@ -209,8 +233,8 @@ def add_arguments(sub) -> None:
     p = sub.add_parser("speedup", help="BP vs DBP MAE pretraining: DBP's wall-clock to BP's best val loss")
     p.add_argument("--data", type=Path, required=True, help="folder with train/ and val/ (mae-dbp data photos)")
     p.add_argument("--config", default=PHOTO_CONFIG, help=f"pretraining YAML (default: the shipped {PHOTO_CONFIG})")
-    p.add_argument("--budget", type=float, default=150.0, help="wall-clock cap in training seconds per run (default 150)")
-    p.add_argument("--epochs", type=int, default=16, help="schedule length in epochs (warm-up + cosine; default 16)")
+    p.add_argument("--budget", type=float, default=300.0, help="wall-clock cap in training seconds per run (default 300)")
+    p.add_argument("--epochs", type=int, default=14, help="schedule length in epochs (warm-up + cosine; default 14)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one BP / DBP pair per seed")
     p.add_argument("--base-lr", type=float, default=8e-3, help="train.base_lr the multipliers scale (default 8e-3)")
     p.add_argument("--lr-multipliers", nargs="+", type=float, default=[1.0, 2.0, 4.0],
@@ -222,6 +246,8 @@ def add_arguments(sub) -> None:
                    help="fixed val-loss levels (default: median BP best x 1.10, 1.05, 1.02)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--dbp", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for the DBP runs only")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time runs by wall-clock (default) or by this process's CPU seconds (robust to other jobs)")
     p.add_argument("--no-emissions", action="store_true", help="skip codecarbon (no kg CO2)")
     p.add_argument("--out", type=Path, default=None, help="keep (and reuse) the run directories here")
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables as markdown")
@@ -235,7 +261,7 @@ def run(args) -> dict:
     result = run_speedup_bench(args.data, args.config, args.budget, args.epochs, args.seeds, args.base_lr,
                                args.lr_multipliers, args.sweep_seeds, args.threads, args.out, args.thresholds,
                                args.dbp, emissions=not args.no_emissions,
-                               dbp_lr_multipliers=args.dbp_lr_multipliers)
+                               dbp_lr_multipliers=args.dbp_lr_multipliers, clock=args.clock)
     table = markdown_table(result)
     print(table)
     for path, write in ((args.markdown, lambda p: p.write_text(table)), (args.plot, lambda p: loss_plot(result, p))):
