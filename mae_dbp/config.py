@@ -1,78 +1,297 @@
-"""YAML configs with defaults, dotted ``key=value`` overrides and strict key checking.
+"""Typed run configs: dataclass sections loaded from YAML plus dotted ``key=value`` overrides.
 
-A job (pretrain, classify) owns a defaults dict. The user's YAML file and command-line overrides may
-only name keys that exist there; an unknown key is a ``UserInputError`` naming it. A default of
-``{}`` marks a free-form mapping (e.g. ``model.encoder_args``) whose keys are not checked.
+Every default has one owner: the dataclass field that declares it. The sections shared by all jobs
+live here (:class:`DecorConfig`, :class:`DataConfig`, :class:`TrainConfig`, :class:`LogConfig`);
+each model declares its own ``model`` section next to its builder (``mae_dbp.models``), and each
+job puts the sections together (``PretrainConfig``, ``ClassifyConfig``).
+
+    config = load_config(PretrainConfig, "configs/pretrain/tiny_cpu_dbp.yaml", ["train.epochs=2"])
+    config.train.epochs                                    # 2, an int
+    save_config(config, run_dir / "config.yaml")           # the resolved config, atomically
+
+Loading goes through OmegaConf structured configs, so a YAML file or an override may only name keys
+that exist, with values of the declared type; anything else is one :class:`UserInputError` line
+naming the key (``train.epochs: expected int, got 'abc'``; for an unknown key, the closest one).
+Range checks live in each section's ``__post_init__`` and run on every load and :func:`checked`.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, Optional, TypeVar
 
 from mae_dbp.errors import UserInputError
 
+C = TypeVar("C")
 
-def _merge(config: dict, update: dict, schema: dict, prefix: str, source: str) -> dict:
-    """``config`` updated with ``update``; every key must exist in ``schema`` (the defaults)."""
-    out = copy.deepcopy(config)
-    for key, value in update.items():
-        path = f"{prefix}{key}"
-        if key not in schema:
-            known = ", ".join(sorted(schema)) or "none"
-            raise UserInputError(f"{source}: unknown config key '{path}' (known here: {known})")
-        expected = schema[key]
-        if isinstance(expected, dict):
-            if not isinstance(value, dict):
-                raise UserInputError(f"{source}: config key '{path}' must be a mapping, got {value!r}")
-            current = out.get(key) or {}
-            out[key] = _merge(current, value, expected, f"{path}.", source) if expected else {**current, **value}
-        else:
-            out[key] = value
-    return out
+DECOR_SCHEDULES = ("constant", "follow", "cosine")
+MIXED_PRECISION = ("no", "fp16", "bf16", "fp8")
+ENCODER_SITES = ["patch_embed.proj", "blocks.*.attn.qkv", "blocks.*.mlp.fc1"]
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML: numbers, bools, lists, null)."""
-    if "=" not in text:
-        raise UserInputError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
+def require(ok: bool, key: str, expected: str, value: Any) -> None:
+    """Raise ``key: expected EXPECTED, got VALUE`` unless ``ok``."""
+    if not ok:
+        raise UserInputError(f"{key}: expected {expected}, got {value!r}")
+
+
+@dataclass
+class DecorConfig:
+    """DBP on the layers that ``sites`` (module-name globs) choose, and the R learning rate's schedule.
+
+    ``lr`` is the base R step; the trainer's :class:`~mae_dbp.train.decor_policy.DecorPolicy` is
+    its only reader. kappa / sample_frac / variant / rank / seed are checked by
+    :class:`mae_dbp.decor.DecorSettings` when the model is built.
+    """
+
+    enabled: bool = True
+    sites: list[str] = field(default_factory=lambda: list(ENCODER_SITES))
+    kappa: float = 0.0
+    lr: float = 5e-4
+    sample_frac: float = 0.1
+    variant: str = "standard"
+    rank: int = 16
+    lr_schedule: str = "constant"  # one of DECOR_SCHEDULES
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.lr >= 0, "decor.lr", "a number >= 0", self.lr)
+        require(self.lr_schedule in DECOR_SCHEDULES, "decor.lr_schedule", f"one of {', '.join(DECOR_SCHEDULES)}",
+                self.lr_schedule)
+
+    def layer_settings(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`mae_dbp.decor.apply` (everything per layer; not the R lr)."""
+        return {"kappa": self.kappa, "sample_frac": self.sample_frac, "variant": self.variant, "rank": self.rank,
+                "seed": self.seed}
+
+
+@dataclass
+class DataConfig:
+    """An image folder (``root``) and its validation split; pixel statistics in raw units."""
+
+    root: Optional[str] = None
+    val_root: Optional[str] = None  # null: a seeded val_fraction of root
+    val_fraction: float = 0.05
+    val_seed: int = 0
+    mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])  # one value, or one per channel
+    std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    stats: Optional[str] = None  # a data-tools stats.json (raw units); overrides mean/std
+    skip_bad: bool = False
+    num_workers: int = 0
+    crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # area fraction of the random crop
+
+    def __post_init__(self) -> None:
+        require(self.num_workers >= 0, "data.num_workers", "an int >= 0", self.num_workers)
+        scale = list(self.crop_scale)
+        require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "data.crop_scale", "[low, high] with 0 < low <= high <= 1",
+                scale)
+
+
+@dataclass
+class GuardConfig:
+    """The instability guard (:mod:`mae_dbp.train.guard`)."""
+
+    enabled: bool = True
+    tolerance: float = 0.1  # validation loss above (1 + tolerance) x best counts as bad
+    patience: int = 2
+    lr_factor: float = 0.5
+    max_restores: int = 3
+    min_scale: float = 0.01
+
+    def __post_init__(self) -> None:
+        require(self.tolerance >= 0, "train.guard.tolerance", "a number >= 0", self.tolerance)
+        require(self.patience >= 1, "train.guard.patience", "an int >= 1", self.patience)
+        require(0 < self.lr_factor <= 1, "train.guard.lr_factor", "a number in (0, 1]", self.lr_factor)
+        require(self.max_restores >= 1, "train.guard.max_restores", "an int >= 1", self.max_restores)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: AdamW, warm-up + cosine per step, accumulation to ``effective_batch``."""
+
+    epochs: int = 10
+    batch_size: int = 64  # per process and micro-step, at most
+    effective_batch: int = 64  # images per optimizer step over all processes
+    base_lr: float = 1.5e-4  # peak lr = base_lr x effective_batch / 256
+    min_lr: float = 0.0
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    grad_clip: Optional[float] = None
+    mixed_precision: str = "no"  # one of MIXED_PRECISION
+    seed: int = 0
+    max_train_seconds: Optional[float] = None
+    stop_after_epoch: Optional[int] = None  # a pre-emption point; never saved with the run
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "effective_batch"):
+            require(getattr(self, key) >= 1, f"train.{key}", "an int >= 1", getattr(self, key))
+        for key in ("base_lr", "min_lr", "warmup_epochs", "weight_decay"):
+            require(getattr(self, key) >= 0, f"train.{key}", "a number >= 0", getattr(self, key))
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas", "two numbers in [0, 1)",
+                list(self.betas))
+        require(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision", f"one of {', '.join(MIXED_PRECISION)}",
+                self.mixed_precision)
+        require(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", "null or a number > 0", self.grad_clip)
+        require(self.max_train_seconds is None or self.max_train_seconds > 0, "train.max_train_seconds",
+                "null or a number > 0", self.max_train_seconds)
+        require(self.stop_after_epoch is None or self.stop_after_epoch >= 1, "train.stop_after_epoch",
+                "null or an int >= 1", self.stop_after_epoch)
+
+
+@dataclass
+class LogConfig:
+    """Where runs go and what they record."""
+
+    dir: str = "runs"
+    name: Optional[str] = None  # run folder under dir (default: config stem + time)
+    log_with: Optional[str] = None  # an accelerate tracker, e.g. tensorboard
+    project: str = "mae-dbp"
+    country: str = "NLD"  # ISO code for codecarbon's offline CO2 estimate
+    emissions: bool = True
+    plots: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+# loading, checking and saving
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, str):
+        return annotation.replace("Optional[", "").rstrip("]") + (" or null" if annotation.startswith("Optional") else "")
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(annotation):
+        return "a mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _field_type(object_type: Any, key: Any) -> Any:
+    if not (dataclasses.is_dataclass(object_type) and isinstance(key, str)):
+        return None
+    hints = typing.get_type_hints(object_type)
+    return hints.get(key)
+
+
+def _user_error(error: Exception, source: str) -> UserInputError:
+    """An OmegaConf error as one line naming the key (and the closest key for an unknown one)."""
+    from omegaconf import DictConfig
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    key = getattr(error, "full_key", None)
+    where = f"{source}: " if source else ""
+    if not key:
+        text = str(getattr(error, "msg", None) or error).splitlines()[0].replace("Merge error: ", "")
+        return UserInputError(f"{where}a section got a plain value ({text})")
+    if isinstance(error, (ConfigKeyError, ConfigAttributeError)):
+        parent = getattr(error, "parent_node", None)
+        known = list(parent.keys()) if isinstance(parent, DictConfig) else []
+        prefix = key.rpartition(".")[0]
+        close = difflib.get_close_matches(str(getattr(error, "key", key)), known, n=1)
+        hint = f" (closest: {prefix + '.' if prefix else ''}{close[0]})" if close else (
+            f" (known here: {', '.join(known)})" if known else "")
+        return UserInputError(f"{where}unknown config key '{key}'{hint}")
+    expected = _field_type(getattr(error, "object_type", None), getattr(error, "key", None))
+    value = getattr(error, "value", None)
+    if expected is None:
+        return UserInputError(f"{where}{key}: {str(getattr(error, 'msg', error)).splitlines()[0]}")
+    return UserInputError(f"{where}{key}: expected {_type_name(expected)}, got {value!r}")
+
+
+def _merge(base, update, source: str):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
-        value = yaml.safe_load(raw) if raw else ""
-    except yaml.YAMLError as error:
-        raise UserInputError(f"override {text!r}: value is not valid YAML ({error})") from None
-    return key.strip().split("."), value
+        return OmegaConf.merge(base, update)
+    except OmegaConfBaseException as error:
+        raise _user_error(error, source) from None
 
 
-def _nest(keys: list[str], value: Any) -> dict:
-    nested: Any = value
-    for key in reversed(keys):
-        nested = {key: nested}
-    return nested
+def _to_object(node, source: str = ""):
+    """The dataclass instance of a structured config (runs every section's ``__post_init__``)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_object(node)
+    except OmegaConfBaseException as error:
+        raise _user_error(error, source) from None
 
 
-def load_config(defaults: dict, path: str | Path | None = None, overrides: list[str] = ()) -> dict:
-    """Defaults <- YAML file <- overrides, every key checked against the defaults."""
-    config = copy.deepcopy(defaults)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserInputError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise UserInputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise UserInputError(f"{path}: expected a mapping of config sections at the top level")
-        config = _merge(config, loaded, defaults, "", str(path))
+def _read_yaml(path: Path):
+    from omegaconf import DictConfig, OmegaConf
+
+    if not path.is_file():
+        raise UserInputError(f"config file {path} does not exist")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as error:  # yaml.YAMLError and OmegaConf's own grammar errors
+        raise UserInputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(loaded, DictConfig):
+        raise UserInputError(f"{path}: expected a mapping of config sections at the top level")
+    return loaded
+
+
+def _parse_overrides(overrides: typing.Iterable[str]):
+    from omegaconf import OmegaConf
+
+    overrides = list(overrides)
     for text in overrides:
-        keys, value = parse_override(text)
-        config = _merge(config, _nest(keys, value), defaults, "", "command line")
-    return config
+        if "=" not in text or not text.split("=", 1)[0].strip():
+            raise UserInputError(f"override {text!r} must look like section.key=value")
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except Exception as error:
+        raise UserInputError(f"overrides {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
 
 
-def save_config(config: dict, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+def load_config(schema: type[C], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> C:
+    """``schema()`` defaults <- YAML file <- ``key=value`` overrides, as a checked ``schema`` instance."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(schema)
+    if path is not None:
+        node = _merge(node, _read_yaml(Path(path)), str(path))
+    node = _merge(node, _parse_overrides(overrides), "")
+    return _to_object(node, str(path) if path is not None else "")
+
+
+def checked(config: C) -> C:
+    """A re-checked copy of a config object built in code (types and ranges, as :func:`load_config`)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        node = OmegaConf.structured(config)
+    except OmegaConfBaseException as error:
+        raise _user_error(error, "") from None
+    return _to_object(node)
+
+
+def to_dict(config: Any) -> dict:
+    """Plain nested dict of a config object (for JSON, trackers and config.json of exports)."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: Path) -> None:
+    """Write ``config`` as YAML (atomically), without the run's pre-emption point ``train.stop_after_epoch``."""
+    from omegaconf import OmegaConf
+
+    from mae_dbp.train.checkpoint import atomic_write
+
+    data = to_dict(config)
+    if "train" in data:
+        data["train"]["stop_after_epoch"] = None
+    text = OmegaConf.to_yaml(OmegaConf.create(data), sort_keys=False)
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))

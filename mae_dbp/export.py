@@ -29,6 +29,8 @@ from torch import nn
 
 from mae_dbp import decor
 from mae_dbp.config import load_config
+from mae_dbp.data.transforms import channel_stats
+from mae_dbp.models.mae import MAEConfig
 from mae_dbp.errors import UserInputError
 from mae_dbp.train.checkpoint import atomic_write, load_checkpoint
 
@@ -71,18 +73,17 @@ def check_fusion(encoder: nn.Module, fused: nn.Module, in_chans: int, img_size: 
         return float((encoder.forward_features(images) - fused.forward_features(images)).abs().max())
 
 
-def timm_config(config: dict, encoder: nn.Module, mean: list[float], std: list[float], extra: dict) -> dict:
-    """config.json in timm's hub format for the exported encoder."""
-    model = config["model"]
-    size = model["img_size"]
+def timm_config(model: MAEConfig, encoder: nn.Module, mean: list[float], std: list[float], extra: dict) -> dict:
+    """config.json in timm's hub format for the exported encoder of a ``model`` section."""
+    size = model.img_size
     return {
-        "architecture": model["encoder"],
+        "architecture": model.encoder,
         "num_classes": 0,
         "num_features": int(encoder.num_features),
         "global_pool": encoder.global_pool,
-        "model_args": {"img_size": size, "in_chans": model["in_chans"], **model["encoder_args"]},
+        "model_args": {"img_size": size, "in_chans": model.in_chans, **dict(model.encoder_args)},
         "pretrained_cfg": {
-            "input_size": [model["in_chans"], size, size], "mean": mean, "std": std, "num_classes": 0,
+            "input_size": [model.in_chans, size, size], "mean": mean, "std": std, "num_classes": 0,
             "interpolation": "bicubic", "crop_pct": 1.0, "first_conv": "patch_embed.proj",
         },
         "mae_dbp": extra,
@@ -120,12 +121,12 @@ def _prepare_out(out: Path, names: list[str], force: bool) -> None:
 def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force: bool = False,
                    tolerance: float = 1e-4) -> dict:
     """Fuse and export the MAE encoder of a pretraining run; returns what config.json holds."""
-    from mae_dbp.train.pretrain import DEFAULTS, build_model, normalisation
+    from mae_dbp.train.pretrain import PretrainConfig, build_model
 
     if fmt not in FORMATS:
         raise UserInputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     checkpoint_path, config_path = locate_checkpoint(source)
-    config = load_config(DEFAULTS, config_path)
+    config = load_config(PretrainConfig, config_path)
     out = Path(out)
     names = ["model.safetensors", "config.json"] + (["mmseg_backbone.pth"] if fmt != "timm" else [])
     _prepare_out(out, names, force)
@@ -137,15 +138,15 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     encoder = mae.encoder.float()
     fused = decor.fuse(copy.deepcopy(encoder))
-    diff = check_fusion(encoder, fused, config["model"]["in_chans"], config["model"]["img_size"])
+    diff = check_fusion(encoder, fused, config.model.in_chans, config.model.img_size)
     if not diff <= tolerance:
         raise RuntimeError(f"fused encoder differs from the DBP encoder by {diff:.3g} > {tolerance}: export refused")
     state = {k: v.detach().contiguous() for k, v in fused.state_dict().items()}
-    mean, std = normalisation(config["data"], config["model"]["in_chans"])
+    mean, std = channel_stats(config.data, config.model.in_chans)
     loop = checkpoint.get("loop", {})
     extra = {"source": str(checkpoint_path), "fused_sites": sites, "fusion_max_abs_diff": diff,
              "epoch": loop.get("epoch"), "val_loss": loop.get("best_val")}
-    meta = timm_config(config, fused, mean, std, extra)
+    meta = timm_config(config.model, fused, mean, std, extra)
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     if fmt != "timm":

@@ -69,16 +69,17 @@ def make_data(out: Path, size: QuickstartSize) -> tuple[Path, Path]:
 
 
 def pretrain_both(out: Path, data: Path, size: QuickstartSize) -> dict[str, dict]:
-    from mae_dbp.train.pretrain import pretrain
+    from mae_dbp.config import load_config
+    from mae_dbp.train.pretrain import PretrainConfig, pretrain
 
     runs = {}
     for method in ("bp", "dbp"):
         print(f"\n== pretraining with {method.upper()} for {size.pretrain_seconds:.0f} s of training ==")
-        overrides = [f"data.root={data}", f"data.stats={data / 'stats.json'}", f"model.img_size={size.image_size}",
-                     f"train.epochs={size.pretrain_epochs}", f"train.max_train_seconds={size.pretrain_seconds}"]
-        config = config_dir() / "pretrain" / PRETRAIN_CONFIG.format(method=method)
-        summary = pretrain(config, overrides, out=out / "pretrain" / method)
-        runs[method] = summary
+        config = load_config(PretrainConfig, config_dir() / "pretrain" / PRETRAIN_CONFIG.format(method=method))
+        config.data.root, config.data.stats = str(data), str(data / "stats.json")
+        config.model.img_size = size.image_size
+        config.train.epochs, config.train.max_train_seconds = size.pretrain_epochs, size.pretrain_seconds
+        runs[method] = pretrain(config, out=out / "pretrain" / method)
     return runs
 
 

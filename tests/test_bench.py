@@ -7,6 +7,8 @@ import json
 from mae_dbp.bench.decor_layers import run_decor_bench
 from mae_dbp.bench.framework import run_inference_bench, run_overhead_bench
 from mae_dbp.cli import main
+from mae_dbp.config import load_config
+from mae_dbp.train.pretrain import PretrainConfig
 
 TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 
@@ -20,11 +22,11 @@ def test_bench_pretrain_cli_writes_ratios(tmp_path):
 
 
 def test_inference_bench_fused_model_matches_unfused():
-    result = run_inference_bench(TINY, repeats=1, batch_size=2)
+    result = run_inference_bench(load_config(PretrainConfig, TINY), repeats=1, batch_size=2)
     assert result["max_abs_diff_vs_unfused"] <= 1e-4 and result["ratio"] > 0
 
 
 def test_overhead_and_layer_bench_run_small():
-    assert run_overhead_bench(TINY, steps=1, batch_size=4)["framework_ratio"] > 0
+    assert run_overhead_bench(load_config(PretrainConfig, TINY), steps=1, batch_size=4)["framework_ratio"] > 0
     result = run_decor_bench(repeats=1, tokens=64, images=2)
     assert result["linear_ratio"] > 0 and result["conv_ratio"] > 0

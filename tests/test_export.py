@@ -15,9 +15,8 @@ from mae_dbp.cli import main
 from mae_dbp.config import load_config
 from mae_dbp.export import export_encoder
 from mae_dbp.train.checkpoint import load_checkpoint
-from mae_dbp.train.pretrain import DEFAULTS, build_model, pretrain
-
-from tests.test_pretrain import TINY
+from mae_dbp.train.pretrain import PretrainConfig, build_model, pretrain
+from tests.sizes import tiny_pretrain
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +24,10 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
     data = write_synthetic(base / "data", num=24, size=32, seed=1, progress=False)
     out = {}
-    for name, enabled in (("dbp", "true"), ("bp", "false")):
-        pretrain(None, TINY + [f"data.root={data}", "train.epochs=2", f"decor.enabled={enabled}",
-                               "log.plots=false"], out=base / name)
+    for name, enabled in (("dbp", True), ("bp", False)):
+        config = tiny_pretrain(data, epochs=2)
+        config.decor.enabled, config.log.plots = enabled, False
+        pretrain(config, out=base / name)
         out[name] = base / name
     return out
 
@@ -45,7 +45,7 @@ def test_export_loads_strictly_in_timm_with_the_same_features(runs, tmp_path):
     missing, unexpected = plain.load_state_dict(state, strict=True)
     assert not missing and not unexpected
     # its features equal the unfused DBP encoder's, computed as W (R x)
-    config = load_config(DEFAULTS, runs["dbp"] / "config.yaml")
+    config = load_config(PretrainConfig, runs["dbp"] / "config.yaml")
     mae, _ = build_model(config)
     mae.load_state_dict(load_checkpoint(runs["dbp"] / "best.pt")["model"])
     images = torch.randn(3, 2, 32, 32)

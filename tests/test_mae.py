@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import timm
 import torch
 
+from mae_dbp.config import load_config
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.mae import (
+    DecoderConfig,
+    MAEConfig,
     MaskedAutoencoder,
     build_encoder,
     build_mae,
@@ -18,18 +23,16 @@ from mae_dbp.models.mae import (
     unpatchify,
 )
 from mae_dbp.models.pos_embed import sincos_2d
+from mae_dbp.train.pretrain import PretrainConfig
 
 NAME = "vit_base_patch16_224"
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8}
 
 
-def tiny_cfg(in_chans: int = 2, **extra) -> dict:
-    cfg = {
-        "encoder": NAME, "img_size": 32, "in_chans": in_chans, "encoder_args": dict(TINY),
-        "decoder": {"dim": 16, "depth": 1, "heads": 2}, "mask_ratio": 0.75, "norm_pix_loss": False,
-    }
-    cfg.update(extra)
-    return cfg
+def tiny_cfg(in_chans: int = 2, **extra) -> MAEConfig:
+    cfg = MAEConfig(encoder=NAME, img_size=32, in_chans=in_chans, encoder_args=dict(TINY),
+                    decoder=DecoderConfig(dim=16, depth=1, heads=2), mask_ratio=0.75, norm_pix_loss=False)
+    return dataclasses.replace(cfg, **extra)
 
 
 @pytest.fixture
@@ -134,7 +137,7 @@ def test_encoder_without_embedded_class_row():
     enc = build_encoder(NAME, 32, 2, no_embed_class=True, **TINY)
     assert enc.pos_embed.shape == (1, 16, 32)
     torch.manual_seed(0)
-    model = MaskedAutoencoder(enc, decoder_dim=16, decoder_depth=1, decoder_heads=2)
+    model = MaskedAutoencoder(enc, DecoderConfig(dim=16, depth=1, heads=2), mask_ratio=0.75, norm_pix_loss=False)
     loss, pred, _ = model(torch.randn(2, 2, 32, 32))
     assert pred.shape == (2, 16, 128) and torch.isfinite(loss)
 
@@ -208,10 +211,12 @@ def test_reconstruct_keeps_visible_patches(model):
 
 
 def test_config_errors():
-    with pytest.raises(UserInputError, match="model.colour"):
-        build_mae(tiny_cfg(colour=1))
-    with pytest.raises(UserInputError, match="model.decoder.width"):
-        build_mae(tiny_cfg(decoder={"width": 3}))
+    with pytest.raises(UserInputError, match="unknown config key 'model.colour'"):
+        load_config(PretrainConfig, None, ["model.colour=1"])
+    with pytest.raises(UserInputError, match="unknown config key 'model.decoder.width'"):
+        load_config(PretrainConfig, None, ["model.decoder={width: 3}"])
+    with pytest.raises(UserInputError, match="model.img_size: expected a multiple of the patch size 8, got 36"):
+        build_mae(tiny_cfg(img_size=36))
     with pytest.raises(UserInputError, match="unknown timm model"):
         build_mae(tiny_cfg(encoder="vit_nonexistent"))
     with pytest.raises(UserInputError, match="mask_ratio"):
@@ -219,6 +224,6 @@ def test_config_errors():
     with pytest.raises(UserInputError, match="encoder_args"):
         build_mae(tiny_cfg(encoder_args={**TINY, "num_heads": 5}))
     with pytest.raises(UserInputError, match="model.decoder.dim"):
-        build_mae(tiny_cfg(decoder={"dim": 18, "depth": 1, "heads": 2}))
+        build_mae(tiny_cfg(decoder=DecoderConfig(dim=18, depth=1, heads=2)))
     with pytest.raises(ValueError, match="noise"):
         build_mae(tiny_cfg())(torch.randn(2, 2, 32, 32), torch.rand(2, 5))

@@ -15,16 +15,7 @@ from mae_dbp.cli import main
 from mae_dbp.data.io import write_image
 from mae_dbp.train.checkpoint import load_checkpoint
 from mae_dbp.train.pretrain import pretrain
-
-TINY = [
-    "model.img_size=32", "model.in_chans=2", "model.encoder=vit_tiny_patch16_224",
-    "model.encoder_args={embed_dim: 32, depth: 2, num_heads: 2, patch_size: 8}",
-    "model.decoder={dim: 32, depth: 1, heads: 2}",
-    "data.mean=[32768, 32768]", "data.std=[16384, 16384]", "data.val_fraction=0.2",
-    "train.batch_size=8", "train.effective_batch=8", "train.base_lr=0.04", "train.warmup_epochs=0",
-    "log.emissions=false", "log.recon_images=2", "decor.lr=0.005",
-]
-
+from tests.sizes import tiny_pretrain, write_config
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -38,7 +29,9 @@ def rows(run_dir):
 
 def test_tiny_dbp_run_lowers_validation_loss_and_writes_run_dir(synthetic, tmp_path):
     run = tmp_path / "dbp"
-    summary = pretrain(None, TINY + [f"data.root={synthetic}", "train.epochs=4", "log.emissions=true"], out=run)
+    config = tiny_pretrain(synthetic, epochs=4)
+    config.log.emissions = True
+    summary = pretrain(config, out=run)
     metrics = rows(run)
     assert len(metrics) == 4
     assert float(metrics[-1]["val_loss"]) < float(metrics[0]["val_loss"])
@@ -57,15 +50,17 @@ def test_tiny_dbp_run_lowers_validation_loss_and_writes_run_dir(synthetic, tmp_p
     assert not torch.equal(r, torch.eye(r.shape[0]))
     # never overwrite a finished run
     with pytest.raises(FileExistsError, match="already holds a run"):
-        pretrain(None, TINY + [f"data.root={synthetic}", "train.epochs=1"], out=run)
+        pretrain(tiny_pretrain(synthetic, epochs=1), out=run)
 
 
 def test_resume_continues_the_same_curve(synthetic, tmp_path):
-    common = TINY + [f"data.root={synthetic}", "train.epochs=4"]
-    pretrain(None, common, out=tmp_path / "straight")
-    pretrain(None, common + ["train.stop_after_epoch=2"], out=tmp_path / "split")
+    config = tiny_pretrain(synthetic, epochs=4)
+    pretrain(config, out=tmp_path / "straight")
+    config.train.stop_after_epoch = 2
+    pretrain(config, out=tmp_path / "split")
     assert len(rows(tmp_path / "split")) == 2
-    pretrain(resume=tmp_path / "split", overrides=["train.stop_after_epoch=null"])
+    assert "stop_after_epoch: null" in (tmp_path / "split" / "config.yaml").read_text()  # not part of the run
+    assert main(["pretrain", "--resume", str(tmp_path / "split")]) == 0  # continues with the run's own config
     straight, split = rows(tmp_path / "straight"), rows(tmp_path / "split")
     assert len(split) == 4
     for a, b in zip(straight, split):
@@ -81,8 +76,9 @@ def test_guard_restores_on_non_finite_loss_and_run_completes(synthetic, tmp_path
     poisoned = np.full((2, 32, 32), np.nan, dtype=np.float32)
     write_image(data / "zz_nan.tif", poisoned)
     run = tmp_path / "guarded"
-    summary = pretrain(None, TINY + [f"data.root={data}", "train.epochs=3", "data.val_fraction=0.1",
-                                     "train.guard.max_restores=2"], out=run)
+    config = tiny_pretrain(data, epochs=3)
+    config.data.val_fraction, config.train.guard.max_restores = 0.1, 2
+    summary = pretrain(config, out=run)
     events = summary["guard_events"]
     assert events and events[0]["reason"] == "non-finite training loss"
     assert events[0]["decor_lr_scale"] == pytest.approx(0.5)
@@ -98,8 +94,9 @@ def test_guard_off_fails_loudly(synthetic, tmp_path):
         (data / path.name).symlink_to(path)
     write_image(data / "zz_nan.tif", np.full((2, 32, 32), np.nan, dtype=np.float32))
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
-        pretrain(None, TINY + [f"data.root={data}", "train.epochs=3", "data.val_fraction=0.1",
-                               "train.guard.enabled=false"], out=tmp_path / "run")
+        config = tiny_pretrain(data, epochs=3)
+        config.data.val_fraction, config.train.guard.enabled = 0.1, False
+        pretrain(config, out=tmp_path / "run")
 
 
 def test_bad_inputs_give_one_line_errors(synthetic, tmp_path, capsys):
@@ -109,7 +106,7 @@ def test_bad_inputs_give_one_line_errors(synthetic, tmp_path, capsys):
     assert "unknown config key 'train.epoch'" in capsys.readouterr().err
 
     args = ["pretrain", "--config", "configs/pretrain/tiny_cpu_dbp.yaml", "--out", str(tmp_path / "r")]
-    assert main(args + [f"data.root={synthetic}", "model.in_chans=3", "data.mean=0", "data.std=1"]) == 2
+    assert main(args + [f"data.root={synthetic}", "model.in_chans=3", "data.mean=[0]", "data.std=[1]"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mae-dbp: error: ") and "expected 3 channels, found 2" in err and len(err.splitlines()) == 1
 
@@ -122,7 +119,9 @@ def test_bad_inputs_give_one_line_errors(synthetic, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert err.startswith("mae-dbp: error: ") and "broken.tif" in err and "cannot read image" in err
 
-    summary = pretrain(None, TINY + [f"data.root={corrupt}", "data.skip_bad=true", "train.epochs=1"], out=tmp_path / "skip")
+    config = tiny_pretrain(corrupt, epochs=1)
+    config.data.skip_bad = True
+    summary = pretrain(config, out=tmp_path / "skip")
     assert [p.endswith("broken.tif") for p in summary["bad_files"]] == [True]
 
     assert main(["pretrain", "--config", "configs/pretrain/tiny_cpu_dbp.yaml", "--out", str(tmp_path / "m"),
@@ -139,8 +138,8 @@ def test_two_cpu_ranks_through_accelerate_keep_r_identical(synthetic, tmp_path):
     run = tmp_path / "dist"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "mae_dbp", "pretrain", "--out", str(run), *TINY, f"data.root={synthetic}",
-               "train.epochs=2", "train.effective_batch=16"]
+               "-m", "mae_dbp", "pretrain", "--out", str(run),
+               "--config", str(write_config(tiny_pretrain(synthetic), tmp_path / "tiny.yaml")), "train.effective_batch=16"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())

@@ -7,27 +7,24 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from data_tools.digits import write_digits, write_toy_classes
 from mae_dbp import decor
 from mae_dbp.cli import main
-from mae_dbp.config import load_config
+from mae_dbp.config import DecorConfig, load_config, save_config
 from mae_dbp.errors import UserInputError
-from mae_dbp.models.zoo import build_classifier
+from mae_dbp.models.zoo import ZooModelConfig, build_classifier
 from mae_dbp.train.checkpoint import save_checkpoint
-from mae_dbp.train.classify import DEFAULTS, classify, export_classifier
+from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, classify, export_classifier
+from tests.sizes import tiny_classify
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "zoo"
-TINY = ["model.in_chans=1", "model.img_size=16", "model.conv_channels=[8, 16]", "model.mlp_hidden=[64, 64]",
-        "data.mean=[128]", "data.std=[64]", "data.cache=true", "train.batch_size=16", "train.effective_batch=16",
-        "train.base_lr=0.032", "train.min_lr=0.002", "train.warmup_epochs=0", "train.weight_decay=0.0",
-        "decor.lr=0.002", "log.emissions=false", "train.target_accuracy=0.9"]
+def zoo_model(arch: str, **model) -> ZooModelConfig:
+    return ZooModelConfig(arch=arch, num_classes=4, in_chans=3, img_size=32, **model)
 
 
-def zoo_config(arch: str, enabled: bool = True, **model) -> dict:
-    return {"model": {"arch": arch, "num_classes": 4, "in_chans": 3, "img_size": 32, **model},
-            "decor": {"enabled": enabled, "sites": ["*"], "lr": 1e-3}}
+def all_layers(enabled: bool = True) -> DecorConfig:
+    return DecorConfig(enabled=enabled, sites=["*"])
 
 
 @pytest.fixture(scope="module")
@@ -43,28 +40,28 @@ def toy(tmp_path_factory) -> Path:
     ("mlp", ["classifier", "hidden.0", "hidden.2", "hidden.4", "hidden.6"]),
 ])
 def test_builders_wrap_every_conv_and_linear(arch, expected):
-    model = build_classifier(zoo_config(arch))
+    model = build_classifier(zoo_model(arch), all_layers())
     assert sorted(name for name, _ in decor.decor_modules(model)) == expected
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
     mlp_first = dict(decor.decor_modules(model))[expected[1]]
     assert mlp_first.decor_dim == (3 * 5 * 5 if arch == "convnet" else 3 * 32 * 32)  # patch-wise for convs
-    assert not decor.decor_modules(build_classifier(zoo_config(arch, enabled=False)))
+    assert not decor.decor_modules(build_classifier(zoo_model(arch), all_layers(enabled=False)))
+    assert not decor.decor_modules(build_classifier(zoo_model(arch)))
 
 
 def test_resnet18_wraps_all_21_layers_and_sites_choose_layers():
-    model = build_classifier(zoo_config("resnet18"))
+    model = build_classifier(zoo_model("resnet18"), all_layers())
     names = [name for name, _ in decor.decor_modules(model)]
     assert len(names) == 21 and {"conv1", "layer4.1.conv2", "layer2.0.downsample.0", "fc"} <= set(names)
     assert dict(decor.decor_modules(model))["layer4.1.conv2"].decor_dim == 512 * 9
-    chosen = {**zoo_config("resnet18"), "decor": {"enabled": True, "sites": ["layer1.*", "fc"], "kappa": 0.5}}
-    names = [name for name, _ in decor.decor_modules(build_classifier(chosen))]
+    chosen = DecorConfig(sites=["layer1.*", "fc"], kappa=0.5)
+    names = [name for name, _ in decor.decor_modules(build_classifier(zoo_model("resnet18"), chosen))]
     assert names == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2", "fc"]
 
 
 def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path):
     run = tmp_path / "run"
-    summary = classify(None, TINY + [f"data.root={toy}/train", f"data.val_root={toy}/val", "model.arch=convnet",
-                                     "train.epochs=4"], out=run)
+    summary = classify(tiny_classify(toy / "train", toy / "val", epochs=4), out=run)
     assert summary["num_classes"] == 4 and summary["best_val_top1"] >= 0.75  # chance is 0.25
     assert summary["train_seconds_to_target"] is not None and summary["decor_sites"] == ["classifier", "features.0", "features.3"]
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
@@ -77,7 +74,7 @@ def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path):
     assert info["fused_max_abs_diff"] <= 1e-4
     from safetensors.torch import load_file
 
-    plain = build_classifier({"model": info["model"]})
+    plain = build_classifier(ZooModelConfig(**info["model"]))
     plain.load_state_dict(load_file(out / "model.safetensors"))  # strict: no DBP keys left
     with pytest.raises(FileExistsError, match="model.safetensors"):
         export_classifier(run, out)
@@ -88,16 +85,16 @@ def test_exported_resnet18_matches_and_loads_into_timm_strictly(tmp_path):
     import timm
     from safetensors.torch import load_file
 
-    config = load_config(DEFAULTS, None, ["model.arch=resnet18", "model.num_classes=5", "model.in_chans=2",
-                                          "model.img_size=32", "data.mean=[0, 0]", "data.std=[1, 1]"])
-    model = build_classifier(config)
+    config = ClassifyConfig(model=ZooModelConfig(arch="resnet18", num_classes=5, in_chans=2, img_size=32),
+                            data=ClassifyDataConfig(mean=[0.0, 0.0], std=[1.0, 1.0]))
+    model = build_classifier(config.model, config.decor)
     with torch.no_grad():  # stand-in for training: R away from the identity, BN statistics non-trivial
         for _, layer in decor.decor_modules(model):
             layer.R.add_(0.02 * torch.randn_like(layer.R))
         model.train()(torch.randn(8, 2, 32, 32))
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    save_config(config, run / "config.yaml")
     save_checkpoint({"model": model.state_dict()}, run / "best.pt")
     out = export_classifier(run, tmp_path / "export")
     reference = timm.create_model("resnet18", num_classes=5, in_chans=2)
@@ -110,21 +107,21 @@ def test_exported_resnet18_matches_and_loads_into_timm_strictly(tmp_path):
 
 def test_bad_config_key_and_value_give_clear_errors(toy, tmp_path):
     with pytest.raises(UserInputError, match="unknown config key 'model.widths'"):
-        classify(None, [f"data.root={toy}/train", "model.widths=[8]"], out=tmp_path / "a")
-    with pytest.raises(UserInputError, match="model.arch must be one of"):
-        build_classifier({"model": {"arch": "vgg", "num_classes": 2}})
+        load_config(ClassifyConfig, None, [f"data.root={toy}/train", "model.widths=[8]"])
+    with pytest.raises(UserInputError, match="model.arch: expected one of resnet18, convnet, mlp, got 'vgg'"):
+        ZooModelConfig(arch="vgg", num_classes=2)
     assert main(["classify", f"data.root={toy}/train", "--out", str(tmp_path / "b")]) == 2  # no --config
     assert main(["classify", "--config", str(CONFIGS / "tiny_mlp_dbp.yaml"), "train.bogus=1"]) == 2
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_zoo_configs_load_and_build(path):
-    config = load_config(DEFAULTS, path)
-    config["model"]["num_classes"] = config["model"]["num_classes"] or 10
-    if config["model"]["arch"] != "resnet18":  # (resnet18 is built above; its R matrices take a while)
-        model = build_classifier(config)
-        assert bool(decor.decor_modules(model)) == config["decor"]["enabled"] == path.stem.endswith("_dbp")
-    assert config["train"]["base_lr"] * config["train"]["effective_batch"] / 256 == pytest.approx(config["train"]["min_lr"])
+    config = load_config(ClassifyConfig, path)
+    config.model.num_classes = config.model.num_classes or 10
+    if config.model.arch != "resnet18":  # (resnet18 is built above; its R matrices take a while)
+        model = build_classifier(config.model, config.decor)
+        assert bool(decor.decor_modules(model)) == config.decor.enabled == path.stem.endswith("_dbp")
+    assert config.train.base_lr * config.train.effective_batch / 256 == pytest.approx(config.train.min_lr)
 
 
 def test_digits_tool_writes_class_folders(tmp_path):

@@ -68,15 +68,19 @@ def run(args: argparse.Namespace) -> int:
     from mae_dbp.bench.decor_layers import run_decor_bench
     from mae_dbp.bench.framework import run_inference_bench, run_overhead_bench
     from mae_dbp.bench.pretrain_step import run_pretrain_bench
+    from mae_dbp.config import load_config
+    from mae_dbp.train.pretrain import PretrainConfig
 
+    if hasattr(args, "config"):
+        config = load_config(PretrainConfig, args.config, getattr(args, "overrides", []))
     if args.bench == "decor":
         result = run_decor_bench(repeats=args.repeats)
     elif args.bench == "pretrain":
-        result = run_pretrain_bench(args.config, args.steps, args.overrides, args.batch_size)
+        result = run_pretrain_bench(config, args.steps, args.batch_size)
     elif args.bench == "inference":
-        result = run_inference_bench(args.config, args.repeats, args.overrides, args.batch_size or 32)
+        result = run_inference_bench(config, args.repeats, args.batch_size or 32)
     elif args.bench == "overhead":
-        result = run_overhead_bench(args.config, args.steps, args.overrides, args.batch_size)
+        result = run_overhead_bench(config, args.steps, args.batch_size)
     elif args.bench == "zoo":
         from mae_dbp.bench.zoo import run as run_zoo
 
@@ -88,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = {
             "decor": run_decor_bench(),
-            "pretrain": run_pretrain_bench(args.config, args.steps),
-            "inference": run_inference_bench(args.config, args.steps),
-            "overhead": run_overhead_bench(args.config, args.steps),
+            "pretrain": run_pretrain_bench(config, args.steps),
+            "inference": run_inference_bench(config, args.steps),
+            "overhead": run_overhead_bench(config, args.steps),
         }
         table = markdown(result)
         print(table)

@@ -19,8 +19,7 @@ from torch import nn
 from mae_dbp import decor
 from mae_dbp.bench.pretrain_step import training_step
 from mae_dbp.bench.timing import time_alternating
-from mae_dbp.config import load_config
-from mae_dbp.train.pretrain import DEFAULTS, build_model
+from mae_dbp.train.pretrain import PretrainConfig, build_model
 
 
 class StraightforwardMAE(nn.Module):
@@ -62,14 +61,10 @@ class StraightforwardMAE(nn.Module):
         return loss, y, mask
 
 
-def _config(config_path: str | None, overrides: list[str]) -> dict:
-    return load_config(DEFAULTS, config_path, overrides)
-
-
-def run_inference_bench(config_path: str | None, repeats: int, overrides: list[str] = (), batch_size: int = 32) -> dict:
+def run_inference_bench(config: PretrainConfig, repeats: int, batch_size: int = 32) -> dict:
     """Fused exported encoder vs the plain timm ViT: time ratio and max abs diff to the unfused model."""
-    config = _config(config_path, overrides)
-    config["decor"]["enabled"] = True
+    config = copy.deepcopy(config)
+    config.decor.enabled = True
     torch.manual_seed(0)
     mae, _ = build_model(config)
     encoder = mae.encoder.eval()
@@ -77,11 +72,11 @@ def run_inference_bench(config_path: str | None, repeats: int, overrides: list[s
         for _, layer in decor.decor_modules(encoder):
             layer.R.add_(0.02 * torch.randn_like(layer.R))
     fused = decor.fuse(copy.deepcopy(encoder)).eval()
-    model = config["model"]
-    plain = timm.create_model(model["encoder"], pretrained=False, num_classes=0, img_size=model["img_size"],
-                              in_chans=model["in_chans"], **model["encoder_args"]).eval()
+    model = config.model
+    plain = timm.create_model(model.encoder, pretrained=False, num_classes=0, img_size=model.img_size,
+                              in_chans=model.in_chans, **dict(model.encoder_args)).eval()
     plain.load_state_dict(fused.state_dict(), strict=True)
-    images = torch.randn(batch_size, model["in_chans"], model["img_size"], model["img_size"])
+    images = torch.randn(batch_size, model.in_chans, model.img_size, model.img_size)
     with torch.no_grad():
         with decor.explicit(encoder):
             reference = encoder.forward_features(images)
@@ -91,21 +86,21 @@ def run_inference_bench(config_path: str | None, repeats: int, overrides: list[s
             "max_abs_diff_vs_unfused": diff, "batch_size": batch_size}
 
 
-def run_overhead_bench(config_path: str | None, steps: int, overrides: list[str] = (), batch_size: int | None = None) -> dict:
+def run_overhead_bench(config: PretrainConfig, steps: int, batch_size: int | None = None) -> dict:
     """Our MAE in BP mode vs the straightforward MAE: training-step time ratio."""
-    config = _config(config_path, overrides)
-    config["decor"]["enabled"] = False
-    model = config["model"]
-    batch = batch_size or config["train"]["batch_size"]
+    config = copy.deepcopy(config)
+    config.decor.enabled = False
+    model = config.model
+    batch = batch_size or config.train.batch_size
     torch.manual_seed(0)
     ours, _ = build_model(config)
     torch.manual_seed(0)
-    encoder = timm.create_model(model["encoder"], pretrained=False, num_classes=0, img_size=model["img_size"],
-                                in_chans=model["in_chans"], **model["encoder_args"])
+    encoder = timm.create_model(model.encoder, pretrained=False, num_classes=0, img_size=model.img_size,
+                                in_chans=model.in_chans, **dict(model.encoder_args))
     encoder.pos_embed.requires_grad_(False)
-    dec = model["decoder"]
-    plain = StraightforwardMAE(encoder, dec["dim"], dec["depth"], dec["heads"], model["mask_ratio"])
-    images = torch.randn(batch, model["in_chans"], model["img_size"], model["img_size"])
+    dec = model.decoder
+    plain = StraightforwardMAE(encoder, dec.dim, dec.depth, dec.heads, model.mask_ratio)
+    images = torch.randn(batch, model.in_chans, model.img_size, model.img_size)
     times = time_alternating({"plain": training_step(plain, images, None), "ours": training_step(ours, images, None)},
                              repeats=steps, warmup=2)
     return {"plain_mae_step_s": times["plain"], "mae_dbp_bp_step_s": times["ours"],

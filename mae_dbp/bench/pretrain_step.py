@@ -13,12 +13,11 @@ import torch
 
 from mae_dbp import decor
 from mae_dbp.bench.timing import time_alternating
-from mae_dbp.config import load_config
-from mae_dbp.train.pretrain import DEFAULTS, build_model
+from mae_dbp.train.pretrain import PretrainConfig, build_model
 
 
-def training_step(model: torch.nn.Module, images: torch.Tensor, decor_root: torch.nn.Module | None):
-    """A closure running one optimizer step (and the R step when ``decor_root`` is given)."""
+def training_step(model: torch.nn.Module, images: torch.Tensor, decor_root: torch.nn.Module | None, r_lr: float = 0.0):
+    """A closure running one optimizer step (and the R step with lr ``r_lr`` when ``decor_root`` is given)."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
     model.train()
 
@@ -28,31 +27,31 @@ def training_step(model: torch.nn.Module, images: torch.Tensor, decor_root: torc
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if decor_root is not None:
-            decor.update(decor_root)
+            decor.update(decor_root, lr=r_lr)
 
     return step
 
 
-def run_pretrain_bench(config_path: str | None, steps: int, overrides: list[str] = (), batch_size: int | None = None) -> dict:
+def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | None = None) -> dict:
     """{"bp_step_s", "dbp_step_s", "overhead_ratio", ...} for the config's model and batch size."""
-    config = load_config(DEFAULTS, config_path, overrides)
-    model_cfg = config["model"]
-    batch = batch_size or config["train"]["batch_size"]
+    model_cfg = config.model
+    batch = batch_size or config.train.batch_size
     dbp_cfg = copy.deepcopy(config)
-    dbp_cfg["decor"]["enabled"] = True
+    dbp_cfg.decor.enabled = True
     bp_cfg = copy.deepcopy(config)
-    bp_cfg["decor"]["enabled"] = False
+    bp_cfg.decor.enabled = False
     torch.manual_seed(0)
     dbp_model, sites = build_model(dbp_cfg)
     torch.manual_seed(0)
     bp_model, _ = build_model(bp_cfg)
-    images = torch.randn(batch, model_cfg["in_chans"], model_cfg["img_size"], model_cfg["img_size"])
+    images = torch.randn(batch, model_cfg.in_chans, model_cfg.img_size, model_cfg.img_size)
+    dbp_step = training_step(dbp_model, images, dbp_model.encoder, config.decor.lr)
     times = time_alternating(
-        {"bp": training_step(bp_model, images, None), "dbp": training_step(dbp_model, images, dbp_model.encoder)},
+        {"bp": training_step(bp_model, images, None), "dbp": dbp_step},
         repeats=steps, warmup=2,
     )
     return {
         "bp_step_s": times["bp"], "dbp_step_s": times["dbp"], "overhead_ratio": times["dbp"] / times["bp"],
-        "batch_size": batch, "encoder": model_cfg["encoder"], "decor_sites": len(sites),
-        "threads": torch.get_num_threads(), "config": config_path,
+        "batch_size": batch, "encoder": model_cfg.encoder, "decor_sites": len(sites),
+        "threads": torch.get_num_threads(),
     }

@@ -15,6 +15,8 @@ The data folder is ``DIR/train/<class>/*`` + ``DIR/val/<class>/*`` (``data_tools
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import statistics
 import tempfile
@@ -24,10 +26,10 @@ from typing import Sequence
 from mae_dbp.data.io import list_images, read_image
 from mae_dbp.errors import UserInputError
 
-ARCH_OVERRIDES: dict[str, list[str]] = {
-    "convnet": ["model.arch=convnet", "model.conv_channels=[32, 64]", "model.conv_kernel=5"],
-    "mlp": ["model.arch=mlp", "model.mlp_hidden=[1000, 1000, 1000, 1000]"],
-    "resnet18": ["model.arch=resnet18"],
+ARCH_MODELS: dict[str, dict] = {
+    "convnet": {"arch": "convnet", "conv_channels": [32, 64], "conv_kernel": 5},
+    "mlp": {"arch": "mlp", "mlp_hidden": [1000, 1000, 1000, 1000]},
+    "resnet18": {"arch": "resnet18"},
 }
 
 
@@ -83,31 +85,30 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     import torch
 
     from data_tools.stats import compute_stats
+    from mae_dbp.config import DecorConfig, GuardConfig, LogConfig
+    from mae_dbp.models.zoo import ZooModelConfig
     from mae_dbp.train import classify_plots
-    from mae_dbp.train.classify import classify
+    from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, ClassifyTrainConfig, classify
     from mae_dbp.train.records import read_csv
 
     data_dir = Path(data_dir)
     if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
         raise UserInputError(f"{data_dir}: expected train/<class>/ and val/<class>/ folders (mae-dbp data digits)")
-    unknown = [a for a in archs if a not in ARCH_OVERRIDES]
+    unknown = [a for a in archs if a not in ARCH_MODELS]
     if unknown:
-        raise UserInputError(f"bench zoo: unknown arch {unknown[0]!r} (known: {', '.join(ARCH_OVERRIDES)})")
+        raise UserInputError(f"bench zoo: unknown arch {unknown[0]!r} (known: {', '.join(ARCH_MODELS)})")
     first = read_image(list_images(data_dir / "train")[0])
     stats = compute_stats(data_dir / "train", progress=False)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    common = [
-        f"data.root={data_dir / 'train'}", f"data.val_root={data_dir / 'val'}", "data.cache=true",
-        f"data.mean={stats['mean']}", f"data.std={stats['std']}",
-        f"model.in_chans={first.shape[0]}", f"model.img_size={first.shape[-1]}",
-        f"train.batch_size={batch_size}", f"train.effective_batch={batch_size}", "train.epochs=100000",
-        f"train.base_lr={lr * 256 / batch_size}", f"train.min_lr={lr}", "train.warmup_epochs=0",
-        "train.weight_decay=0.0", "train.betas=[0.9, 0.999]", f"train.max_train_seconds={budget_s}",
-        "train.guard.enabled=false", "log.emissions=false", "log.plots=false",
-        f"decor.lr={decor_lr}", f"decor.kappa={kappa}", "decor.lr_schedule=constant",
-    ]
+    model = {"in_chans": int(first.shape[0]), "img_size": int(first.shape[-1])}
+    data = ClassifyDataConfig(root=str(data_dir / "train"), val_root=str(data_dir / "val"), cache=True,
+                              mean=list(stats["mean"]), std=list(stats["std"]))
+    train = ClassifyTrainConfig(batch_size=batch_size, effective_batch=batch_size, epochs=100000,
+                                base_lr=lr * 256 / batch_size, min_lr=lr, warmup_epochs=0, weight_decay=0.0,
+                                betas=[0.9, 0.999], max_train_seconds=budget_s, guard=GuardConfig(enabled=False))
+    log = LogConfig(emissions=False, plots=False)
     temporary = tempfile.TemporaryDirectory(prefix="bench-zoo-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
     runs: dict[str, list[dict]] = {arch: [] for arch in archs}
@@ -118,9 +119,11 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                 order = ("bp", "dbp") if seed % 2 == 0 else ("dbp", "bp")  # spread slow drifts of the machine
                 for method in order:
                     run_dir = root / f"{arch}-{method}-seed{seed}"
-                    overrides = common + ARCH_OVERRIDES[arch] + [
-                        f"train.seed={seed}", f"decor.seed={seed}", f"decor.enabled={method == 'dbp'}"]
-                    classify(None, overrides, out=run_dir)
+                    config = ClassifyConfig(
+                        model=ZooModelConfig(**model, **ARCH_MODELS[arch]), data=copy.deepcopy(data), log=log,
+                        train=dataclasses.replace(train, seed=seed),
+                        decor=DecorConfig(enabled=method == "dbp", sites=["*"], lr=decor_lr, kappa=kappa, seed=seed))
+                    classify(config, out=run_dir)
                     rows[method] = read_csv(run_dir / "metrics.csv")
                 classify_plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
                 runs[arch].append({"seed": seed, **compare_runs(rows["bp"], rows["dbp"], targets)})
@@ -169,7 +172,7 @@ def add_arguments(sub) -> None:
     p = sub.add_parser("zoo", help="BP vs DBP ConvNet / MLP on a small image folder to a fixed time budget")
     p.add_argument("--data", type=Path, required=True, help="folder with train/<class>/ and val/<class>/ (mae-dbp data digits)")
     p.add_argument("--budget", type=float, default=60.0, help="training seconds per run (default 60)")
-    p.add_argument("--archs", nargs="+", default=["convnet", "mlp"], choices=sorted(ARCH_OVERRIDES))
+    p.add_argument("--archs", nargs="+", default=["convnet", "mlp"], choices=sorted(ARCH_MODELS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="one BP / DBP pair per seed (default 0)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mae_dbp.config import DataConfig
 from mae_dbp.data.io import list_images, read_image
 from mae_dbp.errors import UserInputError
 
@@ -157,18 +158,18 @@ def split_train_val(paths: Sequence[Path | str], val_fraction: float, seed: int)
     return train, val
 
 
-def train_val_datasets(data_cfg: dict, channels: int, train_tf: Callable[[Tensor], Tensor],
+def train_val_datasets(data_cfg: DataConfig, channels: int, train_tf: Callable[[Tensor], Tensor],
                        val_tf: Callable[[Tensor], Tensor]) -> tuple[ImageFolderDataset, ImageFolderDataset]:
     """Train / validation datasets from a config ``data`` section: ``val_root``, or a seeded
     ``val_fraction`` of ``root``. Loads one image of each first, so a folder of the wrong channel
     count fails before any training starts."""
-    kwargs = dict(channels=channels, skip_bad=data_cfg["skip_bad"])
-    if data_cfg["val_root"]:
-        train = ImageFolderDataset(data_cfg["root"], transform=train_tf, **kwargs)
-        val = ImageFolderDataset(data_cfg["val_root"], transform=val_tf, **kwargs)
+    kwargs = dict(channels=channels, skip_bad=data_cfg.skip_bad)
+    if data_cfg.val_root:
+        train = ImageFolderDataset(data_cfg.root, transform=train_tf, **kwargs)
+        val = ImageFolderDataset(data_cfg.val_root, transform=val_tf, **kwargs)
     else:
-        root = resolve_root(data_cfg["root"])
-        train_paths, val_paths = split_train_val(list_images(root), data_cfg["val_fraction"], data_cfg["val_seed"])
+        root = resolve_root(data_cfg.root)
+        train_paths, val_paths = split_train_val(list_images(root), data_cfg.val_fraction, data_cfg.val_seed)
         train = ImageFolderDataset(train_paths, transform=train_tf, root=root, **kwargs)
         val = ImageFolderDataset(val_paths, transform=val_tf, root=root, **kwargs)
     for dataset in (train, val):

@@ -7,13 +7,16 @@ Resizing is bicubic with antialiasing (values may overshoot the input range slig
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mae_dbp.config import DataConfig
 from mae_dbp.errors import UserInputError
 
 Size = tuple[int, int]
@@ -137,6 +140,25 @@ class Compose:
         for transform in self.transforms:
             image = transform(image)
         return image
+
+
+def channel_stats(data: DataConfig, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean / std in raw pixel units: from ``data.stats`` (a stats.json) or ``data.mean / std``.
+
+    One value stands for every channel.
+    """
+    mean, std = data.mean, data.std
+    if data.stats:
+        path = Path(data.stats)
+        if not path.is_file():
+            raise UserInputError(f"data.stats file {path} does not exist")
+        stats = json.loads(path.read_text())
+        mean, std = stats.get("mean"), stats.get("std")
+        if mean is None or std is None:
+            raise UserInputError(f"{path}: expected keys 'mean' and 'std'")
+    mean = [float(mean)] if isinstance(mean, (int, float)) else [float(m) for m in mean]
+    std = [float(std)] if isinstance(std, (int, float)) else [float(s) for s in std]
+    return (mean * channels if len(mean) == 1 else mean), (std * channels if len(std) == 1 else std)
 
 
 def build_transform(train: bool, img_size: int | Sequence[int], mean: float | Sequence[float],

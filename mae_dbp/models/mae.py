@@ -11,6 +11,7 @@ Shapes: images (B, C, H, W); L = number of patches; patch vectors have p*p*C val
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -22,6 +23,29 @@ from torch import Tensor, nn
 
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.pos_embed import sincos_2d
+
+
+@dataclass
+class DecoderConfig:
+    """The MAE decoder: ``depth`` transformer blocks of width ``dim`` (the DBP-MAE paper: 2 x 512)."""
+
+    dim: int = 512
+    depth: int = 2
+    heads: int = 16
+    mlp_ratio: float = 4.0
+
+
+@dataclass
+class MAEConfig:
+    """The ``model`` section of a pretraining config: a timm ViT encoder and the MAE around it."""
+
+    encoder: str = "vit_base_patch16_224"  # a timm VisionTransformer name
+    img_size: int = 224  # px, square; a multiple of the patch size
+    in_chans: int = 3
+    encoder_args: dict[str, Any] = field(default_factory=dict)  # timm kwargs: embed_dim, depth, num_heads, patch_size
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = False
 
 
 def build_encoder(name: str, img_size: int, in_chans: int, **overrides: Any) -> VisionTransformer:
@@ -128,17 +152,10 @@ class MaskedAutoencoder(nn.Module):
     ``forward(images, noise=None) -> (loss, pred (B, L, p*p*C), mask (B, L), 1 = masked)``.
     """
 
-    def __init__(
-        self,
-        encoder: VisionTransformer,
-        decoder_dim: int = 512,
-        decoder_depth: int = 8,
-        decoder_heads: int = 16,
-        mask_ratio: float = 0.75,
-        norm_pix_loss: bool = False,
-        decoder_mlp_ratio: float = 4.0,
-    ) -> None:
+    def __init__(self, encoder: VisionTransformer, decoder: DecoderConfig, mask_ratio: float,
+                 norm_pix_loss: bool) -> None:
         super().__init__()
+        decoder_dim, decoder_heads = decoder.dim, decoder.heads
         patch = tuple(encoder.patch_embed.patch_size)
         if patch[0] != patch[1]:
             raise UserInputError(f"MAE needs square patches, got {patch}")
@@ -166,8 +183,8 @@ class MaskedAutoencoder(nn.Module):
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         self.decoder_blocks = nn.Sequential(
             *[
-                Block(decoder_dim, decoder_heads, mlp_ratio=decoder_mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
-                for _ in range(decoder_depth)
+                Block(decoder_dim, decoder_heads, mlp_ratio=decoder.mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+                for _ in range(decoder.depth)
             ]
         )
         self.decoder_norm = norm_layer(decoder_dim)
@@ -264,31 +281,14 @@ class MaskedAutoencoder(nn.Module):
         return masked_input, self.unpatchify(patches * (1 - m) + pred * m)
 
 
-MODEL_KEYS = {"encoder", "img_size", "in_chans", "encoder_args", "decoder", "mask_ratio", "norm_pix_loss"}
-DECODER_KEYS = {"dim", "depth", "heads", "mlp_ratio"}
+def _check_img_size(encoder: VisionTransformer, img_size: int) -> None:
+    patch = int(encoder.patch_embed.patch_size[0])
+    if img_size % patch:
+        raise UserInputError(f"model.img_size: expected a multiple of the patch size {patch}, got {img_size}")
 
 
-def build_mae(model_cfg: dict[str, Any]) -> MaskedAutoencoder:
-    """MAE from the config's ``model`` section (see module docs of the configs); unknown keys are errors."""
-    for key in model_cfg:
-        if key not in MODEL_KEYS:
-            raise UserInputError(f"unknown config key model.{key} (known: {', '.join(sorted(MODEL_KEYS))})")
-    decoder = dict(model_cfg.get("decoder") or {})
-    for key in decoder:
-        if key not in DECODER_KEYS:
-            raise UserInputError(f"unknown config key model.decoder.{key} (known: {', '.join(sorted(DECODER_KEYS))})")
-    encoder = build_encoder(
-        model_cfg.get("encoder", "vit_base_patch16_224"),
-        img_size=int(model_cfg.get("img_size", 224)),
-        in_chans=int(model_cfg.get("in_chans", 3)),
-        **dict(model_cfg.get("encoder_args") or {}),
-    )
-    return MaskedAutoencoder(
-        encoder,
-        decoder_dim=int(decoder.get("dim", 512)),
-        decoder_depth=int(decoder.get("depth", 8)),
-        decoder_heads=int(decoder.get("heads", 16)),
-        decoder_mlp_ratio=float(decoder.get("mlp_ratio", 4.0)),
-        mask_ratio=float(model_cfg.get("mask_ratio", 0.75)),
-        norm_pix_loss=bool(model_cfg.get("norm_pix_loss", False)),
-    )
+def build_mae(cfg: MAEConfig) -> MaskedAutoencoder:
+    """The MAE of a config's ``model`` section (a randomly initialised timm encoder, no DBP)."""
+    encoder = build_encoder(cfg.encoder, img_size=cfg.img_size, in_chans=cfg.in_chans, **dict(cfg.encoder_args))
+    _check_img_size(encoder, cfg.img_size)
+    return MaskedAutoencoder(encoder, cfg.decoder, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss)

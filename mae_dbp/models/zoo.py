@@ -1,6 +1,6 @@
 """The auxiliary DBP backbone zoo: ResNet-18 (timm), the small CIFAR ConvNet and a 4 x 1000 MLP.
 
-:func:`build_classifier` turns the ``model`` and ``decor`` sections of a classify config into a
+:func:`build_classifier` turns the ``model`` section (:class:`ZooModelConfig`) and ``decor`` section into a
 classifier ``(N, C, H, W) float -> (N, num_classes) logits``, with DBP on every nn.Conv2d and
 nn.Linear (patch-wise for convolutions) or on the layers that ``decor.sites`` globs name.
 
@@ -20,29 +20,41 @@ Architectures (weights He-initialised, biases zero):
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from mae_dbp import decor
+from mae_dbp.config import DecorConfig, require
 from mae_dbp.errors import UserInputError
 
 ARCHS = ("resnet18", "convnet", "mlp")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "arch": "convnet",  # one of ARCHS
-    "num_classes": None,  # null: the number of class sub-folders of the training data
-    "in_chans": 3,
-    "img_size": 32,  # side length in px fed to the network (square)
-    "activation": "relu",  # convnet / mlp: one of ACTIVATIONS
-    "conv_channels": [32, 64],  # convnet: output channels of its convolutions
-    "conv_kernel": 5,  # convnet: kernel side in px (odd: 'same' padding)
-    "head_grid": 2,  # convnet: average-pool the last feature map to this grid before the classifier
-    "mlp_hidden": [1000, 1000, 1000, 1000],  # mlp: hidden layer widths
-    "timm_args": {},  # resnet18: extra timm.create_model kwargs (e.g. drop_rate)
-}
+@dataclass
+class ZooModelConfig:
+    """The ``model`` section of a classify config (one of :data:`ARCHS`)."""
+
+    arch: str = "convnet"  # one of ARCHS
+    num_classes: Optional[int] = None  # null: the number of class sub-folders of the training data
+    in_chans: int = 3
+    img_size: int = 32  # side length in px fed to the network (square)
+    activation: str = "relu"  # convnet / mlp: one of ACTIVATIONS
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])  # convnet: output channels per conv
+    conv_kernel: int = 5  # convnet: kernel side in px (odd: 'same' padding)
+    head_grid: int = 2  # convnet: average-pool the last feature map to this grid before the classifier
+    mlp_hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000, 1000])  # mlp: hidden widths
+    timm_args: dict[str, Any] = field(default_factory=dict)  # resnet18: extra timm.create_model kwargs
+
+    def __post_init__(self) -> None:
+        require(self.arch in ARCHS, "model.arch", f"one of {', '.join(ARCHS)}", self.arch)
+        require(self.activation in ACTIVATIONS, "model.activation", f"one of {', '.join(ACTIVATIONS)}", self.activation)
+        require(self.num_classes is None or self.num_classes >= 1, "model.num_classes", "null or an int >= 1",
+                self.num_classes)
+        require(self.in_chans >= 1 and self.img_size >= 1, "model.in_chans / model.img_size", "ints >= 1",
+                (self.in_chans, self.img_size))
 
 
 def _he_init(model: nn.Module) -> None:
@@ -101,43 +113,32 @@ class MLP(nn.Module):
         return self.classifier(self.hidden(x.flatten(1)))
 
 
-def build_backbone(model_cfg: dict) -> nn.Module:
-    """The plain (no DBP) classifier of ``model_cfg`` (keys of :data:`MODEL_DEFAULTS`)."""
-    cfg = {**MODEL_DEFAULTS, **model_cfg}
-    arch, num_classes, in_chans = cfg["arch"], cfg["num_classes"], int(cfg["in_chans"])
-    if arch not in ARCHS:
-        raise UserInputError(f"model.arch must be one of {', '.join(ARCHS)}, got {arch!r}")
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise UserInputError(f"model.num_classes must be a positive integer, got {num_classes!r}")
-    if arch == "resnet18":
+def build_backbone(cfg: ZooModelConfig) -> nn.Module:
+    """The plain (no DBP) classifier of a ``model`` section; ``num_classes`` must be set."""
+    if cfg.num_classes is None:
+        raise UserInputError("model.num_classes: expected an int >= 1, got None")
+    if cfg.arch == "resnet18":
         import timm
 
-        return timm.create_model("resnet18", pretrained=False, num_classes=num_classes, in_chans=in_chans,
-                                 **(cfg["timm_args"] or {}))
-    if cfg["activation"] not in ACTIVATIONS:
-        raise UserInputError(f"model.activation must be one of {', '.join(ACTIVATIONS)}, got {cfg['activation']!r}")
-    activation = ACTIVATIONS[cfg["activation"]]
-    if arch == "convnet":
-        model: nn.Module = ConvNet(in_chans, num_classes, list(cfg["conv_channels"]), int(cfg["conv_kernel"]),
-                                   int(cfg["head_grid"]), activation)
+        return timm.create_model("resnet18", pretrained=False, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
+                                 **dict(cfg.timm_args))
+    activation = ACTIVATIONS[cfg.activation]
+    if cfg.arch == "convnet":
+        model: nn.Module = ConvNet(cfg.in_chans, cfg.num_classes, list(cfg.conv_channels), cfg.conv_kernel,
+                                   cfg.head_grid, activation)
     else:
-        size = int(cfg["img_size"])
-        model = MLP(in_chans * size * size, num_classes, list(cfg["mlp_hidden"]), activation)
+        model = MLP(cfg.in_chans * cfg.img_size**2, cfg.num_classes, list(cfg.mlp_hidden), activation)
     _he_init(model)
     return model
 
 
-def build_classifier(cfg: dict) -> nn.Module:
-    """The classifier of ``cfg["model"]`` with DBP as ``cfg["decor"]`` says.
+def build_classifier(cfg: ZooModelConfig, decor_cfg: DecorConfig | None = None) -> nn.Module:
+    """The classifier of a ``model`` section, with DBP on ``decor_cfg.sites`` when it is enabled.
 
-    ``cfg["decor"]`` (optional; absent or ``enabled: false`` gives a plain model): ``sites`` globs
-    over module names (default ``["*"]``: every Conv2d and Linear), and the DecorSettings fields
-    ``kappa``, ``lr``, ``sample_frac``, ``variant``, ``rank``, ``seed``. The wrapped layers are
-    listed by :func:`mae_dbp.decor.decor_modules`.
+    ``sites`` are globs over module names (``["*"]``: every Conv2d and Linear); the wrapped layers
+    are listed by :func:`mae_dbp.decor.decor_modules`.
     """
-    model = build_backbone(cfg["model"])
-    decor_cfg = cfg.get("decor") or {}
-    if decor_cfg.get("enabled", False):
-        settings = {k: decor_cfg[k] for k in ("kappa", "lr", "sample_frac", "variant", "rank", "seed") if k in decor_cfg}
-        decor.apply(model, decor_cfg.get("sites") or ["*"], **settings)
+    model = build_backbone(cfg)
+    if decor_cfg is not None and decor_cfg.enabled:
+        decor.apply(model, list(decor_cfg.sites), **decor_cfg.layer_settings())
     return model

@@ -1,6 +1,6 @@
 """Supervised classification of the DBP zoo (BP or DBP) on an image folder with class sub-folders.
 
-``classify()`` builds the config (defaults <- YAML <- ``key=value``), the datasets, the zoo model
+``classify()`` takes a :class:`ClassifyConfig` and builds the datasets, the zoo model
 (:mod:`mae_dbp.models.zoo`) and runs the shared loop :func:`mae_dbp.train.loop.fit`, which writes
 the run directory. This module adds cross-entropy training, validation top-1 / top-5 accuracy
 (fractions in [0, 1], columns ``val_top1`` / ``val_top5`` of metrics.csv), the summary's best
@@ -13,11 +13,10 @@ The loop keeps ``best.pt`` at the lowest validation loss (not the highest accura
 
 from __future__ import annotations
 
-import copy
 import json
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Optional
 
 import numpy as np
 import torch
@@ -26,37 +25,54 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from mae_dbp import decor
-from mae_dbp.config import load_config, save_config
+from mae_dbp.config import (DataConfig, DecorConfig, GuardConfig, LogConfig, TrainConfig, checked, load_config,
+                            require, to_dict)
 from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
-from mae_dbp.data.transforms import build_transform
+from mae_dbp.data.transforms import build_transform, channel_stats
 from mae_dbp.errors import UserInputError
-from mae_dbp.models.zoo import MODEL_DEFAULTS, build_classifier
+from mae_dbp.models.zoo import ZooModelConfig, build_classifier
 from mae_dbp.train import classify_plots
 from mae_dbp.train.checkpoint import atomic_write, load_checkpoint
 from mae_dbp.train.loop import Task, fit
-from mae_dbp.train.pretrain import DEFAULTS as PRETRAIN_DEFAULTS
-from mae_dbp.train.pretrain import normalisation, resolve_run_dir
 from mae_dbp.train.records import read_csv
-from mae_dbp.train.schedules import DECOR_SCHEDULES
+from mae_dbp.train.run_dir import CONFIG_FILE, process_state, resumable, start_run
 
 
-def _defaults() -> dict[str, Any]:
-    """Pretraining's train / decor / log sections, adjusted for classification."""
-    train = copy.deepcopy(PRETRAIN_DEFAULTS["train"])
+@dataclass
+class ClassifyDataConfig(DataConfig):
+    val_fraction: float = 0.1
+    augment: bool = False  # random resized crop + flip for training (otherwise resize + centre crop)
+    cache: bool = False  # decode and transform every image once, keep them in memory (needs augment: false)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(not (self.cache and self.augment), "data.cache", "false with data.augment: true (cached images would "
+                "repeat one random crop)", self.cache)
+
+
+@dataclass
+class ClassifyTrainConfig(TrainConfig):
     # AdamW with weight_decay 0 is Adam (the DBP paper's optimizer); the paper's constant lr needs
     # train.min_lr = the peak lr (base_lr x effective_batch / 256), as configs/zoo/*.yaml set it
-    train.update({"base_lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup_epochs": 0,
-                  "target_accuracy": None, "label_smoothing": 0.0})
+    base_lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_epochs: float = 0.0
+    target_accuracy: Optional[float] = None  # summary: training seconds until val top-1 reaches it
+    label_smoothing: float = 0.0
     # validation loss rises with overfitting while accuracy still climbs: only a doubling counts as bad
-    train["guard"]["tolerance"] = 1.0
-    decor = {**copy.deepcopy(PRETRAIN_DEFAULTS["decor"]), "sites": ["*"], "kappa": 0.0, "lr": 1e-3}
-    log = {k: v for k, v in copy.deepcopy(PRETRAIN_DEFAULTS["log"]).items() if k != "recon_images"}
-    data = {k: v for k, v in copy.deepcopy(PRETRAIN_DEFAULTS["data"]).items()}
-    data.update({"val_fraction": 0.1, "augment": False, "cache": False})
-    return {"model": copy.deepcopy(MODEL_DEFAULTS), "decor": decor, "data": data, "train": train, "log": log}
+    guard: GuardConfig = field(default_factory=lambda: GuardConfig(tolerance=1.0))
 
 
-DEFAULTS: dict[str, Any] = _defaults()
+@dataclass
+class ClassifyConfig:
+    """Everything a classification run reads (``mae-dbp classify --config FILE key=value ...``)."""
+
+    model: ZooModelConfig = field(default_factory=ZooModelConfig)
+    decor: DecorConfig = field(default_factory=lambda: DecorConfig(sites=["*"], lr=1e-3))
+    data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
+    train: ClassifyTrainConfig = field(default_factory=ClassifyTrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 class CachedDataset(Dataset):
@@ -92,25 +108,23 @@ def _align_classes(train: ImageFolderDataset, val: ImageFolderDataset) -> None:
     val.classes = list(train.classes)
 
 
-def build_datasets(config: dict) -> tuple[Dataset, Dataset, list[str]]:
+def build_datasets(config: ClassifyConfig) -> tuple[Dataset, Dataset, list[str]]:
     """Train / validation datasets of (image (C, H, W) normalised float32, label) and the class names.
 
     data.val_root, or a seeded data.val_fraction split of data.root. ``data.augment`` adds a
     random resized crop and flip to training; otherwise both use resize + centre crop.
     """
-    data, model = config["data"], config["model"]
-    if not data["root"]:
-        raise UserInputError("config key data.root is not set (a folder with one sub-folder per class)")
-    channels, size = int(model["in_chans"]), int(model["img_size"])
-    mean, std = normalisation(data, channels)
-    val_tf = build_transform(False, size, mean, std, channels=channels)
-    train_tf = build_transform(True, size, mean, std, channels=channels, scale=tuple(data["crop_scale"])) if data["augment"] else val_tf
-    train, val = train_val_datasets(data, channels, train_tf, val_tf)
+    data, model = config.data, config.model
+    if not data.root:
+        raise UserInputError("data.root: expected a folder with one sub-folder per class, got None")
+    mean, std = channel_stats(data, model.in_chans)
+    val_tf = build_transform(False, model.img_size, mean, std, channels=model.in_chans)
+    train_tf = (build_transform(True, model.img_size, mean, std, channels=model.in_chans, scale=tuple(data.crop_scale))
+                if data.augment else val_tf)
+    train, val = train_val_datasets(data, model.in_chans, train_tf, val_tf)
     _align_classes(train, val)
     classes = list(train.classes)
-    if data["cache"]:
-        if data["augment"]:
-            raise UserInputError("data.cache needs data.augment: false (cached images would repeat one random crop)")
+    if data.cache:
         return CachedDataset(train), CachedDataset(val), classes
     return train, val, classes
 
@@ -118,13 +132,13 @@ def build_datasets(config: dict) -> tuple[Dataset, Dataset, list[str]]:
 class ClassifyTask(Task):
     """Cross-entropy training; validation loss, top-1 and top-5 accuracy (fractions)."""
 
-    def __init__(self, model: nn.Module, classes: list[str], config: dict) -> None:
+    def __init__(self, model: nn.Module, classes: list[str], config: ClassifyConfig) -> None:
         self.model = self.decor_root = model
         self.classes = classes
-        self.label_smoothing = float(config["train"]["label_smoothing"])
-        self.target = config["train"]["target_accuracy"]
-        self.batch_size = int(config["train"]["batch_size"])
-        self.plots = bool(config["log"]["plots"])
+        self.label_smoothing = config.train.label_smoothing
+        self.target = config.train.target_accuracy
+        self.batch_size = config.train.batch_size
+        self.plots = config.log.plots
 
     def train_loss(self, model: nn.Module, batch) -> torch.Tensor:
         images, labels = batch
@@ -173,44 +187,31 @@ class ClassifyTask(Task):
         classify_plots.confusion_matrix(matrix, self.classes, run_dir / "confusion_matrix.png")
 
 
-def _start(config_path: str | Path | None, overrides: list[str], out: str | Path | None,
-           resume: str | Path | None) -> tuple[dict, Path]:
-    """(config, run directory) of a new run, or of the run directory being resumed."""
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "last.pt").is_file():
-            raise UserInputError(f"--resume {run_dir}: no last.pt there (not a started run directory)")
-        return load_config(DEFAULTS, run_dir / "config.yaml", overrides), run_dir
-    config = load_config(DEFAULTS, config_path, overrides)
-    if out is None and config_path is None and not config["log"]["name"]:
-        out = Path(config["log"]["dir"]) / f"classify-{datetime.now():%Y%m%d-%H%M%S}"
-    return config, resolve_run_dir(config, out, config_path)
+def classify(config: ClassifyConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
+             stem: str = "classify") -> dict:
+    """Train a zoo classifier; returns the summary (also run_dir/summary.json).
 
-
-def classify(config_path: str | Path | None = None, overrides: list[str] = (), out: str | Path | None = None,
-             resume: str | Path | None = None) -> dict:
-    """Train a zoo classifier; returns the summary (also run_dir/summary.json)."""
-    config, run_dir = _start(config_path, list(overrides), out, resume)
-    if config["decor"]["lr_schedule"] not in DECOR_SCHEDULES:
-        raise UserInputError(f"decor.lr_schedule must be one of {', '.join(DECOR_SCHEDULES)}, got {config['decor']['lr_schedule']!r}")
-    torch.manual_seed(config["train"]["seed"])
+    ``resume`` continues a run directory (with ``config``, or else the run's own config.yaml).
+    """
+    if config is None:
+        if resume is None:
+            raise UserInputError("classify needs a config (or a run directory to resume)")
+        config = load_config(ClassifyConfig, resumable(resume) / CONFIG_FILE)
+    config = checked(config)
+    torch.manual_seed(config.train.seed)
     train_set, val_set, classes = build_datasets(config)
-    wanted = config["model"]["num_classes"]
-    if wanted is None:
-        config["model"]["num_classes"] = len(classes)
-    elif int(wanted) < len(classes):
-        raise UserInputError(f"model.num_classes={wanted} but the training data has {len(classes)} classes")
-    model = build_classifier(config)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
+    if config.model.num_classes is None:
+        config.model.num_classes = len(classes)
+    elif config.model.num_classes < len(classes):
+        raise UserInputError(f"model.num_classes={config.model.num_classes} but the training data has {len(classes)} classes")
+    model = build_classifier(config.model, config.decor)
+    run_dir = start_run(config, out, resume, stem)
+    if process_state().is_main_process:
         (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
     task = ClassifyTask(model, classes, config)
     bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
-    extra = {"arch": config["model"]["arch"], "num_classes": config["model"]["num_classes"], "bad_files": bad,
-             "train_images": len(train_set), "val_images": len(val_set), "config": str(config_path or "")}
+    extra = {"arch": config.model.arch, "num_classes": config.model.num_classes, "bad_files": bad,
+             "train_images": len(train_set), "val_images": len(val_set)}
     return fit(config, task, train_set, val_set, run_dir, resume=resume is not None, extra_summary=extra)
 
 
@@ -235,12 +236,12 @@ def export_classifier(run_dir: str | Path, out_dir: str | Path, force: bool = Fa
             raise FileExistsError(f"export output {out_dir / name} already exists (use --force to overwrite)")
     if not (run_dir / "config.yaml").is_file():
         raise UserInputError(f"{run_dir}: no config.yaml there (not a classify run directory)")
-    config = load_config(DEFAULTS, run_dir / "config.yaml")
-    model_cfg = config["model"]
-    model = build_classifier(config)
+    config = load_config(ClassifyConfig, run_dir / "config.yaml")
+    model_cfg = config.model
+    model = build_classifier(model_cfg, config.decor)
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     model.eval()
-    size, channels = int(model_cfg["img_size"]), int(model_cfg["in_chans"])
+    size, channels = model_cfg.img_size, model_cfg.in_chans
     batch = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(batch)
@@ -253,13 +254,13 @@ def export_classifier(run_dir: str | Path, out_dir: str | Path, force: bool = Fa
     leftover = [k for k in state if k.endswith((".R", ".R_u", ".R_v", "_extra_state"))]
     if leftover:
         raise RuntimeError(f"DBP state left after fusion: {leftover[:3]}")
-    mean, std = normalisation(config["data"], channels)
+    mean, std = channel_stats(config.data, channels)
     classes_file = run_dir / "classes.json"
     info = {
-        "arch": model_cfg["arch"], "num_classes": int(model_cfg["num_classes"]), "in_chans": channels,
+        "arch": model_cfg.arch, "num_classes": model_cfg.num_classes, "in_chans": channels,
         "img_size": size, "mean": mean, "std": std, "pixel_units": "raw (as stored in the image files)",
         "classes": json.loads(classes_file.read_text()) if classes_file.is_file() else None,
-        "model": model_cfg, "fused_max_abs_diff": diff, "source_run": str(run_dir),
+        "model": to_dict(model_cfg), "fused_max_abs_diff": diff, "source_run": str(run_dir),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))

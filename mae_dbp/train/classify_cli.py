@@ -6,6 +6,7 @@ Export a finished run as a plain fused model: ``mae-dbp classify --export RUN_DI
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.config and not args.resume:
         raise UserInputError("give --config FILE (or --resume RUN_DIR, or --export RUN_DIR --out DIR)")
-    from mae_dbp.train.classify import classify
+    from mae_dbp.train.classify import ClassifyConfig, classify
+    from mae_dbp.train.run_dir import cli_config
 
-    summary = classify(args.config, args.overrides, out=args.out, resume=args.resume)
+    config = cli_config(ClassifyConfig, args.config, args.resume, args.overrides)
+    stem = Path(args.config).stem if args.config else "classify"
+    summary = classify(config, out=args.out, resume=args.resume, stem=stem)
     target = summary.get("train_seconds_to_target")
     reached = f"; target {summary['target_accuracy']:.3f} reached after {target:.1f} s" if target is not None else ""
     print(f"best val top-1 {summary.get('best_val_top1', float('nan')):.4f} at epoch {summary.get('best_top1_epoch')} "

@@ -12,22 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-
-@dataclass
-class GuardSettings:
-    enabled: bool = True
-    tolerance: float = 0.1
-    patience: int = 2
-    lr_factor: float = 0.5
-    max_restores: int = 3
-    min_scale: float = 0.01
+from mae_dbp.config import GuardConfig
 
 
 @dataclass
 class InstabilityGuard:
     """Keeps the guard's state; the trainer asks it and performs the restores."""
 
-    settings: GuardSettings
+    settings: GuardConfig
     decor_scale: float = 1.0
     decor_stopped: bool = False
     restores: int = 0

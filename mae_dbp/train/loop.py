@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, PartialState
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import broadcast, set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mae_dbp import decor
+from mae_dbp.config import LogConfig, TrainConfig
 from mae_dbp.errors import UserInputError
 from mae_dbp.train.checkpoint import load_checkpoint, save_checkpoint
 from mae_dbp.train.emissions import TrainingEmissions
-from mae_dbp.train.guard import GuardSettings, InstabilityGuard
+from mae_dbp.train.guard import InstabilityGuard
 from mae_dbp.train.records import RunRecords
 from mae_dbp.train.schedules import decor_lr, warmup_cosine
 
@@ -72,24 +73,14 @@ class LoopState:
     rows: list[dict] = field(default_factory=list)
 
 
-def process_state() -> PartialState:
-    """accelerate's process state, on CPU when there is no GPU.
-
-    Must be the first accelerate object a job creates: on a CPU machine started with torchrun or
-    ``accelerate launch --multi_gpu``, a state made without ``cpu=True`` gives separate
-    world-size-1 processes instead of gloo ranks.
-    """
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def build_accelerator(train_cfg: dict, log_cfg: dict, run_dir: Path) -> Accelerator:
+def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: Path) -> Accelerator:
     """An Accelerator for this machine: CPU when no GPU (gloo ranks under torchrun/accelerate)."""
     return Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=train_cfg["mixed_precision"],
-        log_with=log_cfg.get("log_with"),
+        mixed_precision=train_cfg.mixed_precision,
+        log_with=log_cfg.log_with,
         project_dir=str(run_dir),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_cfg["seed"]),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_cfg.seed),
         # R is a buffer that update() keeps identical on all ranks: no per-forward broadcast needed
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
     )
@@ -105,10 +96,10 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: set[str]) -> l
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def accumulation_steps(train_cfg: dict, world_size: int) -> int:
+def accumulation_steps(train_cfg: TrainConfig, world_size: int) -> int:
     """Micro-batches per optimizer step so that batch_size x world x steps = effective_batch."""
-    per_step = train_cfg["batch_size"] * world_size
-    return max(1, round(train_cfg["effective_batch"] / per_step))
+    per_step = train_cfg.batch_size * world_size
+    return max(1, round(train_cfg.effective_batch / per_step))
 
 
 def _snapshot(accelerator: Accelerator, model: nn.Module, optimizer, state: LoopState, guard: InstabilityGuard) -> dict:
@@ -135,31 +126,31 @@ def _restore(accelerator: Accelerator, model: nn.Module, optimizer, path: Path) 
     return checkpoint
 
 
-def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir: Path,
+def fit(config, task: Task, train_set: Dataset, val_set: Dataset, run_dir: Path,
         resume: bool = False, extra_summary: dict | None = None) -> dict:
     """Train ``task.model`` as the config says; returns the summary (also in run_dir/summary.json)."""
-    train_cfg, log_cfg, decor_cfg = config["train"], config["log"], config["decor"]
+    train_cfg, log_cfg, decor_cfg = config.train, config.log, config.decor
     accelerator = build_accelerator(train_cfg, log_cfg, run_dir)
-    set_seed(train_cfg["seed"])
+    set_seed(train_cfg.seed)
     main = accelerator.is_main_process
     accum = accumulation_steps(train_cfg, accelerator.num_processes)
     accelerator.gradient_accumulation_steps = accum
-    train_loader = DataLoader(train_set, batch_size=train_cfg["batch_size"], shuffle=True, drop_last=True,
-                              num_workers=config["data"]["num_workers"])
-    val_loader = DataLoader(val_set, batch_size=train_cfg["batch_size"], shuffle=False,
-                            num_workers=config["data"]["num_workers"])
+    train_loader = DataLoader(train_set, batch_size=train_cfg.batch_size, shuffle=True, drop_last=True,
+                              num_workers=config.data.num_workers)
+    val_loader = DataLoader(val_set, batch_size=train_cfg.batch_size, shuffle=False,
+                            num_workers=config.data.num_workers)
     if len(train_loader) == 0:
-        raise UserInputError(f"train set has {len(train_set)} images, fewer than train.batch_size={train_cfg['batch_size']}")
+        raise UserInputError(f"train set has {len(train_set)} images, fewer than train.batch_size={train_cfg.batch_size}")
     steps_per_epoch = max(1, len(train_loader) // (accum * accelerator.num_processes))
-    total_steps = steps_per_epoch * train_cfg["epochs"]
-    effective = train_cfg["batch_size"] * accelerator.num_processes * accum
-    peak_lr = train_cfg["base_lr"] * effective / 256
+    total_steps = steps_per_epoch * train_cfg.epochs
+    effective = train_cfg.batch_size * accelerator.num_processes * accum
+    peak_lr = train_cfg.base_lr * effective / 256
     model = task.model
-    optimizer = torch.optim.AdamW(param_groups(model, train_cfg["weight_decay"], task.no_weight_decay()),
-                                  lr=peak_lr, betas=tuple(train_cfg["betas"]))
+    optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay, task.no_weight_decay()),
+                                  lr=peak_lr, betas=tuple(train_cfg.betas))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     decor_root = task.decor_root
-    guard = InstabilityGuard(GuardSettings(**train_cfg["guard"]))
+    guard = InstabilityGuard(train_cfg.guard)
     state = LoopState()
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume:
@@ -171,15 +162,15 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
             torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
     elif main:
         save_checkpoint(_snapshot(accelerator, model, optimizer, state, guard), last_path)
-    records = RunRecords(run_dir, enabled=main, plots=log_cfg["plots"])
-    emissions = TrainingEmissions(run_dir, log_cfg["country"], enabled=main and log_cfg["emissions"],
+    records = RunRecords(run_dir, enabled=main, plots=log_cfg.plots)
+    emissions = TrainingEmissions(run_dir, log_cfg.country, enabled=main and log_cfg.emissions,
                                   kg_co2=state.kg_co2, kwh=state.kwh)
-    if log_cfg.get("log_with"):
-        accelerator.init_trackers(log_cfg.get("project", "mae-dbp"), config={"lr": peak_lr, "effective_batch": effective})
-    warmup_steps = round(train_cfg["warmup_epochs"] * steps_per_epoch)
-    decor_base = decor_cfg["lr"] if decor_cfg["enabled"] else 0.0
-    stop_epoch = min(train_cfg["epochs"], train_cfg.get("stop_after_epoch") or train_cfg["epochs"])
-    budget = train_cfg.get("max_train_seconds")
+    if log_cfg.log_with:
+        accelerator.init_trackers(log_cfg.project, config={"lr": peak_lr, "effective_batch": effective})
+    warmup_steps = round(train_cfg.warmup_epochs * steps_per_epoch)
+    decor_base = decor_cfg.lr if decor_cfg.enabled else 0.0
+    stop_epoch = min(train_cfg.epochs, train_cfg.stop_after_epoch or train_cfg.epochs)
+    budget = train_cfg.max_train_seconds
     accelerator.wait_for_everyone()
 
     while state.epoch < stop_epoch and not (budget and state.train_seconds >= budget):
@@ -190,7 +181,7 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
         losses, site_metrics, lr, r_lr = [], {}, peak_lr, 0.0
         emissions.start(f"train_epoch_{epoch}")
         start = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{train_cfg['epochs']}", disable=not main, leave=False)
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{train_cfg.epochs}", disable=not main, leave=False)
         for batch in bar:
             with accelerator.accumulate(model):
                 loss = task.train_loss(model, batch)
@@ -206,17 +197,17 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
                     raise FloatingPointError(f"non-finite training loss at step {state.step} (train.guard.enabled is false)")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    lr = warmup_cosine(state.step, total_steps, warmup_steps, peak_lr, train_cfg["min_lr"])
+                    lr = warmup_cosine(state.step, total_steps, warmup_steps, peak_lr, train_cfg.min_lr)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    if train_cfg["grad_clip"]:
-                        accelerator.clip_grad_norm_(model.parameters(), train_cfg["grad_clip"])
+                    if train_cfg.grad_clip:
+                        accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
                     r_lr = 0.0 if guard.decor_stopped else guard.decor_scale * decor_lr(
-                        decor_cfg["lr_schedule"], state.step, total_steps, decor_base, lr, peak_lr)
-                    if decor_cfg["enabled"]:
+                        decor_cfg.lr_schedule, state.step, total_steps, decor_base, lr, peak_lr)
+                    if decor_cfg.enabled:
                         site_metrics = decor.update(decor_root, lr=r_lr) or site_metrics
                     state.step += 1
             losses.append(loss.detach())
@@ -229,7 +220,7 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
         state.kg_co2, state.kwh = emissions.kg_co2, emissions.kwh
         train_loss = float(accelerator.reduce(torch.stack(losses).mean(), "mean")) if losses else math.nan
 
-        if decor_cfg["enabled"] and not decor.ranks_agree(decor_root):
+        if decor_cfg.enabled and not decor.ranks_agree(decor_root):
             raise RuntimeError(f"epoch {epoch}: the decorrelation matrices differ between processes")
         model.eval()
         with torch.no_grad():
@@ -241,7 +232,7 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
                "kg_co2": state.kg_co2}
         state.rows.append(row)
         records.epoch(state.rows, site_metrics)
-        if log_cfg.get("log_with"):
+        if log_cfg.log_with:
             accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=state.step)
         if main:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
@@ -272,16 +263,16 @@ def fit(config: dict, task: Task, train_set: Dataset, val_set: Dataset, run_dir:
         "epochs_done": state.epoch, "steps": state.step, "world_size": accelerator.num_processes,
         "effective_batch": effective, "peak_lr": peak_lr,
         "decor_sites": sorted(n for n, _ in decor.decor_modules(decor_root)),
-        "decor_ranks_checked": accelerator.num_processes if decor_cfg["enabled"] else 0,
+        "decor_ranks_checked": accelerator.num_processes if decor_cfg.enabled else 0,
         "guard_events": guard.events, **task.summarize(state.rows), **(extra_summary or {}),
     }
     if main:
         if best_path.is_file():
             accelerator.unwrap_model(model).load_state_dict(load_checkpoint(best_path)["model"])
         records.finish(summary, state.rows)
-        if log_cfg["plots"]:
+        if log_cfg.plots:
             task.finish(run_dir, accelerator.unwrap_model(model), val_set)
-    if log_cfg.get("log_with"):
+    if log_cfg.log_with:
         accelerator.end_training()
     accelerator.wait_for_everyone()
     return summary

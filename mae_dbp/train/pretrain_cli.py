@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="pretraining YAML (configs/pretrain/*.yaml); without it, the built-in ViT-B defaults")
     parser.add_argument("--out", help="run directory (default: log.dir/log.name, or the config name + time)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last.pt")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last.pt, with its own config.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotted config overrides, e.g. train.epochs=2 data.root=PATH decor.enabled=false")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mae_dbp.train.pretrain import pretrain
+    from mae_dbp.train.pretrain import PretrainConfig, pretrain
+    from mae_dbp.train.run_dir import cli_config, process_state
 
-    from mae_dbp.train.loop import process_state
-
-    summary = pretrain(args.config, args.overrides, out=args.out, resume=args.resume)
+    config = cli_config(PretrainConfig, args.config, args.resume, args.overrides)
+    stem = Path(args.config).stem if args.config else "pretrain"
+    summary = pretrain(config, out=args.out, resume=args.resume, stem=stem)
     if process_state().is_main_process:
         print(f"best val loss {summary['best_val_loss']:.4f} at epoch {summary['best_epoch']} "
               f"after {summary['train_seconds_to_best']:.1f} s of training; {summary['kg_co2']:.2e} kg CO2")
