@@ -101,9 +101,9 @@ def segment_both(out: Path, seg_data: Path, exports: dict[str, Path], size: Quic
     results = {}
     for method, export in exports.items():
         print(f"\n== UperNet fine-tuning from the {method.upper()} export ({size.seg_iters} iterations) ==")
-        options = {"data_root": str(seg_data), "pretrained_export": str(export), "max_iters": size.seg_iters,
-                   "val_interval": size.seg_iters, "crop_size": (size.image_size, size.image_size),
-                   "lr": 3e-3, "log_level": "WARNING"}
+        options = {"data_root": str(seg_data), "pretrained_export": str(export),
+                   "train_cfg.max_iters": size.seg_iters, "train_cfg.val_interval": size.seg_iters,
+                   "optim_wrapper.optimizer.lr": 3e-3, "log_level": "WARNING"}
         results[method] = train(config_dir() / "segmentation" / SEGMENT_CONFIG, out / "segment" / method, options)
     return results
 

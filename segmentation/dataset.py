@@ -2,9 +2,13 @@
 
 ::
 
-    DATA_ROOT/images/<stem>.tif|.png   1/2/3-channel, 8/16-bit images (sub-folders allowed)
-    DATA_ROOT/masks/<stem>.png         index masks, same stem (and sub-folder) and H, W
-    DATA_ROOT/classes.yaml             classes: [...], palette: [[r, g, b], ...], ignore_index: 255
+    SPLIT/images/<stem>.tif|.png   1/2/3-channel, 8/16-bit images (sub-folders allowed)
+    SPLIT/masks/<stem>.png         index masks, same stem (and sub-folder) and H, W
+    SPLIT/classes.yaml             classes: [...], palette: [[r, g, b], ...], ignore_index: 255
+
+``SPLIT`` is ``data_root`` joined with the parent of ``data_prefix.img_path``: the shipped configs
+use ``data_root=DATA`` with ``img_path='train/images'`` (mmseg's convention), so the split is
+``DATA/train``; with the default prefix ``images`` the split is ``data_root`` itself.
 
 Class names, palette and ignore index come from ``classes.yaml``; a config may state the classes
 and ignore index it was written for, and a mismatch with the file is an error naming it. Every
@@ -28,11 +32,11 @@ class IndustrialSegDataset(BaseSegDataset):
     """Images + index masks with matching stems; metadata from ``classes.yaml``.
 
     Args:
-        data_root: the split folder holding ``images/``, ``masks/`` and ``classes.yaml``.
+        data_root: the data folder (the split folder itself with the default ``data_prefix``).
         classes: the class names the config expects (None: take the file's).
         ignore_index: the mask value the config ignores (None: take the file's).
         data_prefix: image and mask sub-folders of ``data_root``.
-        classes_file: folder holding ``classes.yaml`` (default ``data_root``).
+        classes_file: folder holding ``classes.yaml`` (default: the split folder, see above).
         **kwargs: the rest of :class:`mmseg.datasets.BaseSegDataset` (pipeline, test_mode, ...).
     """
 
@@ -40,7 +44,8 @@ class IndustrialSegDataset(BaseSegDataset):
 
     def __init__(self, data_root: str, classes: Sequence[str] | None = None, ignore_index: int | None = None,
                  data_prefix: dict | None = None, classes_file: str | None = None, **kwargs) -> None:
-        info_dir = Path(classes_file) if classes_file else Path(data_root)
+        prefix = data_prefix or dict(img_path="images", seg_map_path="masks")
+        info_dir = Path(classes_file) if classes_file else Path(data_root) / Path(prefix["img_path"]).parent
         info = read_classes(info_dir)
         where = info_dir / CLASSES_FILE
         if classes is not None and list(classes) != info["classes"]:
@@ -48,7 +53,6 @@ class IndustrialSegDataset(BaseSegDataset):
         if ignore_index is not None and int(ignore_index) != info["ignore_index"]:
             raise UserInputError(f"{where} has ignore_index {info['ignore_index']} but the config uses {ignore_index}")
         metainfo = dict(classes=tuple(info["classes"]), palette=info["palette"])
-        prefix = data_prefix or dict(img_path="images", seg_map_path="masks")
         super().__init__(data_root=data_root, data_prefix=dict(prefix), metainfo=metainfo,
                          ignore_index=info["ignore_index"], **kwargs)
 

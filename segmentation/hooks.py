@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
+from mae_dbp.train.checkpoint import atomic_write
 from segmentation.metric import PER_CLASS_PREFIX
 from segmentation.preview import save_preview
 
@@ -63,11 +63,9 @@ class SegMetricsJsonHook(Hook):
     def _write(self, runner, metrics: dict[str, float] | None, mode: str) -> None:
         if not metrics or runner.rank != 0:
             return
-        path = Path(runner.work_dir) / self.file_name
-        tmp = path.with_suffix(".json.tmp")
         record = metrics_record(metrics, mode, runner.iter, self.checkpoint if mode == "test" else None)
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, path)
+        text = json.dumps(record, indent=2) + "\n"
+        atomic_write(Path(runner.work_dir) / self.file_name, lambda tmp: tmp.write_text(text))
 
     def after_val_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
         self._write(runner, metrics, "val")

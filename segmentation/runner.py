@@ -1,14 +1,16 @@
-"""Train and test a segmentation config with mmengine's Runner, in-process.
+"""Train and test a segmentation config with the :class:`~segmentation.seg_runner.SegRunner`, in-process.
 
 Both return the metrics record written to ``<work_dir>/metrics.json`` (see
 :mod:`segmentation.hooks`): ``{"mode", "iter", "mIoU", "mAcc", "aAcc", "per_class_iou": {...}}``
-in percent. The metrics-JSON and preview hooks are added when a config does not list them, so any
-mmseg config gets them::
+in percent. The metrics-JSON and preview hooks are added when a config does not list them::
 
     from segmentation.runner import train, test
     record = train("configs/segmentation/upernet_tiny_cpu.py", "work_dirs/seg",
-                   {"data_root": "data/wirebond", "pretrained_export": "runs/dbp/export", "max_iters": 40})
+                   {"data_root": "data/seg", "pretrained_export": "exports/dbp", "train_cfg.max_iters": 40})
     record = test("configs/segmentation/upernet_tiny_cpu.py", "work_dirs/seg/iter_40.pth")
+
+``cfg_options`` are merged as mmengine does (``a.b.c=value``); a key that names nothing in the
+config is an error. ``test`` uses the resolved config the training run dumped beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -19,20 +21,36 @@ from pathlib import Path
 from typing import Any
 
 from mae_dbp.errors import UserInputError
-from segmentation.config_loader import load_config
+from segmentation.cfg_options import check_keys
 from segmentation.hooks import METRICS_FILE
 
 _OUR_HOOKS = ("SegMetricsJsonHook", "SegPreviewHook")
+_RUN_MARKERS = ("last_checkpoint", METRICS_FILE)
+
+
+def load_config(config: str | Path, cfg_options: dict[str, Any] | None = None):
+    """``mmengine.Config.fromfile(config)`` with ``cfg_options`` merged; unknown keys are errors."""
+    from mmengine.config import Config
+
+    path = Path(config)
+    if not path.is_file():
+        raise UserInputError(f"{path}: config file does not exist")
+    cfg = Config.fromfile(str(path))
+    options = dict(cfg_options or {})
+    check_keys(cfg, options, str(path))
+    cfg.merge_from_dict(options)
+    return cfg
 
 
 def _prepare(config: str | Path, work_dir: str | Path | None, cfg_options: dict[str, Any] | None,
-             show_dir: str | Path | None = None, checkpoint: str | Path | None = None):
+             show_dir: str | Path | None = None, checkpoint: str | Path | None = None, launcher: str = "none"):
     import segmentation.plugin  # noqa: F401  (compat + registration before the config is built)
 
     cfg = load_config(config, cfg_options)
     # mmengine keeps loggers / visualizers per experiment name (config name + time to the second,
     # the time it appends itself): a random part keeps two runs in one process (quickstart) apart.
     cfg.experiment_name = f"{Path(config).stem}_{uuid.uuid4().hex[:6]}"
+    cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = str(work_dir)
     elif not cfg.get("work_dir"):
@@ -49,45 +67,71 @@ def _prepare(config: str | Path, work_dir: str | Path | None, cfg_options: dict[
     return cfg
 
 
+def _build(cfg):
+    """The config's ``runner_type`` (our configs: ``SegRunner``), else mmengine's Runner."""
+    from mmengine.runner import Runner
+    from mmseg.registry import RUNNERS
+
+    return RUNNERS.build(cfg) if cfg.get("runner_type") else Runner.from_cfg(cfg)
+
+
 def _record(work_dir: str | Path) -> dict[str, Any]:
     path = Path(work_dir) / METRICS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def holds_run(work_dir: str | Path) -> bool:
+    """Whether ``work_dir`` already holds a training run (checkpoints or metrics)."""
+    folder = Path(work_dir)
+    return any((folder / m).exists() for m in _RUN_MARKERS) or any(folder.glob("*.pth"))
+
+
 def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: dict[str, Any] | None = None,
-          resume: bool = False) -> dict[str, Any]:
+          resume: bool = False, force: bool = False, launcher: str = "none") -> dict[str, Any]:
     """Fine-tune with ``config``; ``resume`` continues from the last checkpoint in ``work_dir``.
 
-    Returns the last validation record (empty if the run never validated).
+    A work dir that already holds a run is refused unless ``resume`` or ``force`` (train into it
+    anyway: checkpoints of the same iterations are replaced). Returns the last validation record.
     """
-    from mmengine.runner import Runner
-
-    cfg = _prepare(config, work_dir, cfg_options)
+    cfg = _prepare(config, work_dir, cfg_options, launcher=launcher)
     if resume:
         if not (Path(cfg.work_dir) / "last_checkpoint").is_file():
             raise UserInputError(f"--resume: no checkpoint to resume in {cfg.work_dir} (no last_checkpoint file)")
         cfg.resume = True
         cfg.load_from = None
-    Runner.from_cfg(cfg).train()
+    elif holds_run(cfg.work_dir) and not force:
+        raise FileExistsError(f"{cfg.work_dir} already holds a training run: use --resume to continue it, "
+                              "--force to train into it anyway, or another --work-dir")
+    _build(cfg).train()
     return _record(cfg.work_dir)
 
 
+def run_config(checkpoint: Path, config: str | Path) -> Path:
+    """The resolved config the training run dumped beside ``checkpoint`` (same file name), else ``config``."""
+    dumped = checkpoint.parent / Path(config).name
+    return dumped if dumped.is_file() and dumped.resolve() != Path(config).resolve() else Path(config)
+
+
 def test(config: str | Path, checkpoint: str | Path, work_dir: str | Path | None = None,
-         show_dir: str | Path | None = None, cfg_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on the config's test split; previews go to ``show_dir``.
+         show_dir: str | Path | None = None, cfg_options: dict[str, Any] | None = None,
+         launcher: str = "none") -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on the test split of the config its training run used.
 
-    ``work_dir`` defaults to ``<checkpoint folder>/test_<checkpoint stem>``.
+    The training run's dumped config (``<checkpoint folder>/<config file name>``, with every
+    ``--cfg-options`` and resolved size of that run) is used when present, so no option needs
+    repeating. ``work_dir`` defaults to ``<checkpoint folder>/test_<checkpoint stem>``.
     """
-    from mmengine.runner import Runner
-
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise UserInputError(f"{checkpoint}: checkpoint does not exist")
+    source = run_config(checkpoint, config)
+    if source != Path(config):
+        print(f"using the training run's config {source}")
     work_dir = work_dir if work_dir is not None else checkpoint.parent / f"test_{checkpoint.stem}"
-    cfg = _prepare(config, work_dir, cfg_options, show_dir, checkpoint)
+    cfg = _prepare(source, work_dir, cfg_options, show_dir, checkpoint, launcher=launcher)
     cfg.load_from = str(checkpoint)
     cfg.resume = False
-    Runner.from_cfg(cfg).test()
+    _build(cfg).test()
     return _record(cfg.work_dir)
 
 

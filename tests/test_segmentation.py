@@ -184,10 +184,12 @@ def test_layer_decay_optimizer_gives_per_layer_lrs(plugin, export_dir, data_root
     from mmengine.optim import build_optim_wrapper
     from mmseg.registry import MODELS
 
-    from segmentation.config_loader import load_config
+    from segmentation.resolve import resolve
+    from segmentation.runner import load_config
 
-    cfg = load_config(TINY_CONFIG, dict(data_root=str(data_root), pretrained_export=str(export_dir),
-                                        layer_decay=0.5, lr=1e-3))
+    cfg = load_config(TINY_CONFIG, {"data_root": str(data_root), "pretrained_export": str(export_dir),
+                                    "optim_wrapper.paramwise_cfg.decay_rate": 0.5, "optim_wrapper.optimizer.lr": 1e-3})
+    resolve(cfg)
     model = MODELS.build(cfg.model)
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
     lr_of = {}
@@ -261,7 +263,8 @@ def test_ade20k_layout_folder_loads_with_the_ade_config(plugin, tmp_path):
     from PIL import Image
     from mmseg.registry import DATASETS
 
-    from segmentation.config_loader import load_config
+    from segmentation.resolve import resolve
+    from segmentation.runner import load_config
 
     rng = np.random.default_rng(0)
     for split, count in (("training", 3), ("validation", 2)):
@@ -272,8 +275,11 @@ def test_ade20k_layout_folder_loads_with_the_ade_config(plugin, tmp_path):
             Image.fromarray(rng.integers(0, 151, (48, 64), dtype=np.uint8)).save(
                 _mkdir(tmp_path / "annotations" / split) / f"{stem}.png")
     cfg = load_config(ADE_CONFIG, dict(data_root=str(tmp_path), pretrained_export=None))
-    assert cfg.max_iters == 7977 and cfg.train_dataloader.batch_size == 16  # ceil(125 * 1021 / 16)
-    assert cfg.optim_wrapper.optimizer.lr == 2.5e-5 and cfg.param_scheduler[0].end == 500
+    resolve(cfg)  # ViT-B from random init: sizes from timm's vit_base_patch16_224 (built on the meta device)
+    assert cfg.train_cfg.max_iters == 7977 and cfg.train_dataloader.batch_size == 16  # ceil(125 * 1021 / 16)
+    assert cfg.optim_wrapper.optimizer.lr == 2.5e-5 and [s.end for s in cfg.param_scheduler] == [500, 7977]
+    assert cfg.model.neck.embed_dim == 768 and cfg.optim_wrapper.paramwise_cfg.num_layers == 12
+    assert cfg.model.decode_head.in_channels == [768] * 4 and cfg.model.auxiliary_head.num_classes == 150
     train = DATASETS.build(cfg.train_dataloader.dataset)
     val = DATASETS.build(cfg.val_dataloader.dataset)
     assert len(train) == 3 and len(val) == 2 and len(train.metainfo["classes"]) == 150
@@ -292,19 +298,67 @@ def _mkdir(path: Path) -> Path:
 
 # ---- configs and end-to-end fine-tuning ----------------------------------------------------------
 
-def test_top_level_settings_propagate_to_derived_config_values(plugin, export_dir, data_root):
-    from segmentation.config_loader import load_config
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "segmentation").rglob("*.py")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_with_plain_mmengine(config):
+    from mmengine.config import Config
 
-    cfg = load_config(TINY_CONFIG, {"data_root": str(data_root), "pretrained_export": str(export_dir),
-                                    "crop_size": (48, 48), "max_iters": 12, "train_dataloader.batch_size": 2})
-    assert cfg.model.backbone.export_dir == str(export_dir) and cfg.model.backbone.img_size == (48, 48)
-    assert cfg.model.data_preprocessor.size == (48, 48) and cfg.model.data_preprocessor.mean == [25000.0, 35000.0]
-    assert cfg.model.test_cfg.crop_size == (48, 48) and cfg.model.test_cfg.stride == (32, 32)
-    assert cfg.train_cfg.max_iters == 12 and cfg.param_scheduler[-1].end == 12
-    assert cfg.train_dataloader.batch_size == 2 and cfg.model.neck.embed_dim == 32
-    assert cfg.train_dataloader.dataset.data_root == f"{data_root}/train"
-    short = load_config(TINY_CONFIG, {"data_root": str(data_root), "pretrained_export": str(export_dir), "max_iters": 3})
-    assert [s.end for s in short.param_scheduler] == [2, 3]  # the warm-up shrinks for very short runs
+    cfg = Config.fromfile(str(config))  # no project import, no call at parse time (mmengine's lazy mode)
+    assert "lazy" not in type(cfg).__name__.lower()
+    if config.parent.name == "segmentation":  # concrete configs: the whole model, data and schedule
+        assert cfg.model.backbone.type == "TimmMAEViT" and cfg.train_cfg.max_iters > 0
+        assert cfg.runner_type == "SegRunner" and cfg.train_dataloader.dataset.type
+
+
+def test_runner_fills_sizes_from_export_and_data_and_checks_literals(plugin, export_dir, data_root, tmp_path):
+    from segmentation.resolve import resolve
+    from segmentation.runner import load_config
+
+    def resolved(**options):
+        cfg = load_config(TINY_CONFIG, {"data_root": str(data_root), "pretrained_export": str(export_dir), **options})
+        resolve(cfg)
+        return cfg
+
+    cfg = resolved(**{"train_cfg.max_iters": 3})
+    assert cfg.model.backbone.export_dir == str(export_dir) and "arch" not in cfg.model.backbone
+    assert cfg.model.backbone.out_indices == (0, 1, 2, 3)  # the last four of the export's 4 blocks
+    assert cfg.model.neck.embed_dim == 32 and cfg.model.decode_head.in_channels == [32] * 4
+    assert cfg.model.auxiliary_head.in_channels == 32 and cfg.optim_wrapper.paramwise_cfg.num_layers == 4
+    assert cfg.model.decode_head.num_classes == 5 == cfg.model.auxiliary_head.num_classes  # classes.yaml
+    assert cfg.model.data_preprocessor.mean == [25000.0, 35000.0]  # train/stats.json wins over the export
+    assert cfg.train_dataloader.dataset.data_root == str(data_root) == cfg.test_dataloader.dataset.data_root
+    assert [(s.begin, s.end) for s in cfg.param_scheduler] == [(0, 3)]  # warm-up clipped, empty poly dropped
+    assert [s.end for s in resolved().param_scheduler] == [5, 40]
+
+    no_stats = _copy_split(data_root / "train", tmp_path / "plain" / "train")
+    (no_stats / "stats.json").unlink()
+    cfg = resolved(data_root=str(tmp_path / "plain"))
+    assert cfg.model.data_preprocessor.std == [9000.0, 9000.0]  # the export's pretraining statistics
+
+    with pytest.raises(UserInputError, match=r"model\.neck\.embed_dim=48 in the config but .*config\.json gives 32"):
+        resolved(**{"model.neck.embed_dim": 48})
+    with pytest.raises(UserInputError, match=r"decode_head\.num_classes=4 .*classes\.yaml"):
+        resolved(**{"model.decode_head.num_classes": 4})
+    with pytest.raises(UserInputError, match=r"class_weight has 3 entries but there are 5 classes"):
+        resolved(**{"model.auxiliary_head.loss_decode.class_weight": [1.0, 1.0, 1.0]})
+    with pytest.raises(UserInputError, match=r"optim_wrapper\.paramwise_cfg\.num_layers=12 .* gives 4"):
+        resolved(**{"optim_wrapper.paramwise_cfg.num_layers": 12})
+    with pytest.raises(UserInputError, match=r"data_preprocessor\.mean has 3 values but the encoder takes 2"):
+        resolved(**{"model.data_preprocessor.mean": [1.0, 2.0, 3.0], "model.data_preprocessor.std": [1.0, 1.0, 1.0]})
+
+
+@pytest.mark.parametrize("option, message", [
+    ("max_iter=5", "--cfg-options max_iter: no such key in .*upernet_tiny_cpu.py; did you mean train_cfg.max_iters?"),
+    ("pretrained_exprt=x", "--cfg-options pretrained_exprt: no such key .*; did you mean pretrained_export?"),
+    ("train_dataloader.batchsize=8", "did you mean train_dataloader.batch_size?"),
+    ("max_iters", "expects KEY=VALUE"),
+])
+def test_cfg_options_that_name_nothing_are_one_line_errors(option, message, capsys):
+    from mae_dbp.cli import main
+
+    assert main(["segment", "train", str(TINY_CONFIG), "--work-dir", "unused", "--cfg-options", option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mae-dbp: error: ") and err.count("\n") == 1
+    assert __import__("re").search(message, err), err
 
 
 def test_tiny_upernet_finetune_evaluates_resumes_and_tests(plugin, export_dir, data_root, tmp_path, capsys):
@@ -312,32 +366,42 @@ def test_tiny_upernet_finetune_evaluates_resumes_and_tests(plugin, export_dir, d
     from segmentation.runner import train
 
     work = tmp_path / "work"
-    options = {"data_root": str(data_root), "pretrained_export": str(export_dir), "crop_size": (48, 48),
-               "max_iters": 10, "val_interval": 10, "batch_size": 2, "head_channels": 32, "log_level": "WARNING"}
-    record = train(TINY_CONFIG, work, options)  # slide inference: 48 px windows over 64 px images
+    options = {"data_root": str(data_root), "pretrained_export": str(export_dir),
+               "model.test_cfg.crop_size": (48, 48), "model.test_cfg.stride": (32, 32),  # slide: 48 px windows
+               "train_cfg.max_iters": 10, "train_cfg.val_interval": 10, "train_dataloader.batch_size": 2,
+               "model.decode_head.channels": 32, "log_level": "WARNING"}
+    record = train(TINY_CONFIG, work, options)
     assert record["mode"] == "val" and record["iter"] == 10 and 0.0 <= record["mIoU"] <= 100.0
     assert list(record["per_class_iou"]) == CLASSES
     assert json.loads((work / "metrics.json").read_text()) == record
     assert sorted(p.name for p in (work / "vis").iterdir()) == ["img_00.png", "img_01.png"]
+    dumped = work / TINY_CONFIG.name  # the resolved config of the run, loadable by plain mmengine
+    from mmengine.config import Config
 
-    cli_options = [f"{k}={v}" for k, v in options.items() if k not in ("max_iters", "crop_size", "log_level")]
+    assert Config.fromfile(str(dumped)).model.neck.embed_dim == 32
+
+    cli_options = [f"{k}={v}" for k, v in options.items() if k not in ("train_cfg.max_iters", "log_level")]
+    assert main(["segment", "train", str(TINY_CONFIG), "--work-dir", str(work), "--cfg-options", *cli_options]) == 2
+    assert "already holds a training run" in capsys.readouterr().err  # neither --resume nor --force
     first_logs = set(work.glob("*/*.log"))
     assert main(["segment", "train", str(TINY_CONFIG), "--work-dir", str(work), "--resume", "--cfg-options",
-                 *cli_options, "crop_size=(48,48)", "max_iters=15", "log_level=INFO"]) == 0
+                 *cli_options, "train_cfg.max_iters=15", "log_level=INFO"]) == 0
     resumed = json.loads((work / "metrics.json").read_text())
     assert resumed["iter"] == 15 and (work / "iter_15.pth").is_file()
     (log,) = set(work.glob("*/*.log")) - first_logs
-    assert "resumed epoch: 0, iter: 10" in log.read_text()  # continued, not restarted
-    assert "val metrics at iteration 15" in capsys.readouterr().out
+    text = log.read_text()
+    assert "resumed epoch: 0, iter: 10" in text  # continued, not restarted
+    assert "Config:" in text and "Param groups" in text  # the dumps stay in the log file ...
+    out = capsys.readouterr().out
+    assert "val metrics at iteration 15" in out and "Config:" not in out and "Param groups" not in out  # ... only
 
-    show = tmp_path / "show"
-    assert main(["segment", "test", str(TINY_CONFIG), str(work / "iter_15.pth"), "--show-dir", str(show),
-                 "--cfg-options", *cli_options, "crop_size=(48,48)", "log_level=WARNING"]) == 0
+    show = tmp_path / "show"  # no --cfg-options: the run's dumped config has them all
+    assert main(["segment", "test", str(TINY_CONFIG), str(work / "iter_15.pth"), "--show-dir", str(show)]) == 0
     tested = json.loads((work / "test_iter_15" / "metrics.json").read_text())
     assert tested["mode"] == "test" and tested["mIoU"] == pytest.approx(resumed["mIoU"])
     assert len(list(show.glob("*.png"))) == 2
     out = capsys.readouterr().out
-    assert "mIoU" in out and "epoxy" in out
+    assert "using the training run's config" in out and "mIoU" in out and "epoxy" in out
 
 
 def test_resume_without_checkpoint_is_a_clear_error(plugin, tmp_path):

@@ -1,0 +1,71 @@
+"""``--cfg-options KEY=VALUE``: parsed with mmengine's rules, and every key must name something.
+
+mmengine's ``Config.merge_from_dict`` creates any key it is given, so a typo (``max_iter=5``,
+``pretrained_exprt=...``) would silently do nothing. :func:`check_keys` rejects a key that is not
+in the config with one line naming it and the closest existing key (difflib).
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from mae_dbp.errors import UserInputError
+
+
+def parse_cfg_options(items: list[str]) -> dict[str, Any]:
+    """``['a.b=1', 'crop_size=(96,96)']`` -> ``{'a.b': 1, 'crop_size': (96, 96)}`` (mmengine's value rules)."""
+    from mmengine.config import DictAction
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--cfg-options expects KEY=VALUE, got {item!r}")
+        options[key] = DictAction._parse_iterable(value)
+    return options
+
+
+def config_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key path of a config tree (list items by index), e.g. ``train_cfg.max_iters``."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    keys = []
+    for key, value in items:
+        path = f"{prefix}{key}"
+        keys.append(path)
+        keys += config_keys(value, path + ".")
+    return keys
+
+
+def _similarity(wanted: str, existing: str) -> float:
+    """difflib ratio of the whole paths, or of the last components (``max_iter`` ~ ``train_cfg.max_iters``)."""
+    whole = difflib.SequenceMatcher(None, wanted, existing).ratio()
+    last = difflib.SequenceMatcher(None, wanted.rsplit(".", 1)[-1], existing.rsplit(".", 1)[-1]).ratio()
+    return max(whole, 0.9 * last + 0.1 * whole)
+
+
+def closest_key(wanted: str, keys: list[str]) -> str | None:
+    """The existing key most similar to ``wanted`` (None when nothing is even remotely similar)."""
+    best = max(keys, key=lambda k: _similarity(wanted, k), default=None)
+    return best if best is not None and _similarity(wanted, best) >= 0.4 else None
+
+
+def check_keys(cfg: Any, options: dict[str, Any], config_name: str) -> None:
+    """Raise for the first option key whose path does not exist in ``cfg``."""
+    tree = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    keys = None
+    for key in options:
+        node, found = tree, True
+        for part in key.split("."):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                found = False
+                break
+        if not found:
+            keys = keys if keys is not None else config_keys(tree)
+            near = closest_key(key, keys)
+            hint = f"; did you mean {near}?" if near else ""
+            raise UserInputError(f"--cfg-options {key}: no such key in {config_name}{hint}")
