@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from mae_dbp.config import load_config
     from mae_dbp.train.pretrain import PretrainConfig
 
-    if hasattr(args, "config"):
+    if args.bench in ("pretrain", "inference", "overhead", "all"):
         config = load_config(PretrainConfig, args.config, getattr(args, "overrides", []))
     if args.bench == "decor":
         result = run_decor_bench(repeats=args.repeats)

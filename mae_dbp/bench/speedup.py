@@ -74,7 +74,8 @@ def training_clock(kind: str):
 
 def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str = "wall") -> dict:
     """One pretraining run, or the finished run already in ``run_dir`` with the same overrides and clock."""
-    from mae_dbp.train.pretrain import pretrain
+    from mae_dbp.config import load_config
+    from mae_dbp.train.pretrain import PretrainConfig, pretrain
     from mae_dbp.train.records import read_csv
 
     record = run_dir / "bench_run.json"
@@ -88,7 +89,7 @@ def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str =
         shutil.rmtree(run_dir)
     wall, cpu = time.monotonic(), time.process_time()
     with training_clock(clock):
-        summary = pretrain(config, overrides, out=run_dir)
+        summary = pretrain(load_config(PretrainConfig, config, overrides), out=run_dir)
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
     result = {"overrides": overrides, "clock": clock, "rows": read_csv(run_dir / "metrics.csv"),
               "best_val_loss": summary["best_val_loss"], "wall_seconds": wall, "cpu_seconds": cpu,
