@@ -43,14 +43,16 @@ def reference_step(r, x, kappa, lr, variant, u=None, v=None):
     return r_new, None, None
 
 
-@pytest.mark.parametrize("n", [8, 40])  # fewer / more rows than 2 d: both ways of computing Zᵀ Z
+# the three ways of computing the step: dense Zᵀ Z from rows (8 <= 2 d), from XᵀX (40 > 2 d), and
+# the low-rank step Zᵀ (Z R) from the rows themselves (6 (6 + 20) < 20²)
+@pytest.mark.parametrize("n,d", [(8, 6), (40, 6), (6, 20)])
 @pytest.mark.parametrize("variant", decor.VARIANTS)
 @pytest.mark.parametrize("kappa", [0.0, 0.5, 1.0])
-def test_update_matches_explicit_rule(kappa, variant, n):
-    d = 6
+def test_update_matches_explicit_rule(kappa, variant, n, d):
     layer = nn.Linear(d, 3).double()
     wrapped = DecorLinear.wrap(layer, decor.DecorSettings(kappa=kappa, lr=0.05, sample_frac=1.0, variant=variant, rank=2))
     x = correlated(n, d, seed=1)
+    x = x / x.std()  # unit scale, so lr · |G| < 1 and R stays bounded over the steps
     r, u, v = wrapped.R.clone(), None, None
     if variant == "low_rank":
         u, v = wrapped.R_u.clone(), wrapped.R_v.clone()
@@ -112,13 +114,14 @@ def test_conv_wrapper_matches_unfold_reference(stride, padding, dilation):
     ref = torch.einsum("od,bdl->bol", conv.weight.reshape(5, -1), z) + conv.bias[None, :, None]
     torch.testing.assert_close(out, ref.reshape(out.shape), rtol=1e-10, atol=1e-10)
     # the stored sample (all positions, sample_frac=1) is exactly the set of unfold patches
-    sample = wrapped._sample.double()
     expected = patches.permute(0, 2, 1).reshape(-1, 27)
-    assert sample.shape == expected.shape
-    # same multiset of rows: equal second moments and equal sorted row fingerprints
-    torch.testing.assert_close(sample.T @ sample, expected.T @ expected)
-    fingerprint = torch.linspace(1, 2, 27, dtype=torch.float64)
-    torch.testing.assert_close(torch.sort(sample @ fingerprint).values, torch.sort(expected @ fingerprint).values)
+    assert wrapped._count == expected.shape[0]
+    torch.testing.assert_close(wrapped.kept_gram(), expected.T @ expected)
+    sample = wrapped.kept_rows()
+    assert (sample is None) == decor.gram_is_cheaper(expected.shape[0], 27)  # many rows: kept as XᵀX only
+    if sample is not None:  # same multiset of rows: equal sorted row fingerprints
+        fingerprint = torch.linspace(1, 2, 27, dtype=torch.float64)
+        torch.testing.assert_close(torch.sort(sample @ fingerprint).values, torch.sort(expected @ fingerprint).values)
 
 
 def _perturb_r(model: nn.Module) -> None:
@@ -214,17 +217,17 @@ def test_state_dict_round_trip():
 
 def test_subsample_size_and_determinism():
     def sample(seed):
-        layer = DecorLinear.wrap(nn.Linear(3, 2), decor.DecorSettings(sample_frac=0.1, seed=seed)).train()
-        layer(torch.arange(300.0).reshape(100, 3))
-        return layer._sample
+        layer = DecorLinear.wrap(nn.Linear(8, 2), decor.DecorSettings(sample_frac=0.1, seed=seed)).train()
+        layer(torch.arange(800.0).reshape(100, 8))
+        return layer.kept_rows()
 
     a, b, c = sample(0), sample(0), sample(1)
-    assert a.shape == (10, 3) and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (10, 8) and torch.equal(a, b) and not torch.equal(a, c)
     assert len(set(a[:, 0].tolist())) == 10  # without replacement
     layer = DecorLinear.wrap(nn.Linear(3, 2), decor.DecorSettings()).train()
     with torch.no_grad():
         layer(torch.randn(10, 3))
-    assert layer._sample is None  # no sample outside training with gradients
+    assert layer.kept_rows() is None  # no sample outside training with gradients
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -18,9 +18,10 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str, sync: bool
         model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(), nn.Linear(4 * 7 * 7, 5))
         decor.apply(model, ["0", "2"], kappa=0.5, lr=0.05, variant="gain")
         data = torch.Generator().manual_seed(100 + rank)  # different data per rank
-        for _ in range(10):
-            x = torch.randn(8, 3, 16, 16, generator=data) * (1 + rank)
-            model.train()(x)
+        for step in range(10):
+            for _ in range(1 + step % 2):  # one or two micro-batches: their subsamples add up
+                x = torch.randn(8, 3, 16, 16, generator=data) * (1 + rank)
+                model.train()(x)
             if sync:
                 decor.update(model)
             else:  # what would happen without the all-reduce: each rank steps on its own data

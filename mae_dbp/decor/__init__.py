@@ -4,11 +4,13 @@
 takes one R step after each optimizer step, ``fuse`` folds R into the weights (W <- W R).
 """
 
-from mae_dbp.decor.apply import apply, decor_modules, explicit, fuse, ranks_agree, update
+from mae_dbp.decor.apply import FORMS, apply, decor_modules, explicit, fuse, ranks_agree, update, use_form
+from mae_dbp.decor.cost import fused_is_cheaper, gram_is_cheaper, rows_update_is_cheaper
 from mae_dbp.decor.layers import DecorConv2d, DecorLinear, DecorMixin
 from mae_dbp.decor.matrix import VARIANTS, DecorSettings, correlation_metric
 
 __all__ = [
-    "apply", "update", "fuse", "explicit", "decor_modules", "ranks_agree", "DecorLinear", "DecorConv2d", "DecorMixin",
+    "apply", "update", "fuse", "explicit", "use_form", "FORMS", "decor_modules", "ranks_agree",
+    "fused_is_cheaper", "gram_is_cheaper", "rows_update_is_cheaper", "DecorLinear", "DecorConv2d", "DecorMixin",
     "DecorSettings", "VARIANTS", "correlation_metric",
 ]

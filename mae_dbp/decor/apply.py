@@ -4,6 +4,9 @@
     ... loss.backward(); optimizer.step(); metrics = update(model)   # after every optimizer step
     plain = fuse(model)                                              # W <- W R, no DBP left
 
+To update R only every k optimizer steps, call ``update`` every k-th step: the subsamples of all
+training forwards since the last update are summed, so nothing drawn is wasted.
+
 Patterns are ``fnmatch`` globs over qualified module names (``*`` also crosses dots).
 """
 
@@ -85,9 +88,11 @@ def _all_reduce_stats(stats: list[SampleStats], dims: list[int]) -> list[SampleS
 
 
 def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
-    """One R step on every decorrelated layer from the subsample of its last training forward.
+    """One R step on every decorrelated layer from the subsamples of its training forwards since
+    the last update (one forward, several micro-batches, or the k steps of ``update_every``).
 
-    ``lr`` overrides each layer's ``settings.lr`` for this step (an R-lr schedule). When
+    ``lr`` overrides each layer's ``settings.lr`` for this step (an R-lr schedule; when updating
+    every k steps, k·lr keeps R's progress per optimizer step about the same). When
     torch.distributed is initialised the statistics are summed over all ranks first, so every rank
     applies the same step. Returns {layer name: mean squared off-diagonal correlation of z} for the
     layers that had a sample (layers without one are left unchanged).
@@ -95,8 +100,9 @@ def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
     layers = decor_modules(model)
     if not layers:
         return {}
-    stats = [layer.take_stats() for _, layer in layers]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    stats = [layer.take_stats(summable=distributed) for _, layer in layers]
+    if distributed:
         stats = _all_reduce_stats(stats, [layer.decor_dim for _, layer in layers])
     metrics = {}
     for (name, layer), layer_stats in zip(layers, stats):
@@ -126,18 +132,30 @@ def ranks_agree(model: nn.Module) -> bool:
     return all(torch.equal(mine, other) for other in gathered)
 
 
+FORMS = ("auto", "fused", "unfused")
+
+
 @contextmanager
-def explicit(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, decorrelated layers compute W (R x) step by step instead of using the
-    fused (W R) x: the independent reference that exports and tests compare fused models with."""
+def use_form(model: nn.Module, form: str) -> Iterator[nn.Module]:
+    """Within the block, decorrelated layers compute in ``form``: "fused" (W R) x, "unfused"
+    W (R x) step by step, or "auto" (the cheaper one per forward, the default)."""
+    if form not in FORMS:
+        raise UserInputError(f"decor form must be one of {', '.join(FORMS)}, got {form!r}")
     layers = [layer for _, layer in decor_modules(model)]
+    before = [layer.form for layer in layers]
     for layer in layers:
-        layer.explicit = True
+        layer.form = form
     try:
         yield model
     finally:
-        for layer in layers:
-            layer.explicit = False
+        for layer, old in zip(layers, before):
+            layer.form = old
+
+
+def explicit(model: nn.Module):
+    """Within the block, decorrelated layers compute W (R x) step by step, never (W R) x: the
+    independent reference that exports and tests compare fused models with."""
+    return use_form(model, "unfused")
 
 
 def fuse(model: nn.Module) -> nn.Module:

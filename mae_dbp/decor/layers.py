@@ -1,13 +1,18 @@
-"""Decorrelated ``nn.Linear`` / ``nn.Conv2d``: the layer computes W (R x) as (W R) x.
+"""Decorrelated ``nn.Linear`` / ``nn.Conv2d``: the layer computes W (R x), fused or unfused.
 
 The wrappers subclass the torch layers, so attribute access and ``isinstance`` checks of the host
 model (timm init, feature info) keep working. ``weight`` and ``bias`` are the original trainable
-parameters (the same objects), R is a buffer that no optimizer sees. The fused weight A = W R is
-cached and rebuilt only when W or R changed (tracked by their version counters); its backward gives
-W the gradient dA Rᵀ, exactly what autograd through W @ R would.
+parameters (the same objects), R is a buffer that no optimizer sees.
+
+Each forward takes whichever form adds less work (:func:`mae_dbp.decor.cost.fused_is_cheaper`):
+fused, (W R) x with A = W R cached and rebuilt only when W or R changed (tracked by their version
+counters; its backward gives W the gradient dA Rᵀ, exactly what autograd through W @ R would), or
+unfused, W (R x) (small batches). ``form`` forces one of them ("fused" / "unfused").
 
 In training mode with gradients on, each forward keeps a detached random subsample of its input
-rows (tokens for Linear, image positions' K·K·C_in patches for Conv2d) for the next R update.
+rows (tokens for Linear, image positions' K·K·C_in patches for Conv2d). Subsamples add up until
+the next R update (micro-batches, or several optimizer steps when updating every k steps): as rows
+while few, as their Gram matrix XᵀX once that is cheaper (:mod:`mae_dbp.decor.cost`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mae_dbp.decor.matrix import DecorSettings, SampleStats, sample_stats, update_r
+from mae_dbp.decor.cost import fused_is_cheaper, gram_is_cheaper, rows_update_is_cheaper
+from mae_dbp.decor.matrix import DecorSettings, SampleRows, SampleStats, gram_stats, row_stats, sample_stats, update_r
 from mae_dbp.errors import UserInputError
 
 
@@ -54,10 +60,16 @@ class DecorMixin:
             self.register_buffer("R_u", torch.zeros(dim, settings.rank, **factory))
             v = torch.randn(dim, settings.rank, generator=generator) / math.sqrt(dim)
             self.register_buffer("R_v", v.to(**factory))
+        self.decor_out = self.weight.shape[0]
         self._generator = torch.Generator().manual_seed(settings.seed)
-        self._sample: torch.Tensor | None = None
+        self._rows: list[torch.Tensor] = []  # subsample rows since the last update, (k_i, d) each
+        self._gram: torch.Tensor | None = None  # their XᵀX once that is cheaper than keeping rows
+        self._count = 0  # rows in _rows + _gram
         self._fused: torch.Tensor | None = None
         self._fused_key: tuple | None = None
+        self._seen_key: tuple | None = None  # W / R version of the last forward
+        self._forwards = 0  # forwards at that version
+        self._forwards_before = 1  # forwards at the previous version (expected forwards per build)
 
     # --- the fused weight -------------------------------------------------------------------
     def _cache_key(self) -> tuple:
@@ -89,24 +101,59 @@ class DecorMixin:
         raise NotImplementedError
 
     def _keep_sample(self, x: torch.Tensor) -> None:
-        if self.training and torch.is_grad_enabled():
-            with torch.no_grad():
-                rows = self._rows_for_update(x.detach())
-                self._sample = rows.to(torch.promote_types(rows.dtype, torch.float32))
+        """Add a subsample of x's rows to those kept since the last update (training with grad only)."""
+        if not (self.training and torch.is_grad_enabled()):
+            return
+        with torch.no_grad():
+            rows = self._rows_for_update(x.detach())
+            rows = rows.to(torch.promote_types(rows.dtype, torch.float32))
+            self._count += rows.shape[0]
+            if self._gram is None and not gram_is_cheaper(self._count, self.decor_dim):
+                self._rows.append(rows)
+                return
+            if self._gram is None:
+                rows = torch.cat([*self._rows, rows])
+                self._gram, self._rows = rows.T @ rows, []
+            else:
+                self._gram.addmm_(rows.T, rows)
+
+    def kept_rows(self) -> torch.Tensor | None:
+        """The subsample rows kept since the last update, (n, d), or None (none, or folded into XᵀX)."""
+        return torch.cat(self._rows) if self._rows else None
+
+    def kept_gram(self) -> torch.Tensor | None:
+        """XᵀX (d, d) of the subsample rows kept since the last update, or None if there are none."""
+        rows = self.kept_rows()
+        if rows is None:
+            return self._gram
+        return rows.T @ rows if self._gram is None else self._gram + rows.T @ rows
+
+    def _clear_sample(self) -> None:
+        self._rows, self._gram, self._count = [], None, 0
 
     # --- the update -------------------------------------------------------------------------
     def _r_work(self) -> torch.Tensor:
         """R in at least float32 for the update arithmetic (R itself when it already is: no copy)."""
         return self.R.to(torch.promote_types(self.R.dtype, torch.float32))
 
-    def take_stats(self) -> SampleStats:
-        """Statistics of the stored subsample (zeros if none) and forget the sample."""
+    def take_stats(self, summable: bool = True) -> SampleStats | SampleRows:
+        """Statistics of the subsample kept since the last update (zeros if none), and forget it.
+
+        summable: dense statistics that can be summed over processes; otherwise the cheaper of
+        dense statistics and the rows z = R x themselves (:func:`~mae_dbp.decor.cost.rows_update_is_cheaper`).
+        """
         with torch.no_grad():
-            stats = sample_stats(self._sample, self._r_work())
-        self._sample = None
+            r = self._r_work()
+            if self._gram is not None:
+                stats = gram_stats(self._gram.to(r.dtype), r, self._count)
+            elif not summable and self._rows and rows_update_is_cheaper(self._count, self.decor_dim):
+                stats = row_stats(torch.cat(self._rows), r)
+            else:
+                stats = sample_stats(self.kept_rows(), r)
+        self._clear_sample()
         return stats
 
-    def apply_update(self, stats: SampleStats, lr: float | None = None) -> float:
+    def apply_update(self, stats: SampleStats | SampleRows, lr: float | None = None) -> float:
         """One R step from (possibly all-reduced) statistics; returns the metric of z before it."""
         step = self.settings.lr if lr is None else lr
         with torch.no_grad():
@@ -126,27 +173,56 @@ class DecorMixin:
     def fused_plain_module(self) -> nn.Module:
         raise NotImplementedError
 
-    explicit: bool = False  # compute W (R x) step by step instead of (W R) x: a reference for checks
+    form: str = "auto"  # "auto": the cheaper form per forward; "fused": (W R) x; "unfused": W (R x)
+    last_form: str | None = None  # the form the last forward took
 
     def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The unfused form W (R x), computed step by step (also the reference for checks)."""
         raise NotImplementedError
 
     def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The host layer's own operation with ``weight`` in place of W."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.explicit:
-            return self.explicit_forward(x)
-        self._keep_sample(x)
-        return self._apply_weight(x, self.fused_weight())
+    def _forward_rows(self, x: torch.Tensor) -> int:
+        """Rows R acts on in this forward (tokens / output positions)."""
+        raise NotImplementedError
 
-    # the subsample generator is part of the state, so a resumed run draws the same rows
+    def _choose_fused(self, x: torch.Tensor) -> bool:
+        """Whether this forward on x takes the fused form (``form``, else the cheaper one); counts
+        the forwards at each W / R version to spread A's build over them."""
+        key = self._cache_key()
+        if key != self._seen_key:
+            self._seen_key, self._forwards_before, self._forwards = key, max(self._forwards, 1), 0
+        self._forwards += 1
+        if self.form != "auto":
+            return self.form == "fused"
+        grad = torch.is_grad_enabled()
+        return fused_is_cheaper(
+            self._forward_rows(x), self.decor_dim, self.decor_out, cached=self._fused_key == key,
+            forwards_per_build=max(self._forwards_before, self._forwards),
+            weight_grad=grad and self.weight.requires_grad, input_grad=grad and x.requires_grad,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._keep_sample(x)
+        fused = self._choose_fused(x)
+        self.last_form = "fused" if fused else "unfused"
+        return self._apply_weight(x, self.fused_weight()) if fused else self.explicit_forward(x)
+
+    # the subsample generator and the rows kept for the next update are part of the state, so a
+    # resumed (or rolled back) run draws the same rows and makes the same next update
     def get_extra_state(self) -> dict:
-        return {"generator": self._generator.get_state()}
+        return {"generator": self._generator.get_state(), "rows": self.kept_rows(), "gram": self._gram,
+                "count": self._count}
 
     def set_extra_state(self, state: dict) -> None:
         self._generator.set_state(state["generator"])
+        self._clear_sample()
+        rows, gram = state.get("rows"), state.get("gram")
+        self._rows = [rows.to(self.R.device)] if rows is not None else []
+        self._gram = gram.to(self.R.device) if gram is not None else None
+        self._count = int(state.get("count", 0))
 
     def extra_repr(self) -> str:  # type: ignore[override]
         s = self.settings
@@ -170,6 +246,9 @@ class DecorLinear(DecorMixin, nn.Linear):
 
     def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight, self.bias)
+
+    def _forward_rows(self, x: torch.Tensor) -> int:
+        return x.numel() // max(1, x.shape[-1])
 
     def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
         """z = R x, then W z + b (two matmuls; the unfused reference)."""
@@ -212,6 +291,14 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         """(H_out, W_out) of the convolution over an already padded input."""
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         return ((padded.shape[-2] - dh * (kh - 1) - 1) // sh + 1, (padded.shape[-1] - dw * (kw - 1) - 1) // sw + 1)
+
+    def _forward_rows(self, x: torch.Tensor) -> int:
+        """Output positions B·H_out·W_out (the patches R acts on), from x's shape and the padding."""
+        left, right, top, bottom = self._reversed_padding_repeated_twice
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        out_h = (x.shape[-2] + top + bottom - dh * (kh - 1) - 1) // sh + 1
+        out_w = (x.shape[-1] + left + right - dw * (kw - 1) - 1) // sw + 1
+        return (x.shape[0] if x.dim() == 4 else 1) * out_h * out_w
 
     def _rows_for_update(self, x: torch.Tensor) -> torch.Tensor:
         """Sampled input patches, (k, C_in·K·K) in the weight's (C_in, Kh, Kw) flattening order."""

@@ -9,6 +9,11 @@ input rows X (n, d) with Z = X Rᵀ:
     G   = (1 - kappa) C + kappa V
     R  <- R - lr * G R
 
+Two ways to get G R, chosen by cost (:mod:`mae_dbp.decor.cost`): from the dense S (n·d²
+for S, d³ for S R) or, for few rows, from the rows themselves as S R = Zᵀ (Z R) / n (2·n·d², no
+d³ term). Statistics of several forwards (micro-batches, or k optimizer steps between updates) are
+summed, so one update on them equals one update on the concatenated rows.
+
 Variants: ``gain`` rescales the new R so the mean squared norm of z equals that of x;
 ``triangular`` masks the step to the lower triangle (R stays lower-triangular); ``low_rank`` keeps
 R = I + U Vᵀ (U, V: (d, rank)) and moves the factors along the projected step
@@ -23,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from mae_dbp.decor.cost import gram_is_cheaper
 from mae_dbp.errors import UserInputError
 
 VARIANTS = ("standard", "gain", "triangular", "low_rank")
@@ -64,11 +70,10 @@ class DecorSettings:
 
 @dataclass
 class SampleStats:
-    """Sufficient statistics of one subsample, summable across processes.
+    """Dense statistics of a subsample, summable across processes.
 
     zz: Zᵀ Z summed over rows, (d, d); xx: sum of squared input entries, scalar tensor;
-    count: number of rows, scalar tensor. All float64 when summed across ranks is not needed,
-    otherwise the R dtype.
+    count: number of rows, scalar tensor. All in R's working dtype (at least float32).
     """
 
     zz: torch.Tensor
@@ -83,20 +88,44 @@ class SampleStats:
         return cls(flat[: d * d].view(d, d), flat[d * d], flat[d * d + 1])
 
 
+@dataclass
+class SampleRows:
+    """A subsample kept as its decorrelated rows z = R x, (n, d), for the low-rank update path.
+
+    xx: sum of squared input entries (scalar tensor), for the ``gain`` variant.
+    """
+
+    z: torch.Tensor
+    xx: torch.Tensor
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.xx.new_tensor(float(self.z.shape[0]))
+
+
 def sample_stats(x: torch.Tensor | None, r: torch.Tensor) -> SampleStats:
-    """Statistics of z = R x for the stored input rows x (n, d); zeros when there is no sample."""
+    """Dense statistics of z = R x for input rows x (n, d); zeros when there is no sample."""
     d = r.shape[0]
     if x is None:
         zero = r.new_zeros(())
         return SampleStats(r.new_zeros(d, d), zero, zero.clone())
     x = x.to(r.dtype)
     n = x.shape[0]
-    if n > 2 * d:  # R (XᵀX) Rᵀ costs n·d² + 2·d³ multiply-adds, cheaper than Zᵀ Z's 2·n·d² here
-        xx = x.T @ x
-        zz = r @ xx @ r.T
-        return SampleStats(zz, torch.diagonal(xx).sum(), r.new_tensor(float(n)))
+    if gram_is_cheaper(n, d):
+        return gram_stats(x.T @ x, r, n)
     z = x @ r.T
     return SampleStats(z.T @ z, (x * x).sum(), r.new_tensor(float(n)))
+
+
+def gram_stats(xx: torch.Tensor, r: torch.Tensor, count: int) -> SampleStats:
+    """Dense statistics of z = R x from the input Gram matrix XᵀX (d, d) of ``count`` rows."""
+    return SampleStats(r @ xx @ r.T, torch.diagonal(xx).sum(), r.new_tensor(float(count)))
+
+
+def row_stats(x: torch.Tensor, r: torch.Tensor) -> SampleRows:
+    """The rows z = R x of input rows x (n, d), for the low-rank update path."""
+    x = x.to(r.dtype)
+    return SampleRows(x @ r.T, (x * x).sum())
 
 
 def decor_gradient(second_moment: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -105,6 +134,11 @@ def decor_gradient(second_moment: torch.Tensor, kappa: float) -> torch.Tensor:
     g = second_moment * (1.0 - kappa)
     g.diagonal().copy_(kappa * (diag - 1.0))
     return g
+
+
+def _row_scale(variances: torch.Tensor, kappa: float) -> torch.Tensor:
+    """c with G = (1 - kappa) S + diag(c): c = (2 kappa - 1) s - kappa for s = diag(S)."""
+    return (2.0 * kappa - 1.0) * variances - kappa
 
 
 def correlation_metric(second_moment: torch.Tensor) -> float:
@@ -118,9 +152,47 @@ def correlation_metric(second_moment: torch.Tensor) -> float:
     return float(off / (d * (d - 1)))
 
 
+def _rows_metric(z: torch.Tensor, variances: torch.Tensor) -> float:
+    """:func:`correlation_metric` of S = Zᵀ Z / n from the rows z (n, d) without a d x d matrix:
+    with Y = Z diag(s)^-1/2, sum_ij corr_ij² = |Yᵀ Y|²_F / n² = |Y Yᵀ|²_F / n² (n x n)."""
+    n, d = z.shape
+    if d < 2:
+        return 0.0
+    scale = variances.clamp_min(1e-12).rsqrt()
+    zs = z * scale[None, :]
+    total = (zs @ zs.T).square().sum() / (n * n)
+    diag = (variances * scale * scale).square().sum()
+    return float((total - diag) / (d * (d - 1)))
+
+
+def _step_and_metric(r: torch.Tensor, stats: SampleStats | SampleRows, kappa: float):
+    """(G R, the metric of z, a function lr -> mean |z_new|² for ``gain``) from either form of statistics."""
+    count = float(stats.count)
+    if isinstance(stats, SampleRows):
+        z = stats.z
+        variances = z.square().sum(0) / count
+        step = (z.T @ (z @ r)).mul_((1.0 - kappa) / count)  # (1 - kappa) S R with S = Zᵀ Z / n
+        step.addcmul_(_row_scale(variances, kappa)[:, None], r)
+        metric = _rows_metric(z, variances)
+
+        def z_sq(lr: float) -> torch.Tensor:  # Z_new = Z (I - lr G), Z G = (1 - kappa) Z Zᵀ Z / n + Z diag(c)
+            zg = (z @ z.T @ z).mul_((1.0 - kappa) / count).addcmul_(z, _row_scale(variances, kappa)[None, :])
+            return (z - lr * zg).square().sum() / count
+
+        return step, metric, z_sq
+    s = stats.zz / count
+    g = decor_gradient(s, kappa)
+
+    def z_sq(lr: float) -> torch.Tensor:  # new R = M R_old with M = I - lr G, so mean |z_new|² = tr(M S Mᵀ)
+        m = torch.eye(r.shape[0], dtype=r.dtype, device=r.device) - lr * g
+        return ((m @ s) * m).sum()
+
+    return g @ r, correlation_metric(s), z_sq
+
+
 def update_r(
     r: torch.Tensor,
-    stats: SampleStats,
+    stats: SampleStats | SampleRows,
     settings: DecorSettings,
     lr: float,
     u: torch.Tensor | None = None,
@@ -128,14 +200,12 @@ def update_r(
 ) -> float:
     """Apply one update in place to R (and U, V for ``low_rank``); returns the metric of z before it.
 
-    r: (d, d); stats: summed statistics of the subsample; lr: the step size for this step.
+    r: (d, d); stats: summed dense statistics or the rows of the subsample; lr: this step's size.
     """
     count = float(stats.count)
     if count <= 0:
         return float("nan")
-    s = stats.zz / count
-    metric = correlation_metric(s)
-    step = decor_gradient(s, settings.kappa) @ r  # G R, (d, d)
+    step, metric, z_sq = _step_and_metric(r, stats, settings.kappa)
     if settings.variant == "triangular":
         step = torch.tril(step)
     if settings.variant == "low_rank":
@@ -145,12 +215,9 @@ def update_r(
         v.sub_(lr * (step.T @ u_old))
         r.copy_(torch.eye(r.shape[0], dtype=r.dtype, device=r.device) + u @ v.T)
     else:
-        r.sub_(lr * step)
+        r.sub_(step, alpha=lr)
     if settings.variant == "gain":
-        # new R = M R_old with M = I - lr G, so mean |z_new|^2 = tr(M S Mᵀ)
-        m = torch.eye(r.shape[0], dtype=r.dtype, device=r.device) - lr * decor_gradient(s, settings.kappa)
-        z_sq = ((m @ s) * m).sum()
-        x_sq = stats.xx / count
-        if z_sq > 0:
-            r.mul_(torch.sqrt(x_sq / z_sq))
+        new_sq = z_sq(lr)
+        if new_sq > 0:
+            r.mul_(torch.sqrt(stats.xx / count / new_sq))
     return metric
