@@ -20,8 +20,12 @@ TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    p = sub.add_parser("decor", help="DBP layer overhead: Linear(768, 2304) and the ViT-B patch-embed conv")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per contender (default 5)")
+    p = sub.add_parser("decor", help="DBP layer overhead per training step at ViT-B and small-batch shapes")
+    p.add_argument("--repeats", type=int, default=5, help="timed blocks per contender (default 5)")
+    p.add_argument("--update-every", type=int, default=1, help="R update every k steps (default 1)")
+    p.add_argument("--shapes", nargs="+", default=None, help="subset of vitb_qkv vitb_fc1 mlp_1000 patch_embed")
+    p.add_argument("--forms", nargs="+", default=["auto"], choices=["auto", "fused", "unfused"],
+                   help="forms to time (default auto: the cost rule's choice)")
     for name, text, count in (("pretrain", "MAE training step with DBP vs BP (same model, data, seed)", "steps"),
                               ("inference", "fused exported encoder vs the plain timm ViT", "repeats"),
                               ("overhead", "our MAE (BP mode) vs a straightforward timm MAE", "steps")):
@@ -74,7 +78,16 @@ def run(args: argparse.Namespace) -> int:
     if args.bench in ("pretrain", "inference", "overhead", "all"):
         config = load_config(PretrainConfig, args.config, getattr(args, "overrides", []))
     if args.bench == "decor":
-        result = run_decor_bench(repeats=args.repeats)
+        from mae_dbp.bench.decor_layers import SHAPES, markdown_table
+
+        unknown = [s for s in args.shapes or [] if s not in SHAPES]
+        if unknown or args.update_every < 1:
+            from mae_dbp.errors import UserInputError
+
+            raise UserInputError(f"bench decor: --shapes must be among {', '.join(SHAPES)} and --update-every >= 1")
+        result = run_decor_bench(repeats=args.repeats, update_every=args.update_every, shapes=args.shapes,
+                                 forms=tuple(args.forms))
+        print(markdown_table(result))
     elif args.bench == "pretrain":
         result = run_pretrain_bench(config, args.steps, args.batch_size)
     elif args.bench == "inference":

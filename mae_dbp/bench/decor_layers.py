@@ -1,55 +1,124 @@
-"""``bench decor``: one ViT-B MAE batch through a decorrelated layer vs the plain layer.
+"""``bench decor``: one training step of a decorrelated layer vs the plain layer, at several shapes.
 
-A step is forward + backward (+ the R update for DBP). Shapes follow ViT-B/16 MAE with batch 256:
-qkv ``Linear(768, 2304)`` on 256 x 49 visible tokens, and the patch-embed ``Conv2d(3, 768, 16,
-stride 16)`` on 128 images of 224 x 224.
+What is timed, for both contenders alike, is a training step as the loop runs it: forward, a loss
+(mean of the squared output), backward (with the input's gradient, as inside a network), an SGD
+step on the layer's parameters (W changes every step, so the fused A = W R must be rebuilt as in
+training) and ``zero_grad``. The DBP step also keeps its 10% subsample in the forward and calls
+``decor.update`` (statistics, R step, metric) every ``update_every``-th step; a timed sample is a
+block of ``update_every`` steps, so the update's cost is spread over the steps it stands for. The
+two contenders run alternately (plain block, DBP block, ...) in one process; the result has the
+median seconds per step and the median and range of the per-pair ratios DBP / plain.
+
+Shapes: ViT-B/16 MAE with batch 256 (49 visible tokens each, 12,544 rows): qkv ``Linear(768,
+2304)`` and fc1 ``Linear(768, 3072)``; the patch-embed ``Conv2d(3, 768, 16, stride 16)`` on 128
+images of 224 x 224; and a small-batch layer as in the zoo MLP, ``Linear(1000, 1000)`` on 256 rows.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
+import time
+from typing import Callable
 
 import torch
 from torch import nn
 
 from mae_dbp import decor
-from mae_dbp.bench.timing import time_alternating
+
+SHAPES: dict[str, Callable[[], nn.Module]] = {
+    "vitb_qkv": lambda: nn.Linear(768, 2304),
+    "vitb_fc1": lambda: nn.Linear(768, 3072),
+    "mlp_1000": lambda: nn.Linear(1000, 1000),
+    "patch_embed": lambda: nn.Conv2d(3, 768, 16, stride=16),
+}
 
 
-def _step(model: nn.Module, x: torch.Tensor, with_update: bool):
+def _input(name: str, tokens: int, images: int) -> torch.Tensor:
+    """The layer's input at ``name``: tokens x 768, 256 x 1000, or images x 3 x 224 x 224 (no gradient)."""
+    if name == "patch_embed":
+        return torch.randn(images, 3, 224, 224)
+    return torch.randn(256, 1000, requires_grad=True) if name == "mlp_1000" else torch.randn(tokens, 768, requires_grad=True)
+
+
+def _steps(model: nn.Module, x: torch.Tensor, count: int, update: bool, update_lr: float) -> Callable[[], None]:
+    """A block of ``count`` training steps (see the module docstring); DBP updates R at its end."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+
     def run() -> None:
-        out = model(x)
-        out.float().square().mean().backward()
-        model.zero_grad(set_to_none=True)
-        if with_update:
-            decor.update(model)
+        for _ in range(count):
+            model(x).float().square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            x.grad = None  # the input's gradient is computed, not accumulated
+        if update:
+            decor.update(model, lr=update_lr)
 
     return run
 
 
-def compare(layer: nn.Module, x: torch.Tensor, repeats: int, **settings) -> dict[str, float]:
-    """Time the plain layer and its DBP version on input x; returns seconds and their ratio."""
+def _time_pairs(plain: Callable[[], None], dbp: Callable[[], None], repeats: int, warmup: int = 1):
+    """Seconds of each block, alternating plain and DBP (the order flips every pair)."""
+    for _ in range(warmup):
+        plain()
+        dbp()
+    times: dict[str, list[float]] = {"plain": [], "dbp": []}
+    for i in range(repeats):
+        for name, run in (("plain", plain), ("dbp", dbp)) if i % 2 == 0 else (("dbp", dbp), ("plain", plain)):
+            start = time.perf_counter()
+            run()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def compare(layer: nn.Module, x: torch.Tensor, repeats: int, update_every: int = 1, form: str = "auto",
+            **settings) -> dict:
+    """Time training steps of the plain layer and its DBP version on input x (see the module docstring)."""
     plain = nn.Sequential(layer).train()
     wrapped = nn.Sequential(copy.deepcopy(layer)).train()
     decor.apply(wrapped, ["0"], **settings)
-    times = time_alternating(
-        {"plain": _step(plain, x, False), "dbp": _step(wrapped, x, True)}, repeats=repeats
-    )
-    return {"plain_s": times["plain"], "dbp_s": times["dbp"], "ratio": times["dbp"] / times["plain"]}
-
-
-def run_decor_bench(repeats: int = 5, tokens: int = 12544, images: int = 128, sample_frac: float = 0.1) -> dict:
-    """The issue's layer benchmark; returns {"linear_ratio", "conv_ratio", and the raw timings}."""
-    torch.manual_seed(0)
-    tokens_x = torch.randn(tokens, 768, requires_grad=True)
-    linear = compare(nn.Linear(768, 2304), tokens_x, repeats, sample_frac=sample_frac)
-    images_x = torch.randn(images, 3, 224, 224)
-    conv = compare(nn.Conv2d(3, 768, 16, stride=16), images_x, repeats, sample_frac=sample_frac)
+    wrapped[0].form = form
+    lr = settings.get("lr", 5e-4) * update_every  # the R progress per step of update_every = 1
+    times = _time_pairs(_steps(plain, x, update_every, False, lr), _steps(wrapped, x, update_every, True, lr), repeats)
+    ratios = sorted(d / p for p, d in zip(times["plain"], times["dbp"]))
     return {
-        "linear_ratio": linear["ratio"],
-        "conv_ratio": conv["ratio"],
-        "linear": linear,
-        "conv": conv,
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "plain_s": statistics.median(times["plain"]) / update_every,
+        "dbp_s": statistics.median(times["dbp"]) / update_every,
+        "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
+        "form": wrapped[0].last_form, "update_every": update_every,
     }
+
+
+def run_decor_bench(repeats: int = 5, update_every: int = 1, shapes: list[str] | None = None,
+                    forms: tuple[str, ...] = ("auto",), sample_frac: float = 0.1, tokens: int = 12544,
+                    images: int = 128) -> dict:
+    """The layer benchmark at ``shapes`` (default all of :data:`SHAPES`); one entry per shape and
+    form ("auto": the cost rule's choice; "fused" / "unfused" forced), plus ``<shape>_ratio`` for auto.
+    ``tokens`` / ``images``: rows of the ViT-B shapes (smaller values only to smoke-test the bench)."""
+    result: dict = {"threads": torch.get_num_threads(), "device": "cpu", "repeats": repeats, "update_every": update_every}
+    for name in shapes or list(SHAPES):
+        torch.manual_seed(0)
+        layer, x = SHAPES[name](), _input(name, tokens, images)
+        for form in forms:
+            entry = compare(layer, x, repeats, update_every, form, sample_frac=sample_frac)
+            result[name if form == "auto" else f"{name}_{form}"] = entry
+            if form == "auto":
+                result[f"{name}_ratio"] = entry["ratio"]
+    # the names `bench all` reads
+    if "vitb_qkv_ratio" in result:
+        result["linear_ratio"] = result["vitb_qkv_ratio"]
+    if "patch_embed_ratio" in result:
+        result["conv_ratio"] = result["patch_embed_ratio"]
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    """One row per shape and form: seconds per step, DBP / plain median and range, the form taken."""
+    lines = ["| shape | form | plain s/step | DBP s/step | DBP / plain (median, range) |", "|---|---|---|---|---|"]
+    for key, entry in result.items():
+        if isinstance(entry, dict):
+            lines.append(f"| {key} | {entry['form']} | {entry['plain_s']:.4f} | {entry['dbp_s']:.4f} | "
+                         f"{entry['ratio']:.3f} ({entry['ratio_min']:.3f} - {entry['ratio_max']:.3f}) |")
+    return "\n".join(lines)
