@@ -1,7 +1,7 @@
 """``mae-dbp data``: synthetic data, subsets, validation, tiling and statistics of image folders.
 
     mae-dbp data synthetic --out DIR --num N --size PX [--seed S]
-    mae-dbp data validate DIR [--channels C] [--bit-depth B] [--size PX]
+    mae-dbp data validate DIR [--channels C] [--bit-depth B] [--size PX] [--min-size PX]
     mae-dbp data tile DIR --out DIR --tile PX [--overlap PX] [--val-fraction F] [--seed S]
     mae-dbp data stats DIR --out FILE.json
     mae-dbp data subset imagenet|ade20k SRC --out DIR --fraction F [--seed S] [--mode symlink|list]
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, default=None, help="required channel count")
     p.add_argument("--bit-depth", type=int, choices=(8, 16), default=None, help="required bit depth")
     p.add_argument("--size", type=int, default=None, help="required side length in px (square)")
+    p.add_argument("--min-size", type=int, default=None,
+                   help="warn about images smaller than this (px; default: the most common size)")
 
     p = sub.add_parser("tile", help="cut images and masks into tiles, split train/val by source image")
     p.add_argument("dir", type=Path)
@@ -78,19 +80,22 @@ def _validate(args: argparse.Namespace) -> int:
     from data_tools.validate import validate
 
     report = validate(args.dir, channels=args.channels, bit_depth=args.bit_depth, size=args.size,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, min_size=args.min_size)
     print(report.summary())
-    for line in report.problem_lines():
+    for line in report.problem_lines() + report.warning_lines():
         print(line, file=sys.stderr)
     return 0 if report.ok else 1
 
 
 def _tile(args: argparse.Namespace) -> int:
-    from data_tools.tile import tile
+    from data_tools.tile import split_warning, tile
 
     counts = tile(args.dir, args.out, args.tile, overlap=args.overlap, val_fraction=args.val_fraction,
                   seed=args.seed, force=args.force, progress=not args.no_progress)
     print(f"wrote {counts['train']} train and {counts['val']} val tiles to {args.out}")
+    warning = split_warning(counts, args.val_fraction)
+    if warning:
+        print(f"mae-dbp: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -20,21 +20,20 @@ import numpy as np
 
 from data_tools.output import prepare_output
 from mae_dbp.data.io import write_image
+from mae_dbp.data.split import check_fraction, pick
 from mae_dbp.errors import UserInputError
 
 SPLITS = ("train", "val")
 
 
 def _stratified_val(labels: np.ndarray, val_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask (N,): round(val_fraction x class count) items of each class, at least 1, go to val."""
-    if not 0.0 < val_fraction < 1.0:
-        raise UserInputError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    rng = np.random.default_rng(seed)
+    """Boolean mask (N,): round(val_fraction x class count) items of each class, at least 1 (and
+    never a whole class), go to val; one :func:`mae_dbp.data.split.pick` per class."""
+    check_fraction(val_fraction, "--val-fraction")
     is_val = np.zeros(len(labels), dtype=bool)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        count = min(len(members) - 1, max(1, round(len(members) * val_fraction)))
-        is_val[rng.choice(members, size=count, replace=False)] = True
+        is_val[members[pick(len(members), val_fraction, f"{seed}/{label}")]] = True
     return is_val
 
 

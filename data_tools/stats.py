@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mae_dbp.data.io import list_images, read_image
+from mae_dbp.data.io import image_folder, list_images, read_image
 from mae_dbp.errors import UserInputError
 
 
@@ -60,8 +60,7 @@ def compute_stats(directory: Path | str, out_json: Path | str | None = None, pro
     root = Path(directory)
     if out_json is not None and Path(out_json).exists() and not force:
         raise FileExistsError(f"output {out_json} already exists (use --force to overwrite)")
-    image_dir = root / "images" if (root / "images").is_dir() else root
-    images = list_images(image_dir)
+    images = list_images(image_folder(root))
     moments: RunningMoments | None = None
     dtype = None
     for path in tqdm(images, desc="stats", unit="img", disable=not progress):

@@ -13,13 +13,11 @@ path, the annotation is ``annotations/<split>/<stem>.png``). The choice for one 
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
-
-import numpy as np
 
 from data_tools.output import prepare_output
 from mae_dbp.data.io import IMAGE_SUFFIXES
+from mae_dbp.data.split import check_fraction, pick
 from mae_dbp.errors import UserInputError
 
 MODES = ("symlink", "list")
@@ -30,20 +28,15 @@ def _files(folder: Path) -> list[Path]:
 
 
 def choose(items: list[Path], fraction: float, seed: int, key: str) -> list[Path]:
-    """A sorted random subset of ``round(fraction * len(items))`` items (at least 1 if any), seeded by (seed, key)."""
-    if not items:
-        return []
-    count = min(len(items), max(1, int(round(fraction * len(items)))))
-    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
-    picked = rng.choice(len(items), size=count, replace=False)
-    return [items[i] for i in sorted(picked)]
+    """A sorted random subset of ``round(fraction * len(items))`` items (at least 1 if any), seeded
+    by (seed, key) (:func:`mae_dbp.data.split.pick`)."""
+    return [items[i] for i in pick(len(items), fraction, f"{seed}/{key}", keep_one_out=False)]
 
 
 def _check(src: Path, fraction: float, mode: str) -> None:
     if not src.is_dir():
         raise UserInputError(f"source folder {src} does not exist")
-    if not 0.0 < fraction <= 1.0:
-        raise UserInputError(f"fraction must be in (0, 1], got {fraction}")
+    check_fraction(fraction, "--fraction", high_open=False)
     if mode not in MODES:
         raise UserInputError(f"mode must be one of {MODES}, got {mode!r}")
 

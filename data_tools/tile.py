@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.output import prepare_output
-from mae_dbp.data.io import CLASSES_FILE, list_images, mask_path_for, read_image, read_mask, write_image, write_mask
+from mae_dbp.data.io import (CLASSES_FILE, image_folder, list_images, mask_folder, mask_path_for, read_image, read_mask,
+                             write_image, write_mask)
+from mae_dbp.data.split import check_fraction, pick
 from mae_dbp.errors import UserInputError
 
 
@@ -36,17 +38,21 @@ def tile_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
 
 def split_sources(count: int, val_fraction: float, seed: int) -> np.ndarray:
     """Boolean (count,) array, True for validation sources: ``round(val_fraction * count)`` of them,
-    at least 1 when ``val_fraction > 0`` and at least 1 training source unless ``val_fraction == 1``."""
-    if not 0.0 <= val_fraction <= 1.0:
-        raise UserInputError(f"val fraction must be in [0, 1], got {val_fraction}")
-    n_val = int(round(val_fraction * count))
-    if val_fraction > 0:
-        n_val = max(1, n_val)
-    if val_fraction < 1:
-        n_val = min(n_val, count - 1)
+    at least 1 when ``val_fraction > 0`` and at least 1 training source unless ``val_fraction == 1``
+    (:func:`mae_dbp.data.split.pick`)."""
+    check_fraction(val_fraction, "--val-fraction", low_open=False, high_open=False)
     is_val = np.zeros(count, dtype=bool)
-    is_val[np.random.default_rng(seed).permutation(count)[:max(0, n_val)]] = True
+    is_val[pick(count, val_fraction, seed, keep_one_out=val_fraction < 1)] = True
     return is_val
+
+
+def split_warning(counts: dict[str, int], val_fraction: float) -> str | None:
+    """One line when a split of :func:`tile` came out empty (e.g. one source image), else None."""
+    for split, other in (("val", "train"), ("train", "val")):
+        if counts[split] == 0:
+            return (f"0 {split} tiles ({counts[other]} {other}) with --val-fraction {val_fraction}: "
+                    f"{'validation needs at least 2 source images and a fraction > 0' if split == 'val' else 'nothing to train on'}")
+    return None
 
 
 def _tile_suffix(path: Path) -> str:
@@ -64,9 +70,9 @@ def tile(directory: Path | str, out: Path | str, tile: int, overlap: int = 0, va
     root = Path(directory)
     if tile < 1 or not 0 <= overlap < tile:
         raise UserInputError(f"need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
-    image_dir = root / "images" if (root / "images").is_dir() else root
+    image_dir = image_folder(root)
     images = list_images(image_dir)
-    has_masks = image_dir != root and (root / "masks").is_dir()
+    has_masks = mask_folder(root) is not None
     for path in images:  # fail before writing anything
         if has_masks and not mask_path_for(root, path).is_file():
             raise UserInputError(f"{mask_path_for(root, path)}: missing mask for image {path}")

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from mae_dbp import __version__
 from mae_dbp.errors import UserInputError
 
 # sub-command -> (module, one-line help)
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mae-dbp", description="MAE pretraining of vision transformers with decorrelated backpropagation (DBP).")
+    parser.add_argument("--version", action="version", version=f"mae-dbp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=text, description=text)

@@ -12,15 +12,13 @@ validation / test run to ``out_dir`` (default ``<work_dir>/vis``), overwriting e
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from mae_dbp.train.checkpoint import atomic_write
+from mae_dbp.train.records import json_safe, write_json
 from segmentation.metric import PER_CLASS_PREFIX
 from segmentation.preview import save_preview
 
@@ -32,19 +30,15 @@ def metrics_record(metrics: dict[str, float], mode: str, iteration: int, checkpo
 
     ``iteration`` is the training iteration (validation); a test records its ``checkpoint`` instead.
     """
-    def clean(value: float) -> float | None:
-        value = float(value)
-        return None if math.isnan(value) else value
-
     record: dict = {"mode": mode, "checkpoint": checkpoint} if checkpoint else {"mode": mode, "iter": iteration}
     per_class = {}
     for key, value in metrics.items():
         if key.startswith(PER_CLASS_PREFIX):
-            per_class[key[len(PER_CLASS_PREFIX):]] = clean(value)
+            per_class[key[len(PER_CLASS_PREFIX):]] = float(value)
         else:
-            record[key] = clean(value)
+            record[key] = float(value)
     record["per_class_iou"] = per_class
-    return record
+    return json_safe(record)
 
 
 @HOOKS.register_module()
@@ -64,8 +58,7 @@ class SegMetricsJsonHook(Hook):
         if not metrics or runner.rank != 0:
             return
         record = metrics_record(metrics, mode, runner.iter, self.checkpoint if mode == "test" else None)
-        text = json.dumps(record, indent=2) + "\n"
-        atomic_write(Path(runner.work_dir) / self.file_name, lambda tmp: tmp.write_text(text))
+        write_json(Path(runner.work_dir) / self.file_name, record)
 
     def after_val_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
         self._write(runner, metrics, "val")

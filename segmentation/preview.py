@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mae_dbp.data.display import stretch
 from mae_dbp.data.io import read_image
 
 
@@ -18,9 +19,7 @@ def display_rgb(image_chw: np.ndarray) -> np.ndarray:
     """(C, H, W) image in raw units -> (H, W, 3) uint8 for display."""
     if image_chw.shape[0] == 3 and image_chw.dtype == np.uint8:
         return np.ascontiguousarray(image_chw.transpose(1, 2, 0))
-    grey = image_chw[0].astype(np.float32)
-    low, high = np.percentile(grey, (1.0, 99.0))
-    scaled = np.clip((grey - low) / max(float(high - low), 1e-6), 0.0, 1.0)
+    scaled = stretch(image_chw[0])
     return np.repeat((scaled * 255.0 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
 
 

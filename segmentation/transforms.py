@@ -16,7 +16,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from mae_dbp.data.io import read_image, read_mask
+from mae_dbp.data.io import check_mask_values, read_image, read_mask
 from mae_dbp.errors import UserInputError
 
 
@@ -47,20 +47,6 @@ class LoadImageChannels(BaseTransform):
         return f"{type(self).__name__}(channels={self.channels}, to_float32={self.to_float32})"
 
 
-def check_mask(mask: np.ndarray, num_classes: int, ignore_index: int, path: str) -> None:
-    """Raise if ``mask`` holds a value that is neither a class in 0..num_classes-1 nor ``ignore_index``."""
-    if mask.size == 0:
-        raise UserInputError(f"{path}: empty mask")
-    low = int(mask.min())
-    counts = np.bincount((mask.ravel() - min(low, 0)).astype(np.int64))
-    values = np.flatnonzero(counts) + min(low, 0)
-    bad = [int(v) for v in values if not (0 <= v < num_classes or v == ignore_index)]
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
-        raise UserInputError(f"{path}: mask values {shown} are neither classes 0..{num_classes - 1} "
-                             f"nor the ignore index {ignore_index}")
-
-
 @TRANSFORMS.register_module()
 class LoadIndexMask(BaseTransform):
     """``seg_map_path`` -> ``gt_seg_map`` (H, W) uint8/uint16, checked against image size and classes.
@@ -86,7 +72,7 @@ class LoadIndexMask(BaseTransform):
         num_classes = self.num_classes if self.num_classes is not None else results.get("num_classes")
         ignore = self.ignore_index if self.ignore_index is not None else results.get("ignore_index", 255)
         if num_classes is not None:
-            check_mask(mask, int(num_classes), int(ignore), str(path))
+            check_mask_values(mask, int(num_classes), int(ignore), path)
         results["gt_seg_map"] = mask.astype(np.uint8 if int(mask.max()) <= 255 else np.uint16)
         results.setdefault("seg_fields", []).append("gt_seg_map")
         return results

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from mae_dbp.data.io import (
-    list_images, mask_path_for, read_classes, read_image, read_mask, read_stats, write_classes, write_image,
-    write_mask,
+    check_mask_values, image_folder, list_images, mask_folder, mask_path_for, mask_value_problem, read_classes,
+    read_header, read_image, read_mask, read_stats, write_classes, write_image, write_mask,
 )
 from mae_dbp.errors import UserInputError
 
@@ -162,3 +162,63 @@ def test_read_stats(tmp_path):
 def test_mask_path_for_mirrors_subfolders(tmp_path):
     assert mask_path_for(tmp_path, tmp_path / "images" / "a" / "x.tif") == tmp_path / "masks" / "a" / "x.png"
     assert mask_path_for(tmp_path, tmp_path / "images" / "y.tiff") == tmp_path / "masks" / "y.png"
+
+
+# ---------------------------------------------------------------- non-finite pixels, headers, layout
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_nonfinite_float_pixel_is_an_error_naming_file_and_position(tmp_path, value):
+    image = _random((2, 6, 7), np.float32)
+    image[1, 4, 5] = value
+    write_image(tmp_path / "bad.tif", image)
+    with pytest.raises(UserInputError, match=r"bad\.tif: 1 NaN/Inf pixel \(first at channel 1, row 4, column 5\)"):
+        read_image(tmp_path / "bad.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "bad.tif", finite=False), image)  # opt-out keeps it
+
+
+def test_integer_images_skip_the_finite_check(tmp_path):
+    write_image(tmp_path / "ok.tif", _random((2, 6, 7), np.uint16))
+    assert read_image(tmp_path / "ok.tif").dtype == np.uint16
+
+
+@pytest.mark.parametrize("name, shape, dtype", [
+    ("a.png", (1, 5, 7), np.uint8), ("b.png", (3, 5, 7), np.uint8), ("c.png", (1, 5, 7), np.uint16),
+    ("d.tif", (2, 5, 7), np.uint16), ("e.tif", (1, 5, 7), np.float32), ("f.jpg", (3, 5, 7), np.uint8),
+    ("g.tif", (4, 5, 7), np.float32),
+])
+def test_header_agrees_with_full_read(tmp_path, name, shape, dtype):
+    write_image(tmp_path / name, _random(shape, dtype))
+    header, array = read_header(tmp_path / name), read_image(tmp_path / name)
+    assert (header.channels, header.height, header.width, header.dtype) == (*array.shape, str(array.dtype))
+
+
+def test_header_of_palette_png_and_bad_file(tmp_path):
+    Image.fromarray(np.zeros((5, 7), np.uint8)).convert("P").save(tmp_path / "p.png")
+    assert read_header(tmp_path / "p.png").channels == read_image(tmp_path / "p.png").shape[0]
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    with pytest.raises(UserInputError, match=r"junk\.png: cannot read image"):
+        read_header(tmp_path / "junk.png")
+
+
+def test_image_and_mask_folder_rule(tmp_path):
+    assert image_folder(tmp_path) == tmp_path and mask_folder(tmp_path) is None
+    (tmp_path / "images").mkdir()
+    assert image_folder(tmp_path) == tmp_path / "images" and mask_folder(tmp_path) is None
+    (tmp_path / "masks").mkdir()
+    assert mask_folder(tmp_path) == tmp_path / "masks"
+
+
+def test_mask_value_problem_against_a_set_reference():
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        mask = rng.integers(-2, 12, (9, 9))
+        num_classes, ignore = int(rng.integers(1, 8)), int(rng.integers(0, 12))
+        bad = sorted(set(mask.ravel().tolist()) - set(range(num_classes)) - {ignore})
+        problem = mask_value_problem(mask, num_classes, ignore)
+        if not bad:
+            assert problem is None
+        else:
+            assert problem.startswith("mask values " + ", ".join(map(str, bad[:10])))
+    with pytest.raises(UserInputError, match=r"m\.png: mask values 9 are neither classes 0\.\.2"):
+        check_mask_values(np.array([[0, 9]]), 3, 255, "m.png")

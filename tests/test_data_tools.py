@@ -91,7 +91,7 @@ def test_validate_reports_each_bad_file(tmp_path):
     lines = validate(root, channels=2, bit_depth=16).problem_lines()
     expected = {
         "images/img0.tif: cannot read image", "images/img1.tif: expected 2 channels, found 3",
-        "masks/img2.png: mask is 8x16 but its image is 16x16", "masks/img3.png: mask values [7]",
+        "masks/img2.png: mask is 8x16 but its image is 16x16", "masks/img3.png: mask values 7 are neither",
         "masks/img4.png: missing mask", "images/img5.tif: expected 16-bit", "masks/orphan.png: mask without an image",
     }
     for fragment in expected:
@@ -105,6 +105,25 @@ def test_validate_ignore_index_allowed_and_missing_classes_yaml(tmp_path):
     assert validate(root).ok
     (root / "classes.yaml").unlink()
     assert any("classes.yaml: missing" in line for line in validate(root).problem_lines())
+
+
+def test_validate_names_nan_files_and_warns_about_silent_problems(tmp_path):
+    root = _industrial(tmp_path / "d", [(16, 16)] * 5)
+    nan_image = np.zeros((2, 16, 16), np.float32)
+    nan_image[1, 2, 3] = np.nan
+    write_image(root / "images" / "img0.tif", nan_image)
+    write_image(root / "images" / "img1.tif", np.zeros((2, 16, 16), np.uint8))  # 8-bit among 16-bit
+    write_image(root / "images" / "img2.tif", np.zeros((2, 12, 16), np.uint16))  # smaller than the rest
+    write_mask(root / "masks" / "img2.png", np.zeros((12, 16)))
+    report = validate(root)
+    assert report.problem_lines() == [f"{root / 'images' / 'img0.tif'}: 1 NaN/Inf pixel (first at channel 1, "
+                                      "row 2, column 3); replace them or remove the file"]
+    assert len(report.warnings) == 2
+    assert report.warnings[0].startswith("1 of 4 images are 8-bit among 16-bit ones") and "img1.tif" in report.warnings[0]
+    assert report.warnings[1].startswith("1 of 4 images are smaller than the folder's most common size 16x16")
+    assert "img2.tif, 12x16" in report.warnings[1]
+    assert "--min-size 8 px" not in " ".join(validate(root, min_size=8).warnings)
+    assert any("smaller than --min-size 20 px" in w for w in validate(root, min_size=20).warnings)
 
 
 def test_validate_empty_and_missing_folder(tmp_path):
@@ -285,3 +304,14 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert main(["data", "subset", "imagenet", str(src), "--out", str(tmp_path / "sub"), "--fraction", "0.3",
                  "--mode", "list", "--no-progress"]) == 0
     assert len((tmp_path / "sub" / "train.txt").read_text().split()) == 6
+
+
+def test_tile_warns_when_a_split_is_empty(tmp_path, capsys):
+    data = _industrial(tmp_path / "one", [(32, 32)])
+    assert main(["data", "tile", str(data), "--out", str(tmp_path / "t"), "--tile", "16", "--no-progress"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mae-dbp: warning: 0 val tiles (4 train) with --val-fraction 0.1: validation needs at least "
+                   "2 source images and a fraction > 0"]
+    data = _industrial(tmp_path / "two", [(32, 32)] * 2)
+    assert main(["data", "tile", str(data), "--out", str(tmp_path / "t2"), "--tile", "16", "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -73,8 +73,8 @@ def test_guard_restores_on_non_finite_loss_and_run_completes(synthetic, tmp_path
     data.mkdir()
     for path in sorted((synthetic / "images").iterdir()):
         (data / path.name).symlink_to(path)
-    poisoned = np.full((2, 32, 32), np.nan, dtype=np.float32)
-    write_image(data / "zz_nan.tif", poisoned)
+    poisoned = np.full((2, 32, 32), 3e38, dtype=np.float32)  # finite pixels, but the loss overflows
+    write_image(data / "zz_huge.tif", poisoned)
     run = tmp_path / "guarded"
     config = tiny_pretrain(data, epochs=3)
     config.data.val_fraction, config.train.guard.max_restores = 0.1, 2
@@ -92,7 +92,7 @@ def test_guard_off_fails_loudly(synthetic, tmp_path):
     data.mkdir()
     for path in sorted((synthetic / "images").iterdir())[:16]:
         (data / path.name).symlink_to(path)
-    write_image(data / "zz_nan.tif", np.full((2, 32, 32), np.nan, dtype=np.float32))
+    write_image(data / "zz_huge.tif", np.full((2, 32, 32), 3e38, dtype=np.float32))  # loss overflows
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         config = tiny_pretrain(data, epochs=3)
         config.data.val_fraction, config.train.guard.enabled = 0.1, False

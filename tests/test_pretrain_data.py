@@ -9,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mae_dbp.data.dataset import ImageFolderDataset, split_train_val
+from mae_dbp.data.checks import header_warnings
+from mae_dbp.data.dataset import ImageFolderDataset, split_train_val, train_val_datasets
 from mae_dbp.data.io import write_image
+from mae_dbp.data.split import pick, pick_count
 from mae_dbp.data.transforms import (
     Normalize,
     RandomHorizontalFlip,
@@ -204,3 +206,62 @@ def test_dataset_from_path_list_with_dataloader_workers(two_channel_dir):
     torch.manual_seed(0)
     images, labels = next(iter(loader))
     assert images.shape == (3, 2, 16, 16) and labels.tolist() == [0, 0, 0]
+
+
+# ---------------------------------------------------------------- non-finite data, warnings, one split rule
+
+
+def _nan_image(h: int = 40, w: int = 48) -> np.ndarray:
+    image = np.ones((2, h, w), np.float32)
+    image[0, 3, 4] = np.nan
+    return image
+
+
+def test_nan_pixel_file_is_named_or_skipped_and_listed(two_channel_dir):
+    nan_file = two_channel_dir / "img_nan.tif"
+    write_image(nan_file, _nan_image())
+    ds = ImageFolderDataset(two_channel_dir, channels=2)
+    with pytest.raises(UserInputError, match=r"img_nan\.tif: 1 NaN/Inf pixel"):
+        ds[ds.paths.index(nan_file)]
+    skipping = ImageFolderDataset(two_channel_dir, channels=2, skip_bad=True)
+    assert skipping.bad_files == [str(nan_file)] and nan_file not in skipping.paths
+
+
+def test_batch_inputs_map_back_to_their_files(two_channel_dir):
+    ds = ImageFolderDataset(two_channel_dir, channels=2)
+    assert ds.files_of(torch.tensor([4, 0])) == [str(ds.paths[4]), str(ds.paths[0])]
+    images = torch.zeros(3, 2, 4, 4)
+    images[1, 0, 2, 2] = float("inf")
+    indices = torch.tensor([3, 1, 2])
+    assert ds.nonfinite_files(images, indices) == [str(ds.paths[1])]
+    assert ds.nonfinite_files(torch.zeros(3, 2, 4, 4), indices) == []
+
+
+def test_mixed_bit_depth_and_small_images_warn_once_with_count_and_example(tmp_path, capsys):
+    root = tmp_path / "mixed"
+    for i in range(6):
+        write_image(root / f"a{i}.png", rng_image(i, 1, 40, 40, np.uint16))
+    write_image(root / "b8.png", rng_image(9, 1, 40, 40, np.uint8))
+    write_image(root / "small.png", rng_image(7, 1, 20, 40, np.uint16))
+    lines = header_warnings(sorted(root.iterdir()), 32)
+    assert len(lines) == 2
+    assert lines[0].startswith("1 of 8 images are 8-bit among 16-bit ones (e.g. ") and "b8.png" in lines[0]
+    assert lines[1].startswith("1 of 8 images are smaller than model.img_size=32 px (e.g. ") and "small.png, 20x40" in lines[1]
+    assert header_warnings(sorted(root.glob("a*.png")), 40) == []
+
+    tf = build_transform(False, 32, mean=0.0, std=1.0)
+    cfg = {"root": str(root), "val_root": None, "val_fraction": 0.25, "val_seed": 0, "skip_bad": False}
+    train, _ = train_val_datasets(cfg, 1, tf, tf, img_size=32)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mae-dbp: warning: {line}" for line in lines] and train.warnings == lines
+
+
+def test_one_pick_rule_bounds_and_seeds():
+    assert [pick_count(10, f, True) for f in (0.0, 0.01, 0.3, 0.99, 1.0)] == [0, 1, 3, 9, 9]
+    assert [pick_count(10, f, False) for f in (0.0, 0.01, 1.0)] == [0, 1, 10]
+    assert pick_count(1, 0.5, True) == 0 and pick_count(0, 0.5, False) == 0
+    chosen = pick(50, 0.2, "0/train/cat")
+    assert chosen == sorted(set(chosen)) and len(chosen) == 10 and chosen == pick(50, 0.2, "0/train/cat")
+    assert chosen != pick(50, 0.2, "0/train/dog")
+    import random  # the pretraining split is exactly random.Random(seed).sample over the sorted files
+    assert pick(50, 0.2, 7) == sorted(random.Random(7).sample(range(50), 10))

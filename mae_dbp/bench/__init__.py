@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 
@@ -68,6 +71,19 @@ def _write(result: dict, path: Path | None) -> None:
         path.write_text(json.dumps(result, indent=2) + "\n")
 
 
+def run_stages(stages: dict[str, Callable[[], dict]]) -> dict:
+    """Run each named benchmark in turn with one progress line on stderr before and after it
+    (``bench all`` takes minutes; stdout stays the results only)."""
+    results, start = {}, time.perf_counter()
+    for number, (name, stage) in enumerate(stages.items(), 1):
+        print(f"bench all: [{number}/{len(stages)}] {name} ...", file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        results[name] = stage()
+        print(f"bench all: [{number}/{len(stages)}] {name} done in {time.perf_counter() - began:.0f} s "
+              f"({time.perf_counter() - start:.0f} s in all)", file=sys.stderr, flush=True)
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
     from mae_dbp.bench.decor_layers import run_decor_bench
     from mae_dbp.bench.framework import run_inference_bench, run_overhead_bench
@@ -103,12 +119,12 @@ def run(args: argparse.Namespace) -> int:
 
         result = run_speedup(args)
     else:
-        result = {
-            "decor": run_decor_bench(),
-            "pretrain": run_pretrain_bench(config, args.steps),
-            "inference": run_inference_bench(config, args.steps),
-            "overhead": run_overhead_bench(config, args.steps),
-        }
+        result = run_stages({
+            "decor": run_decor_bench,
+            "pretrain": lambda: run_pretrain_bench(config, args.steps),
+            "inference": lambda: run_inference_bench(config, args.steps),
+            "overhead": lambda: run_overhead_bench(config, args.steps),
+        })
         table = markdown(result)
         print(table)
         if args.markdown:

@@ -1,13 +1,14 @@
 """Image-folder dataset for pretraining: flat folders or class sub-folders, any channel count.
 
 Files are read by :func:`mae_dbp.data.io.read_image` (png / jpg / tif, 8/16-bit, float) and
-returned as float32 ``(C, H, W)`` tensors in raw pixel units before the transform.
+returned as float32 ``(C, H, W)`` tensors in raw pixel units before the transform. A float image
+with NaN/Inf pixels is a bad file like an unreadable one (named, or skipped with ``skip_bad``).
 """
 
 from __future__ import annotations
 
 import os
-import random
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,17 +19,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mae_dbp.config import DataConfig
-from mae_dbp.data.io import list_images, read_image
+from mae_dbp.data.checks import header_warnings
+from mae_dbp.data.io import image_folder, list_images, read_image
+from mae_dbp.data.split import check_fraction, pick
 from mae_dbp.errors import UserInputError
-
-
-def resolve_root(root: Path | str) -> Path:
-    """The folder holding the images: ``root/images`` for the project's industrial layout
-    (``images/`` + ``masks/``), otherwise ``root`` itself."""
-    root = Path(root)
-    if (root / "images").is_dir() and (root / "masks").is_dir():
-        return root / "images"
-    return root
 
 
 def label_paths(paths: Sequence[Path], root: Path | None) -> tuple[list[str], list[int]]:
@@ -49,7 +43,7 @@ def label_paths(paths: Sequence[Path], root: Path | None) -> tuple[list[str], li
 class ImageFolderDataset(Dataset):
     """``(image float32 (C, H, W), label)`` for each image under a folder or in a list of paths.
 
-    A bad file (unreadable, wrong channel count) raises the reader's one-line
+    A bad file (unreadable, wrong channel count, NaN/Inf pixels) raises the reader's one-line
     :class:`UserInputError` naming it. With ``skip_bad=True`` every file is checked once at
     construction and bad ones are dropped into ``bad_files`` (paths, as strings) with their
     messages in ``bad_reasons``; a file that still fails later is replaced by the next good index
@@ -60,7 +54,7 @@ class ImageFolderDataset(Dataset):
                  transform: Callable[[Tensor], Tensor] | None = None, skip_bad: bool = False,
                  root: Path | str | None = None) -> None:
         if isinstance(source, (str, Path)):
-            root = resolve_root(source)
+            root = image_folder(source)
             paths = list_images(root)
         else:
             paths = [Path(p) for p in source]
@@ -73,6 +67,7 @@ class ImageFolderDataset(Dataset):
         self.skip_bad = bool(skip_bad)
         self.bad_files: list[str] = []
         self.bad_reasons: dict[str, str] = {}
+        self.warnings: list[str] = []
         self.classes, labels = label_paths(paths, root)
         self.samples: list[tuple[Path, int]] = list(zip(paths, labels))
         if self.skip_bad:
@@ -88,6 +83,18 @@ class ImageFolderDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def files_of(self, indices: Sequence[int] | Tensor) -> list[str]:
+        """The files (as strings) of the samples at ``indices``, e.g. the indices of a batch."""
+        indices = indices.tolist() if isinstance(indices, Tensor) else indices
+        return [str(self.samples[int(i)][0]) for i in indices]
+
+    def nonfinite_files(self, images: Tensor, indices: Sequence[int] | Tensor) -> list[str]:
+        """The files of a batch whose inputs hold NaN/Inf: ``images`` (N, ...) as the loader gave
+        them (after the transform), ``indices`` (N,) their dataset indices. Empty when all finite."""
+        bad_rows = (~torch.isfinite(images.detach()).flatten(1).all(1)).nonzero().flatten().cpu()
+        indices = torch.as_tensor(indices).cpu()
+        return self.files_of(indices[bad_rows])
 
     def _record(self, path: Path, error: UserInputError) -> None:
         if str(path) not in self.bad_reasons:
@@ -146,32 +153,43 @@ def split_train_val(paths: Sequence[Path | str], val_fraction: float, seed: int)
     ``round(n * val_fraction)`` paths (at least 1) go to validation, the rest (at least 1) to
     training; both lists come back sorted.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise UserInputError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
+    check_fraction(val_fraction, "data.val_fraction")
     ordered = sorted(Path(p) for p in paths)
     if len(ordered) < 2:
         raise UserInputError(f"need at least 2 images to split off a validation set, got {len(ordered)}")
-    n_val = min(max(1, round(len(ordered) * val_fraction)), len(ordered) - 1)
-    chosen = set(random.Random(seed).sample(range(len(ordered)), n_val))
+    chosen = set(pick(len(ordered), val_fraction, seed))
     train = [p for i, p in enumerate(ordered) if i not in chosen]
     val = [p for i, p in enumerate(ordered) if i in chosen]
     return train, val
 
 
+def print_warnings(lines: Sequence[str]) -> None:
+    """Each line as ``mae-dbp: warning: ...`` on stderr, once (rank 0 under torchrun/accelerate)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    for line in lines:
+        print(f"mae-dbp: warning: {line}", file=sys.stderr, flush=True)
+
+
 def train_val_datasets(data_cfg: DataConfig, channels: int, train_tf: Callable[[Tensor], Tensor],
-                       val_tf: Callable[[Tensor], Tensor]) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+                       val_tf: Callable[[Tensor], Tensor], img_size: int | None = None,
+                       ) -> tuple[ImageFolderDataset, ImageFolderDataset]:
     """Train / validation datasets from a config ``data`` section: ``val_root``, or a seeded
     ``val_fraction`` of ``root``. Loads one image of each first, so a folder of the wrong channel
-    count fails before any training starts."""
+    count fails before any training starts. Prints one warning line per kind of data that would
+    silently train badly (:func:`mae_dbp.data.checks.header_warnings`; sizes checked against
+    ``img_size`` px when given); the lines are also kept in ``train.warnings``."""
     kwargs = dict(channels=channels, skip_bad=data_cfg.skip_bad)
     if data_cfg.val_root:
         train = ImageFolderDataset(data_cfg.root, transform=train_tf, **kwargs)
         val = ImageFolderDataset(data_cfg.val_root, transform=val_tf, **kwargs)
     else:
-        root = resolve_root(data_cfg.root)
+        root = image_folder(data_cfg.root)
         train_paths, val_paths = split_train_val(list_images(root), data_cfg.val_fraction, data_cfg.val_seed)
         train = ImageFolderDataset(train_paths, transform=train_tf, root=root, **kwargs)
         val = ImageFolderDataset(val_paths, transform=val_tf, root=root, **kwargs)
     for dataset in (train, val):
         dataset[0]
+    train.warnings = header_warnings(train.paths + val.paths, img_size)
+    print_warnings(train.warnings)
     return train, val

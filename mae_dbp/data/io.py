@@ -15,6 +15,7 @@ message that names the file.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,19 @@ STATS_FILE = "stats.json"
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def image_folder(root: Path | str) -> Path:
+    """The folder holding a data set's images: ``root/images`` when it exists (the industrial
+    layout, ``images/`` beside ``masks/``), otherwise ``root`` itself."""
+    root = Path(root)
+    return root / "images" if (root / "images").is_dir() else root
+
+
+def mask_folder(root: Path | str) -> Path | None:
+    """``root/masks`` when ``root`` has the industrial layout (``images/`` and ``masks/``), else None."""
+    root = Path(root)
+    return root / "masks" if (root / "images").is_dir() and (root / "masks").is_dir() else None
 
 
 def list_images(root: Path | str, recursive: bool = True) -> list[Path]:
@@ -88,11 +102,28 @@ def _read_pil(path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(array, -1, 0))
 
 
-def read_image(path: Path | str, channels: int | None = None) -> np.ndarray:
+def check_finite(path: Path | str, array: np.ndarray) -> None:
+    """Raise naming ``path`` if the float ``(C, H, W)`` ``array`` holds NaN or Inf pixels.
+
+    Integer images cannot hold either, so they cost nothing; a float image costs one pass.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    bad = int(finite.size - np.count_nonzero(finite))
+    c, y, x = (int(v) for v in np.argwhere(~finite)[0])
+    raise UserInputError(f"{path}: {bad} NaN/Inf pixel{'s' if bad > 1 else ''} (first at channel {c}, "
+                         f"row {y}, column {x}); replace them or remove the file")
+
+
+def read_image(path: Path | str, channels: int | None = None, finite: bool = True) -> np.ndarray:
     """Read an image file as a ``(C, H, W)`` array in the file's own dtype.
 
     TIFFs go through tifffile (HWC or HW on disk), png/jpg through Pillow (16-bit PNGs stay
-    uint16). ``channels`` (optional) is the required channel count.
+    uint16). ``channels`` (optional) is the required channel count. ``finite``: a float image
+    with NaN or Inf pixels is an error naming the file (:func:`check_finite`).
     """
     path = Path(path)
     if not path.is_file():
@@ -110,7 +141,59 @@ def read_image(path: Path | str, channels: int | None = None) -> np.ndarray:
         raise UserInputError(f"{path}: cannot read image (empty image {tuple(array.shape)})")
     if channels is not None and array.shape[0] != channels:
         raise UserInputError(f"{path}: expected {channels} channels, found {array.shape[0]}")
+    if finite:
+        check_finite(path, array)
     return array
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says about its image: ``channels``, ``height``, ``width`` (px) and the
+    ``dtype`` :func:`read_image` returns (``"uint8"``, ``"uint16"``, ``"float32"``, ...)."""
+
+    channels: int
+    height: int
+    width: int
+    dtype: str
+
+
+# Pillow mode -> (channels, dtype) as _read_pil returns them ("P" counted as RGB, "I" as 16-bit)
+_PIL_HEADER = {"1": (1, "uint8"), "L": (1, "uint8"), "P": (3, "uint8"), "LA": (2, "uint8"), "La": (2, "uint8"),
+               "RGB": (3, "uint8"), "CMYK": (3, "uint8"), "YCbCr": (3, "uint8"), "LAB": (3, "uint8"),
+               "HSV": (3, "uint8"), "PA": (4, "uint8"), "RGBA": (4, "uint8"), "RGBa": (4, "uint8"),
+               "F": (1, "float32"), "I": (1, "uint16"), "I;16": (1, "uint16"), "I;16B": (1, "uint16"),
+               "I;16L": (1, "uint16")}
+
+
+def read_header(path: Path | str) -> ImageHeader:
+    """Shape and dtype of an image from its header only (no pixel decoding; falls back to a full
+    read for layouts the header cannot answer). Errors as :func:`read_image`."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                shape, axes, dtype = tuple(series.shape), series.axes, str(series.dtype)
+            if len(shape) == 2:
+                return ImageHeader(1, shape[0], shape[1], dtype)
+            if len(shape) == 3:
+                c, h, w = (shape[2], shape[0], shape[1]) if axes.endswith("S") else shape
+                return ImageHeader(c, h, w, dtype)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                mode, (w, h) = image.mode, image.size
+                if mode == "P" and "transparency" in image.info:
+                    mode = "RGBA"
+            if mode in _PIL_HEADER:
+                return ImageHeader(_PIL_HEADER[mode][0], h, w, _PIL_HEADER[mode][1])
+    except Exception as error:  # noqa: BLE001 - any decoder failure is a bad file
+        raise UserInputError(f"{path}: cannot read image ({_one_line(error)})") from error
+    array = read_image(path, finite=False)
+    return ImageHeader(array.shape[0], array.shape[1], array.shape[2], str(array.dtype))
 
 
 def write_image(path: Path | str, array_chw: np.ndarray) -> Path:
@@ -177,6 +260,27 @@ def read_mask(path: Path | str) -> np.ndarray:
     if not np.issubdtype(mask.dtype, np.integer):
         raise UserInputError(f"{path}: a mask must hold integer class indices, found {mask.dtype}")
     return mask.astype(np.int32)
+
+
+def mask_value_problem(mask: np.ndarray, num_classes: int, ignore_index: int) -> str | None:
+    """What is wrong with the values of an index ``mask`` (H, W), or None: every value must be a
+    class in ``0..num_classes-1`` or ``ignore_index``. One ``bincount``, no sort."""
+    if mask.size == 0:
+        return "empty mask"
+    low = min(int(mask.min()), 0)
+    values = np.flatnonzero(np.bincount((mask.ravel().astype(np.int64) - low))) + low
+    bad = [int(v) for v in values if not (0 <= v < num_classes or v == ignore_index)]
+    if not bad:
+        return None
+    shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+    return f"mask values {shown} are neither classes 0..{num_classes - 1} nor the ignore index {ignore_index}"
+
+
+def check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, path: Path | str) -> None:
+    """Raise naming ``path`` if :func:`mask_value_problem` finds a value that is no class."""
+    problem = mask_value_problem(mask, num_classes, ignore_index)
+    if problem:
+        raise UserInputError(f"{path}: {problem}")
 
 
 def write_mask(path: Path | str, mask: np.ndarray, palette: list[list[int]] | None = None) -> Path:

@@ -1,9 +1,17 @@
-"""Atomic checkpoint files: a kill during a write leaves the previous file loadable."""
+"""Atomic files (checkpoints, CSVs, JSON, exports): a kill during a write leaves the previous
+file loadable.
+
+The temporary file ``.<name>.<pid>-<random>.tmp`` is created beside the target with the usual
+permissions (0666 minus the umask, like ``open()``; not mkstemp's 0600), so the finished file can
+be shared like any other. A crash can leave such a temporary behind; the next write of the same
+target removes the ones older than the current process whose writer is gone.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,14 +19,57 @@ import torch
 
 from mae_dbp.errors import UserInputError
 
+_PROCESS_START = time.time()  # temporaries older than this were not written by this process
+_SWEPT: set[Path] = set()  # targets whose stale temporaries this process already removed
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process whose id is in ``.<name>.<pid>-<random>.tmp`` still runs (on this host)."""
+    pid = tmp.name.rsplit(".", 2)[-2].split("-")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` siblings of ``path`` left by crashed writers: modified before this
+    process started and not belonging to a live process. Returns what was removed."""
+    removed = []
+    for tmp in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        try:
+            if tmp.is_file() and tmp.stat().st_mtime < _PROCESS_START and not _writer_alive(tmp):
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+    return removed
+
+
+def _create_temporary(path: Path) -> Path:
+    """A new empty file beside ``path`` with the umask's usual permissions."""
+    while True:
+        tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    if path.resolve() not in _SWEPT:
+        remove_stale_temporaries(path)
+        _SWEPT.add(path.resolve())
+    tmp = _create_temporary(path)
     try:
         write(tmp)
         with open(tmp, "rb") as handle:

@@ -35,7 +35,8 @@ from mae_dbp.train import classify_plots
 from mae_dbp.train.checkpoint import atomic_write, load_checkpoint
 from mae_dbp.train.loop import Task, fit
 from mae_dbp.train.records import read_csv
-from mae_dbp.train.run_dir import CONFIG_FILE, process_state, resumable, start_run
+from mae_dbp.train.run_dir import CONFIG_FILE, process_state, resolve_run_dir, resumable, start_run
+from mae_dbp.train.run_start import undo_failed_start
 
 
 @dataclass
@@ -205,14 +206,16 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
     elif config.model.num_classes < len(classes):
         raise UserInputError(f"model.num_classes={config.model.num_classes} but the training data has {len(classes)} classes")
     model = build_classifier(config.model, config.decor)
-    run_dir = start_run(config, out, resume, stem)
-    if process_state().is_main_process:
-        (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
-    task = ClassifyTask(model, classes, config)
-    bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
-    extra = {"arch": config.model.arch, "num_classes": config.model.num_classes, "bad_files": bad,
-             "train_images": len(train_set), "val_images": len(val_set)}
-    return fit(config, task, train_set, val_set, run_dir, resume=resume is not None, extra_summary=extra)
+    run_dir = resumable(resume) if resume is not None else resolve_run_dir(config.log, out, stem)
+    with undo_failed_start(run_dir, enabled=resume is None and process_state().is_main_process):
+        start_run(config, run_dir, resume, stem)
+        if process_state().is_main_process:
+            (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
+        task = ClassifyTask(model, classes, config)
+        bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
+        extra = {"arch": config.model.arch, "num_classes": config.model.num_classes, "bad_files": bad,
+                 "train_images": len(train_set), "val_images": len(val_set)}
+        return fit(config, task, train_set, val_set, run_dir, resume=resume is not None, extra_summary=extra)
 
 
 EXPORT_FILES = ("model.safetensors", "config.json")

@@ -3,12 +3,42 @@
 Each epoch's training part is one codecarbon task, so validation is left out. codecarbon's
 constructor swallows its own errors; when it cannot measure, the totals stay 0 and ``available``
 is False (reported in summary.json rather than failing a run).
+
+Files in the run directory: codecarbon's ``emissions.csv`` (one row per process run) and
+``emissions_tasks.csv`` (one row per epoch's training phase, appended across resumes). codecarbon
+3.3 writes the task rows to ``emissions_base_<run uuid>.csv``, a new file per start; ``close()``
+moves its rows into ``emissions_tasks.csv`` and removes it.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
+
+TASKS_FILE = "emissions_tasks.csv"
+
+
+def merge_task_file(source: Path, target: Path) -> None:
+    """Append the rows of codecarbon's per-run task CSV ``source`` to ``target`` (atomically; the
+    header is the union of both files' columns), then delete ``source``."""
+    from mae_dbp.train.checkpoint import atomic_write
+
+    rows: list[dict[str, str]] = []
+    for path in (target, source):
+        if path.is_file():
+            with open(path, newline="") as handle:
+                rows += list(csv.DictReader(handle))
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(target, write)
+    source.unlink()
 
 
 class TrainingEmissions:
@@ -16,6 +46,7 @@ class TrainingEmissions:
 
     def __init__(self, out_dir: Path, country: str, enabled: bool = True, kg_co2: float = 0.0, kwh: float = 0.0):
         self.kg_co2, self.kwh = kg_co2, kwh
+        self.out_dir = Path(out_dir)
         self.tracker = None
         if not enabled:
             return
@@ -50,9 +81,19 @@ class TrainingEmissions:
             self.kwh += float(data.energy_consumed or 0.0)
 
     def close(self) -> None:
-        if self.tracker is not None:
+        """Stop the tracker and fold its per-run task file into :data:`TASKS_FILE`."""
+        if self.tracker is None:
+            return
+        try:
+            self.tracker.stop()
+        except Exception:
+            pass
+        run_id = getattr(self.tracker, "run_id", None)
+        self.tracker = None
+        if run_id is None:
+            return
+        for source in self.out_dir.glob(f"emissions_*_{run_id}.csv"):
             try:
-                self.tracker.stop()
-            except Exception:
-                pass
-            self.tracker = None
+                merge_task_file(source, self.out_dir / TASKS_FILE)
+            except (OSError, csv.Error) as error:  # best effort, like the measurement itself
+                print(f"mae-dbp: could not merge {source} into {TASKS_FILE} ({error})")

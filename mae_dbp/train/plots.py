@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mae_dbp.data.display import stretch  # noqa: E402
+
 
 def _seconds_axis(rows_by_run: dict[str, list[dict]]) -> tuple[float, str]:
     longest = max((r["train_seconds"] for rows in rows_by_run.values() for r in rows), default=0.0)
@@ -64,9 +66,7 @@ def decorrelation(site_rows: list[dict], path: Path) -> Path:
 def display(image: np.ndarray) -> np.ndarray:
     """(C, H, W) float -> (H, W, 3) or (H, W) in [0, 1]: RGB for 3 channels, else channel 0,
     each contrast-stretched between its 1st and 99th percentile."""
-    shown = image[:3].transpose(1, 2, 0) if image.shape[0] == 3 else image[0]
-    low, high = np.percentile(shown, [1, 99])
-    return np.clip((shown - low) / max(high - low, 1e-8), 0, 1)
+    return stretch(image[:3].transpose(1, 2, 0) if image.shape[0] == 3 else image[0])
 
 
 def image_grid(columns: dict[str, np.ndarray], path: Path, title: str = "") -> Path:

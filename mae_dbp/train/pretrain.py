@@ -22,7 +22,8 @@ from mae_dbp.errors import UserInputError
 from mae_dbp.models.mae import MAEConfig, MaskedAutoencoder, build_mae, fixed_noise
 from mae_dbp.train import plots
 from mae_dbp.train.loop import Task, fit
-from mae_dbp.train.run_dir import CONFIG_FILE, resumable, start_run
+from mae_dbp.train.run_dir import CONFIG_FILE, process_state, resolve_run_dir, resumable, start_run
+from mae_dbp.train.run_start import undo_failed_start
 
 
 @dataclass
@@ -102,7 +103,7 @@ def build_datasets(config: PretrainConfig) -> tuple[ImageFolderDataset, ImageFol
     mean, std = channel_stats(data, model.in_chans)
     train_tf = build_transform(True, model.img_size, mean, std, channels=model.in_chans, scale=tuple(data.crop_scale))
     val_tf = build_transform(False, model.img_size, mean, std, channels=model.in_chans)
-    return train_val_datasets(data, model.in_chans, train_tf, val_tf)
+    return train_val_datasets(data, model.in_chans, train_tf, val_tf, img_size=model.img_size)
 
 
 def build_model(config: PretrainConfig) -> tuple[MaskedAutoencoder, list[str]]:
@@ -126,12 +127,14 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
             raise UserInputError("pretrain needs a config (or a run directory to resume)")
         config = load_config(PretrainConfig, resumable(resume) / CONFIG_FILE)
     config = checked(config)
-    run_dir = start_run(config, out, resume, stem)
-    torch.manual_seed(config.train.seed)
-    train_set, val_set = build_datasets(config)
-    model, sites = build_model(config)
-    task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images)
-    bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
-    extra = {"bad_files": bad, "train_images": len(train_set), "val_images": len(val_set)}
-    return fit(config, task, IndexedDataset(train_set), IndexedDataset(val_set), run_dir, resume=resume is not None,
-               extra_summary=extra)
+    run_dir = resumable(resume) if resume is not None else resolve_run_dir(config.log, out, stem)
+    with undo_failed_start(run_dir, enabled=resume is None and process_state().is_main_process):
+        start_run(config, run_dir, resume, stem)
+        torch.manual_seed(config.train.seed)
+        train_set, val_set = build_datasets(config)
+        model, sites = build_model(config)
+        task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images)
+        bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
+        extra = {"bad_files": bad, "train_images": len(train_set), "val_images": len(val_set)}
+        return fit(config, task, IndexedDataset(train_set), IndexedDataset(val_set), run_dir,
+                   resume=resume is not None, extra_summary=extra)

@@ -10,19 +10,20 @@ from pathlib import Path
 from mae_dbp.train.checkpoint import atomic_write
 
 
-def _clean(value):
-    """JSON has no NaN/inf: write them as null."""
+def json_safe(value):
+    """``value`` (numbers, dicts, lists) with every NaN/Inf float replaced by None: JSON has no
+    NaN, so they are written as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
     return value
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(_clean(data), indent=2) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n"))
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
