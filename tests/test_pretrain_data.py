@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mae_dbp.config import DataConfig
 from mae_dbp.data.checks import header_warnings
 from mae_dbp.data.dataset import ImageFolderDataset, split_train_val, train_val_datasets
 from mae_dbp.data.io import write_image
@@ -250,7 +251,7 @@ def test_mixed_bit_depth_and_small_images_warn_once_with_count_and_example(tmp_p
     assert header_warnings(sorted(root.glob("a*.png")), 40) == []
 
     tf = build_transform(False, 32, mean=0.0, std=1.0)
-    cfg = {"root": str(root), "val_root": None, "val_fraction": 0.25, "val_seed": 0, "skip_bad": False}
+    cfg = DataConfig(root=str(root), val_fraction=0.25)
     train, _ = train_val_datasets(cfg, 1, tf, tf, img_size=32)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"mae-dbp: warning: {line}" for line in lines] and train.warnings == lines
