@@ -3,8 +3,8 @@
 Configs select it with ``runner_type = 'SegRunner'`` (``_base_/default_runtime.py``), so it is
 used by ``mae-dbp segment``, ``tools/train.py`` and mmseg's own ``tools/train.py`` alike. It also
 
-- runs under ``--launcher pytorch`` without GPUs: a gloo process group and a CPU DDP wrapper
-  (mmengine alone would call ``torch.cuda.set_device``);
+- runs under ``--launcher pytorch`` without GPUs: a gloo process group, a CPU DDP wrapper and
+  plain BN (mmengine alone would call ``torch.cuda.set_device``; SyncBN needs GPUs);
 - keeps the console readable: the full config, environment, hook order and parameter-group dumps
   go to the work dir's log file only, not to the terminal.
 """
@@ -67,3 +67,16 @@ def _init_cpu_distributed(cfg) -> None:
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
     cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
+    _sync_bn_to_bn(cfg.model)
+
+
+def _sync_bn_to_bn(node) -> None:
+    """``norm_cfg type='SyncBN'`` -> ``'BN'`` everywhere (torch's SyncBatchNorm runs on GPUs only)."""
+    if isinstance(node, dict):
+        if node.get("type") == "SyncBN":
+            node["type"] = "BN"
+        for value in node.values():
+            _sync_bn_to_bn(value)
+    elif isinstance(node, list):
+        for value in node:
+            _sync_bn_to_bn(value)
