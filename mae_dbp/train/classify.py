@@ -122,7 +122,7 @@ def build_datasets(config: ClassifyConfig) -> tuple[Dataset, Dataset, list[str]]
     val_tf = build_transform(False, model.img_size, mean, std, channels=model.in_chans)
     train_tf = (build_transform(True, model.img_size, mean, std, channels=model.in_chans, scale=tuple(data.crop_scale))
                 if data.augment else val_tf)
-    train, val = train_val_datasets(data, model.in_chans, train_tf, val_tf)
+    train, val = train_val_datasets(data, model.in_chans, train_tf, val_tf, img_size=model.img_size)
     _align_classes(train, val)
     classes = list(train.classes)
     if data.cache:

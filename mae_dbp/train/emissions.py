@@ -22,22 +22,14 @@ TASKS_FILE = "emissions_tasks.csv"
 def merge_task_file(source: Path, target: Path) -> None:
     """Append the rows of codecarbon's per-run task CSV ``source`` to ``target`` (atomically; the
     header is the union of both files' columns), then delete ``source``."""
-    from mae_dbp.train.checkpoint import atomic_write
+    from mae_dbp.train.records import write_csv
 
     rows: list[dict[str, str]] = []
     for path in (target, source):
         if path.is_file():
             with open(path, newline="") as handle:
-                rows += list(csv.DictReader(handle))
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(target, write)
+                rows += list(csv.DictReader(handle))  # kept as text: written back unchanged
+    write_csv(target, rows)
     source.unlink()
 
 
@@ -57,7 +49,7 @@ class TrainingEmissions:
             logging.getLogger("codecarbon").setLevel(logging.ERROR)
             self.tracker = OfflineEmissionsTracker(
                 country_iso_code=country, output_dir=str(out_dir), log_level="error",
-                save_to_file=True, measure_power_secs=15, project_name="mae-dbp",
+                measure_power_secs=15, project_name="mae-dbp",  # CSV output is the default
             )
             self.tracker.start()
         except Exception as error:  # codecarbon is best effort: never stop training for it
