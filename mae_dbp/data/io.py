@@ -8,8 +8,10 @@ float32): nothing here rescales pixel values. The industrial folder layout used 
     DIR/classes.yaml             classes: [...], palette: [[r, g, b], ...], ignore_index: 255
     DIR/stats.json               optional per-channel mean/std in raw pixel units
 
-Every failure caused by a file raises :class:`~mae_dbp.errors.UserInputError` with a one-line
-message that names the file.
+:func:`image_folder` / :func:`mask_folder` are the one place that decides where a folder's images
+and masks are. A float image with NaN or Inf pixels is a bad file (:func:`check_finite`);
+:func:`read_header` gives shape and dtype without decoding pixels. Every failure caused by a file
+raises :class:`~mae_dbp.errors.UserInputError` with a one-line message that names the file.
 """
 
 from __future__ import annotations
