@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mae_dbp import decor
-from mae_dbp.config import load_config
+from mae_dbp.config import load_config, to_dict
 from mae_dbp.data.transforms import channel_stats
 from mae_dbp.models.mae import MAEConfig
 from mae_dbp.errors import UserInputError
@@ -45,7 +45,8 @@ _MMSEG_RENAMES = (
 
 
 def locate_checkpoint(source: str | Path) -> tuple[Path, Path]:
-    """(checkpoint, run config) for a run directory (its best.pt) or a checkpoint file in one."""
+    """(checkpoint, run config) for a run directory (its best.pt, else last.pt, which the caller
+    reports) or a checkpoint file in one."""
     source = Path(source)
     if source.is_dir():
         checkpoint = source / "best.pt"
@@ -126,6 +127,8 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
     if fmt not in FORMATS:
         raise UserInputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     checkpoint_path, config_path = locate_checkpoint(source)
+    if run_kind(source) != "pretrain":
+        raise UserInputError(f"{source}: a classification run, not MAE pretraining (export it with export_classifier)")
     config = load_config(PretrainConfig, config_path)
     out = Path(out)
     names = ["model.safetensors", "config.json"] + (["mmseg_backbone.pth"] if fmt != "timm" else [])
@@ -152,4 +155,50 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
     if fmt != "timm":
         mmseg_state = {"state_dict": mmseg_mae_state_dict(state, int(fused.embed_dim)), "meta": {"mae_dbp": extra}}
         atomic_write(out / "mmseg_backbone.pth", lambda tmp: torch.save(mmseg_state, tmp))
+    return meta
+
+
+def run_kind(source: str | Path) -> str:
+    """``classify`` for a classification run (its model section names an ``arch``), else ``pretrain``."""
+    import yaml
+
+    config = yaml.safe_load(locate_checkpoint(source)[1].read_text()) or {}
+    return "classify" if "arch" in (config.get("model") or {}) else "pretrain"
+
+
+def export_classifier(source: str | Path, out: str | Path, force: bool = False, tolerance: float = 1e-4) -> dict:
+    """Fuse R into a classify run's weights and write a plain model; returns what config.json holds.
+
+    ``model.safetensors``: the fused state dict (resnet18 loads strictly into
+    ``timm.create_model("resnet18", num_classes=N, in_chans=C)``); ``config.json``: arch,
+    num_classes, in_chans, img_size, mean / std in raw pixel units, classes, the model section.
+    The fused logits must equal the decorrelated model's on a seeded batch (2, C, S, S).
+    """
+    from mae_dbp.models.zoo import build_classifier
+    from mae_dbp.train.classify import ClassifyConfig
+
+    checkpoint_path, config_path = locate_checkpoint(source)
+    config, out = load_config(ClassifyConfig, config_path), Path(out)
+    _prepare_out(out, ["model.safetensors", "config.json"], force)
+    model = build_classifier(config.model, config.decor)
+    model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
+    size, channels = config.model.img_size, config.model.in_chans
+    batch = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = model.eval()(batch)
+        fused = decor.fuse(model)(batch)
+    diff = float((reference - fused).abs().max())
+    if not diff <= tolerance:
+        raise RuntimeError(f"fused model differs from the decorrelated one: max |logit diff| = {diff:.3g} > {tolerance:g}")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    mean, std = channel_stats(config.data, channels)
+    classes_file = config_path.parent / "classes.json"
+    meta = {
+        "arch": config.model.arch, "num_classes": config.model.num_classes, "in_chans": channels, "img_size": size,
+        "mean": mean, "std": std, "pixel_units": "raw (as stored in the image files)",
+        "classes": json.loads(classes_file.read_text()) if classes_file.is_file() else None,
+        "model": to_dict(config.model), "fused_max_abs_diff": diff, "source": str(checkpoint_path),
+    }
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     return meta

@@ -13,6 +13,7 @@ import torch
 from data_tools.synthetic import write_synthetic
 from mae_dbp.cli import main
 from mae_dbp.data.io import write_image
+from mae_dbp.errors import UserInputError
 from mae_dbp.train.checkpoint import load_checkpoint
 from mae_dbp.train.pretrain import pretrain
 from tests.sizes import tiny_pretrain, write_config
@@ -68,34 +69,47 @@ def test_resume_continues_the_same_curve(synthetic, tmp_path):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-9), (key, a, b)
 
 
-def test_guard_restores_on_non_finite_loss_and_run_completes(synthetic, tmp_path):
-    data = tmp_path / "with_nan"
-    data.mkdir()
-    for path in sorted((synthetic / "images").iterdir()):
-        (data / path.name).symlink_to(path)
-    poisoned = np.full((2, 32, 32), 3e38, dtype=np.float32)  # finite pixels, but the loss overflows
-    write_image(data / "zz_huge.tif", poisoned)
-    run = tmp_path / "guarded"
+def with_extra_image(synthetic, folder, name, value, count=None):
+    """The synthetic images plus one 2-channel float image filled with ``value``."""
+    folder.mkdir()
+    for path in sorted((synthetic / "images").iterdir())[:count]:
+        (folder / path.name).symlink_to(path)
+    write_image(folder / name, np.full((2, 32, 32), value, dtype=np.float32))
+    return folder
+
+
+def test_guard_restores_on_non_finite_loss_from_finite_inputs(synthetic, tmp_path):
+    """Huge but finite pixels overflow the forward pass: instability, so the guard restores last.pt."""
+    data = with_extra_image(synthetic, tmp_path / "huge", "zz_huge.tif", 1e30)
     config = tiny_pretrain(data, epochs=3)
     config.data.val_fraction, config.train.guard.max_restores = 0.1, 2
-    summary = pretrain(config, out=run)
+    summary = pretrain(config, out=tmp_path / "guarded")
     events = summary["guard_events"]
     assert events and events[0]["reason"] == "non-finite training loss"
     assert events[0]["decor_lr_scale"] == pytest.approx(0.5)
     assert any(e["decor_updates"] == "stopped" for e in events)
     assert summary["epochs_done"] == 3 and math.isfinite(summary["best_val_loss"])
-    assert all(math.isfinite(float(r["train_loss"])) for r in rows(run))
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows(tmp_path / "guarded"))
+
+
+def test_non_finite_inputs_are_a_data_error_naming_the_file(synthetic, tmp_path):
+    data = with_extra_image(synthetic, tmp_path / "with_nan", "zz_nan.tif", np.nan)
+    config = tiny_pretrain(data, epochs=3)
+    config.data.val_fraction = 0.1
+    with pytest.raises(UserInputError, match=r"zz_nan.tif: 2048 NaN/Inf pixels"):  # the reader's check
+        pretrain(config, out=tmp_path / "run")
+    # finite pixels that become non-finite inputs (a degenerate std): the loop names the batch's files
+    config = tiny_pretrain(synthetic, epochs=1)
+    config.data.std = [1e-40, 1e-40]
+    with pytest.raises(UserInputError, match=r"non-finite model inputs \(nan/inf\) from .*\.tif.*check data.mean/std"):
+        pretrain(config, out=tmp_path / "run2")
 
 
 def test_guard_off_fails_loudly(synthetic, tmp_path):
-    data = tmp_path / "with_nan"
-    data.mkdir()
-    for path in sorted((synthetic / "images").iterdir())[:16]:
-        (data / path.name).symlink_to(path)
-    write_image(data / "zz_huge.tif", np.full((2, 32, 32), 3e38, dtype=np.float32))  # loss overflows
+    data = with_extra_image(synthetic, tmp_path / "huge", "zz_huge.tif", 1e30, count=16)
+    config = tiny_pretrain(data, epochs=3)
+    config.data.val_fraction, config.train.guard.enabled = 0.1, False
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
-        config = tiny_pretrain(data, epochs=3)
-        config.data.val_fraction, config.train.guard.enabled = 0.1, False
         pretrain(config, out=tmp_path / "run")
 
 
@@ -139,11 +153,11 @@ def test_two_cpu_ranks_through_accelerate_keep_r_identical(synthetic, tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "mae_dbp", "pretrain", "--out", str(run),
-               "--config", str(write_config(tiny_pretrain(synthetic), tmp_path / "tiny.yaml")), "train.effective_batch=16"]
+               "--config", str(write_config(tiny_pretrain(synthetic), tmp_path / "tiny.yaml"))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert summary["decor_ranks_checked"] == 2  # ranks_agree() ran on 2 ranks each epoch and passed
-    assert summary["effective_batch"] == 16  # 8 per rank x 2 ranks, no accumulation
+    assert summary["effective_batch"] == 8  # as configured: 4 per rank x 2 ranks, not 8 x 2
     assert len(rows(run)) == 2

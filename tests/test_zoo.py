@@ -15,7 +15,8 @@ from mae_dbp.config import DecorConfig, load_config, save_config
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.zoo import ZooModelConfig, build_classifier
 from mae_dbp.train.checkpoint import save_checkpoint
-from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, classify, export_classifier
+from mae_dbp.export import export_classifier, export_encoder
+from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, classify
 from tests.sizes import tiny_classify
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "zoo"
@@ -59,7 +60,7 @@ def test_resnet18_wraps_all_21_layers_and_sites_choose_layers():
     assert names == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2", "fc"]
 
 
-def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path):
+def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path, capsys):
     run = tmp_path / "run"
     summary = classify(tiny_classify(toy / "train", toy / "val", epochs=4), out=run)
     assert summary["num_classes"] == 4 and summary["best_val_top1"] >= 0.75  # chance is 0.25
@@ -68,7 +69,9 @@ def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path):
     assert {"val_loss", "val_top1", "val_top5", "decor_metric"} <= set(header)
     for name in ("best.pt", "last.pt", "summary.json", "config.yaml", "classes.json", "accuracy_vs_time.png", "confusion_matrix.png"):
         assert (run / name).is_file(), name
-    out = export_classifier(run, tmp_path / "export")
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(out)]) == 0  # one export command for every kind of run
+    assert f"from {run / 'best.pt'} (" in capsys.readouterr().out
     info = json.loads((out / "config.json").read_text())
     assert info["arch"] == "convnet" and info["num_classes"] == 4 and info["classes"] == ["c0", "c1", "c2", "c3"]
     assert info["fused_max_abs_diff"] <= 1e-4
@@ -78,7 +81,11 @@ def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path):
     plain.load_state_dict(load_file(out / "model.safetensors"))  # strict: no DBP keys left
     with pytest.raises(FileExistsError, match="model.safetensors"):
         export_classifier(run, out)
-    assert main(["classify", "--export", str(run), "--out", str(out), "--force"]) == 0
+    with pytest.raises(UserInputError, match="a classification run, not MAE pretraining"):
+        export_encoder(run, tmp_path / "other")
+    (run / "best.pt").unlink()  # an unfinished run: its last.pt, said so
+    assert main(["export", str(run), "--out", str(out), "--force"]) == 0
+    assert "last.pt (no best.pt" in capsys.readouterr().out
 
 
 def test_exported_resnet18_matches_and_loads_into_timm_strictly(tmp_path):
@@ -96,7 +103,8 @@ def test_exported_resnet18_matches_and_loads_into_timm_strictly(tmp_path):
     run.mkdir()
     save_config(config, run / "config.yaml")
     save_checkpoint({"model": model.state_dict()}, run / "best.pt")
-    out = export_classifier(run, tmp_path / "export")
+    out = tmp_path / "export"
+    export_classifier(run, out)
     reference = timm.create_model("resnet18", num_classes=5, in_chans=2)
     reference.load_state_dict(load_file(out / "model.safetensors"), strict=True)
     batch = torch.randn(3, 2, 32, 32)

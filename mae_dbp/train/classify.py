@@ -5,8 +5,8 @@
 the run directory. This module adds cross-entropy training, validation top-1 / top-5 accuracy
 (fractions in [0, 1], columns ``val_top1`` / ``val_top5`` of metrics.csv), the summary's best
 accuracy and training seconds to ``train.target_accuracy``, and two plots (accuracy vs time, a
-confusion matrix). :func:`export_classifier` fuses R into the weights of a finished run and writes a
-plain model (safetensors + config.json).
+confusion matrix). ``mae-dbp export RUN_DIR`` (:func:`mae_dbp.export.export_classifier`) fuses R into the weights of a
+finished run and writes a plain model (safetensors + config.json).
 
 The loop keeps ``best.pt`` at the lowest validation loss (not the highest accuracy).
 """
@@ -24,15 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mae_dbp import decor
-from mae_dbp.config import (DataConfig, DecorConfig, GuardConfig, LogConfig, TrainConfig, checked, load_config,
-                            require, to_dict)
+from mae_dbp.config import DataConfig, DecorConfig, GuardConfig, LogConfig, TrainConfig, checked, load_config, require
 from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
 from mae_dbp.data.transforms import build_transform, channel_stats
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.zoo import ZooModelConfig, build_classifier
 from mae_dbp.train import classify_plots
-from mae_dbp.train.checkpoint import atomic_write, load_checkpoint
+from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
 from mae_dbp.train.records import read_csv
 from mae_dbp.train.run_dir import CONFIG_FILE, process_state, resolve_run_dir, resumable, start_run
@@ -87,6 +85,7 @@ class CachedDataset(Dataset):
         images, labels = zip(*loader)
         self.images, self.labels = torch.cat(images), torch.cat(labels)
         self.bad_files: list[str] = list(getattr(dataset, "bad_files", []))
+        self.paths = list(getattr(dataset, "paths", []))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -134,7 +133,7 @@ class ClassifyTask(Task):
     """Cross-entropy training; validation loss, top-1 and top-5 accuracy (fractions)."""
 
     def __init__(self, model: nn.Module, classes: list[str], config: ClassifyConfig) -> None:
-        self.model = self.decor_root = model
+        self.model = model
         self.classes = classes
         self.label_smoothing = config.train.label_smoothing
         self.target = config.train.target_accuracy
@@ -215,57 +214,6 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
         extra = {"arch": config.model.arch, "num_classes": config.model.num_classes, "bad_files": bad,
                  "train_images": len(train_set), "val_images": len(val_set)}
-        return fit(config, task, train_set, val_set, run_dir, resume=resume is not None, extra_summary=extra)
+        policy = DecorPolicy(model, config.decor)
+        return fit(config, task, policy, train_set, val_set, run_dir, resume=resume is not None, extra_summary=extra)
 
-
-EXPORT_FILES = ("model.safetensors", "config.json")
-
-
-def export_classifier(run_dir: str | Path, out_dir: str | Path, force: bool = False, tolerance: float = 1e-4) -> Path:
-    """Fuse R into the weights of ``run_dir/best.pt`` and write a plain model to ``out_dir``.
-
-    Writes ``model.safetensors`` (the fused state dict; for resnet18 it loads strictly into
-    ``timm.create_model("resnet18", num_classes=N, in_chans=C)``) and ``config.json`` (arch,
-    num_classes, in_chans, img_size, mean / std in raw pixel units, classes, the model section).
-    Checks on a seeded random batch (2, C, S, S) that the fused model's logits equal the
-    decorrelated model's (max abs difference <= ``tolerance``). Refuses to replace an existing
-    output file unless ``force`` (FileExistsError naming it). Returns ``out_dir``.
-    """
-    from safetensors.torch import save_file
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    for name in EXPORT_FILES:
-        if (out_dir / name).exists() and not force:
-            raise FileExistsError(f"export output {out_dir / name} already exists (use --force to overwrite)")
-    if not (run_dir / "config.yaml").is_file():
-        raise UserInputError(f"{run_dir}: no config.yaml there (not a classify run directory)")
-    config = load_config(ClassifyConfig, run_dir / "config.yaml")
-    model_cfg = config.model
-    model = build_classifier(model_cfg, config.decor)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
-    model.eval()
-    size, channels = model_cfg.img_size, model_cfg.in_chans
-    batch = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        reference = model(batch)
-        decor.fuse(model)
-        fused = model(batch)
-    diff = float((reference - fused).abs().max())
-    if not diff <= tolerance:
-        raise RuntimeError(f"fused model differs from the decorrelated one: max |logit diff| = {diff:.3g} > {tolerance:g}")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    leftover = [k for k in state if k.endswith((".R", ".R_u", ".R_v", "_extra_state"))]
-    if leftover:
-        raise RuntimeError(f"DBP state left after fusion: {leftover[:3]}")
-    mean, std = channel_stats(config.data, channels)
-    classes_file = run_dir / "classes.json"
-    info = {
-        "arch": model_cfg.arch, "num_classes": model_cfg.num_classes, "in_chans": channels,
-        "img_size": size, "mean": mean, "std": std, "pixel_units": "raw (as stored in the image files)",
-        "classes": json.loads(classes_file.read_text()) if classes_file.is_file() else None,
-        "model": to_dict(model_cfg), "fused_max_abs_diff": diff, "source_run": str(run_dir),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    atomic_write(out_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
-    return out_dir

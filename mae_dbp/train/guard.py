@@ -1,6 +1,7 @@
 """Instability guard: roll back and calm R down when training goes bad.
 
-Two triggers: a non-finite training loss, or a validation loss above ``(1 + tolerance) x best`` for
+Two triggers: a non-finite training loss from finite inputs (non-finite inputs are a data error,
+not instability: the trainer names the files), or a validation loss above ``(1 + tolerance) x best`` for
 ``patience`` evaluations in a row. Either restores the last good state (the trainer does that) and
 multiplies the R learning rate by ``lr_factor``; after ``max_restores`` restores, or once the scale
 falls under ``min_scale``, R updates stop for the rest of the run. (The DBP-MAE paper saw late
@@ -12,7 +13,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import torch
+
 from mae_dbp.config import GuardConfig
+
+
+def non_finite_rows(inputs: torch.Tensor) -> list[int]:
+    """Batch rows of ``inputs`` (B, ...) holding a nan or inf: bad data rather than instability."""
+    return torch.nonzero(~torch.isfinite(inputs.detach()).flatten(1).all(1)).flatten().tolist()
 
 
 @dataclass
@@ -27,7 +35,8 @@ class InstabilityGuard:
     events: list[dict] = field(default_factory=list)
 
     def loss_is_bad(self, loss: float) -> bool:
-        return self.settings.enabled and not math.isfinite(loss)
+        """True for a non-finite training loss (the trainer then checks the batch's inputs)."""
+        return not math.isfinite(loss)
 
     def val_is_bad(self, val_loss: float, best: float) -> bool:
         """Count a validation loss that rose past the tolerance; True when patience is used up."""

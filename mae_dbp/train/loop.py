@@ -1,10 +1,12 @@
 """The accelerate training loop shared by MAE pretraining and the classification zoo.
 
-A :class:`Task` says what is trained and how a batch becomes a loss; :func:`fit` does the rest the
-same way for every task: AdamW with per-iteration warm-up + cosine lr, gradient accumulation to the
-configured effective batch, one R step (``mae_dbp.decor.update``) after every optimizer step with
-its own schedule, the instability guard, validation every epoch, best / last checkpoints (atomic,
-resumable), metrics.csv, emissions and summary.json. Runs unchanged under ``accelerate launch``.
+Split as facebookresearch/mae splits it: :func:`setup` (accelerator, loaders, AdamW, resume),
+:func:`train_one_epoch`, :func:`evaluate`, :func:`end_epoch` (records, guard, checkpoints) and
+:func:`fit`, which strings them together. A :class:`Task` says what is trained and how a batch
+becomes a loss; a :class:`~mae_dbp.train.decor_policy.DecorPolicy` does the R updates after each
+optimizer step. Per-step warm-up + cosine lr, accumulation to ``train.effective_batch``, best / last
+checkpoints (atomic, resumable), metrics.csv, emissions and summary.json. Runs unchanged under
+``accelerate launch``.
 """
 
 from __future__ import annotations
@@ -18,28 +20,32 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import broadcast, set_seed
+from timm.optim import param_groups_weight_decay
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from mae_dbp import decor
 from mae_dbp.config import LogConfig, TrainConfig
 from mae_dbp.errors import UserInputError
 from mae_dbp.train.checkpoint import load_checkpoint, save_checkpoint
+from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.emissions import TrainingEmissions
-from mae_dbp.train.guard import InstabilityGuard
+from mae_dbp.train.guard import InstabilityGuard, non_finite_rows
 from mae_dbp.train.records import RunRecords
-from mae_dbp.train.schedules import decor_lr, warmup_cosine
+from mae_dbp.train.schedules import WarmupCosine
 
 
 class Task:
-    """What differs between jobs. ``model`` is trained; DBP layers live under ``decor_root``."""
+    """What differs between jobs: ``model`` is trained; a batch is what the job's dataset collates to."""
 
     model: nn.Module
-    decor_root: nn.Module
 
     def train_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def inputs(self, batch: Any) -> torch.Tensor:
+        """The model inputs of a batch (B, ...), checked when the loss turns non-finite."""
+        return batch[0]
 
     def evaluate(self, model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
         """Validation metrics over the whole loader, identical on every rank; must hold ``val_loss``."""
@@ -73,6 +79,67 @@ class LoopState:
     rows: list[dict] = field(default_factory=list)
 
 
+class WithIndex(Dataset):
+    """``(dataset[i], i)``: lets the loop name the files of a batch with non-finite inputs."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index], index
+
+    def names(self, indices: list[int]) -> list[str]:
+        paths = getattr(self.dataset, "paths", None) or [f"sample {i}" for i in range(len(self.dataset))]
+        return [str(paths[i]) for i in indices]
+
+
+@dataclass
+class Run:
+    """What the phases of one run share."""
+
+    accelerator: Accelerator
+    model: nn.Module  # prepared (DDP-wrapped under several processes)
+    optimizer: torch.optim.Optimizer
+    train_loader: DataLoader  # yields (batch, dataset indices)
+    val_loader: DataLoader
+    train_set: WithIndex
+    schedule: WarmupCosine  # main lr per optimizer step
+    guard: InstabilityGuard
+    policy: DecorPolicy
+    run_dir: Path
+    train_cfg: TrainConfig
+    state: LoopState = field(default_factory=LoopState)
+    lr: float = 0.0  # main lr of the last step
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def snapshot(self) -> dict:
+        return {
+            "model": self.accelerator.unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loop": dict(vars(self.state)),
+            "guard": self.guard.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def restore(self, name: str) -> dict:
+        """Load model and optimizer from ``run_dir/name``; returns the whole checkpoint."""
+        checkpoint = load_checkpoint(self.run_dir / name)
+        self.accelerator.unwrap_model(self.model).load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        return checkpoint
+
+    def say(self, text: str) -> None:
+        if self.main:
+            tqdm.write(text)
+
+
 def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: Path) -> Accelerator:
     """An Accelerator for this machine: CPU when no GPU (gloo ranks under torchrun/accelerate)."""
     return Accelerator(
@@ -86,31 +153,56 @@ def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: Path)
     )
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay: set[str]) -> list[dict]:
-    """AdamW groups: no weight decay on biases, norms (1-d tensors) and the named tokens."""
-    decay, plain = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        (plain if param.ndim <= 1 or name in no_decay else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+def batch_plan(train_cfg: TrainConfig, world_size: int) -> tuple[int, int]:
+    """(micro-batch per process, accumulation steps) giving exactly ``train.effective_batch`` per
+    optimizer step over ``world_size`` processes, with micro-batches of at most ``train.batch_size``."""
+    effective, most = train_cfg.effective_batch, train_cfg.batch_size
+    accum = max(1, math.ceil(effective / (most * world_size)))
+    while accum <= effective and effective % (world_size * accum):
+        accum += 1
+    if effective % (world_size * accum):
+        raise UserInputError(f"train.effective_batch: expected a multiple of the {world_size} processes, got {effective}")
+    return effective // (world_size * accum), accum
 
 
-def accumulation_steps(train_cfg: TrainConfig, world_size: int) -> int:
-    """Micro-batches per optimizer step so that batch_size x world x steps = effective_batch."""
-    per_step = train_cfg.batch_size * world_size
-    return max(1, round(train_cfg.effective_batch / per_step))
+def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Dataset, run_dir: Path,
+          resume: bool) -> Run:
+    """Accelerator, loaders, AdamW and schedule, guard; the state of ``run_dir/last.pt`` when resuming."""
+    train_cfg = config.train
+    accelerator = build_accelerator(train_cfg, config.log, run_dir)
+    set_seed(train_cfg.seed)
+    micro, accelerator.gradient_accumulation_steps = batch_plan(train_cfg, accelerator.num_processes)
+    indexed = WithIndex(train_set)
+    workers = config.data.num_workers
+    train_loader = DataLoader(indexed, batch_size=micro, shuffle=True, drop_last=True, num_workers=workers)
+    val_loader = DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=workers)
+    per_epoch = len(train_loader) // (accelerator.gradient_accumulation_steps * accelerator.num_processes)
+    if per_epoch == 0:
+        raise UserInputError(f"train set has {len(train_set)} images, fewer than one optimizer step of "
+                             f"train.effective_batch={train_cfg.effective_batch}")
+    peak = train_cfg.base_lr * train_cfg.effective_batch / 256
+    schedule = WarmupCosine(peak, per_epoch * train_cfg.epochs, round(train_cfg.warmup_epochs * per_epoch), train_cfg.min_lr)
+    groups = param_groups_weight_decay(task.model, train_cfg.weight_decay, no_weight_decay_list=task.no_weight_decay())
+    optimizer = torch.optim.AdamW(groups, lr=peak, betas=tuple(train_cfg.betas))
+    model, optimizer, train_loader, val_loader = accelerator.prepare(task.model, optimizer, train_loader, val_loader)
+    run = Run(accelerator, model, optimizer, train_loader, val_loader, indexed, schedule,
+              InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=peak)
+    if resume:
+        checkpoint = run.restore("last.pt")
+        run.state = LoopState(**checkpoint["loop"])
+        run.guard.load_state_dict(checkpoint["guard"])
+        torch.set_rng_state(checkpoint["rng_cpu"])
+        if checkpoint["rng_cuda"]:
+            torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
+    elif run.main:
+        save_checkpoint(run.snapshot(), run_dir / "last.pt")
+    run.say(f"effective batch {train_cfg.effective_batch} = {accelerator.num_processes} process(es) x {micro} images "
+            f"x {accelerator.gradient_accumulation_steps} accumulation step(s); peak lr {peak:.3g}")
+    return run
 
 
-def _snapshot(accelerator: Accelerator, model: nn.Module, optimizer, state: LoopState, guard: InstabilityGuard) -> dict:
-    return {
-        "model": accelerator.unwrap_model(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "loop": {k: v for k, v in vars(state).items()},
-        "guard": guard.state_dict(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
+    return bool(accelerator.gather(torch.tensor([float(flag)], device=accelerator.device)).sum() > 0)
 
 
 def _out_of_time(accelerator: Accelerator, seconds: float, budget: float) -> bool:
@@ -119,160 +211,140 @@ def _out_of_time(accelerator: Accelerator, seconds: float, budget: float) -> boo
     return bool(broadcast(flag, from_process=0).item()) if accelerator.num_processes > 1 else bool(flag.item())
 
 
-def _restore(accelerator: Accelerator, model: nn.Module, optimizer, path: Path) -> dict:
-    checkpoint = load_checkpoint(path)
-    accelerator.unwrap_model(model).load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    return checkpoint
+def non_finite_loss(run: Run, task: Task, batch: Any, index: torch.Tensor, epoch: int) -> None:
+    """A non-finite loss: non-finite inputs are a data error naming the files; otherwise the guard
+    restores last.pt and calms R down (or, with the guard off, the run stops)."""
+    rows = non_finite_rows(task.inputs(batch))
+    if _any_rank(run.accelerator, bool(rows)):
+        names = run.train_set.names([int(index[r]) for r in rows]) or ["(on another process)"]
+        raise UserInputError(f"non-finite model inputs (nan/inf) from {', '.join(names[:5])}: fix or remove the "
+                             f"file(s), or check data.mean/std")
+    if not run.guard.settings.enabled:
+        raise FloatingPointError(f"non-finite training loss at step {run.state.step} (train.guard.enabled is false)")
+    run.restore("last.pt")
+    event = run.guard.record_restore("non-finite training loss", epoch, run.state.step)
+    run.say(f"mae-dbp guard: {event}")
 
 
-def fit(config, task: Task, train_set: Dataset, val_set: Dataset, run_dir: Path,
-        resume: bool = False, extra_summary: dict | None = None) -> dict:
-    """Train ``task.model`` as the config says; returns the summary (also in run_dir/summary.json)."""
-    train_cfg, log_cfg, decor_cfg = config.train, config.log, config.decor
-    accelerator = build_accelerator(train_cfg, log_cfg, run_dir)
-    set_seed(train_cfg.seed)
-    main = accelerator.is_main_process
-    accum = accumulation_steps(train_cfg, accelerator.num_processes)
-    accelerator.gradient_accumulation_steps = accum
-    train_loader = DataLoader(train_set, batch_size=train_cfg.batch_size, shuffle=True, drop_last=True,
-                              num_workers=config.data.num_workers)
-    val_loader = DataLoader(val_set, batch_size=train_cfg.batch_size, shuffle=False,
-                            num_workers=config.data.num_workers)
-    if len(train_loader) == 0:
-        raise UserInputError(f"train set has {len(train_set)} images, fewer than train.batch_size={train_cfg.batch_size}")
-    steps_per_epoch = max(1, len(train_loader) // (accum * accelerator.num_processes))
-    total_steps = steps_per_epoch * train_cfg.epochs
-    effective = train_cfg.batch_size * accelerator.num_processes * accum
-    peak_lr = train_cfg.base_lr * effective / 256
-    model = task.model
-    optimizer = torch.optim.AdamW(param_groups(model, train_cfg.weight_decay, task.no_weight_decay()),
-                                  lr=peak_lr, betas=tuple(train_cfg.betas))
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    decor_root = task.decor_root
-    guard = InstabilityGuard(train_cfg.guard)
-    state = LoopState()
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if resume:
-        checkpoint = _restore(accelerator, model, optimizer, last_path)
-        state = LoopState(**checkpoint["loop"])
-        guard.load_state_dict(checkpoint["guard"])
-        torch.set_rng_state(checkpoint["rng_cpu"])
-        if checkpoint["rng_cuda"]:
-            torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
-    elif main:
-        save_checkpoint(_snapshot(accelerator, model, optimizer, state, guard), last_path)
-    records = RunRecords(run_dir, enabled=main, plots=log_cfg.plots)
-    emissions = TrainingEmissions(run_dir, log_cfg.country, enabled=main and log_cfg.emissions,
-                                  kg_co2=state.kg_co2, kwh=state.kwh)
-    if log_cfg.log_with:
-        accelerator.init_trackers(log_cfg.project, config={"lr": peak_lr, "effective_batch": effective})
-    warmup_steps = round(train_cfg.warmup_epochs * steps_per_epoch)
-    decor_base = decor_cfg.lr if decor_cfg.enabled else 0.0
-    stop_epoch = min(train_cfg.epochs, train_cfg.stop_after_epoch or train_cfg.epochs)
-    budget = train_cfg.max_train_seconds
-    accelerator.wait_for_everyone()
+def optimizer_step(run: Run, loss: torch.Tensor) -> None:
+    """Backward; on the last micro-batch: lr of this step, clipping, AdamW step and the R step."""
+    acc = run.accelerator
+    acc.backward(loss)
+    if acc.sync_gradients:
+        run.lr = run.schedule(run.state.step)
+        for group in run.optimizer.param_groups:
+            group["lr"] = run.lr
+        if run.train_cfg.grad_clip:
+            acc.clip_grad_norm_(run.model.parameters(), run.train_cfg.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if acc.sync_gradients:
+        run.policy.after_step(run.state.step, run.schedule, run.guard)
+        run.state.step += 1
 
-    while state.epoch < stop_epoch and not (budget and state.train_seconds >= budget):
-        epoch = state.epoch + 1
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        model.train()
-        losses, site_metrics, lr, r_lr = [], {}, peak_lr, 0.0
-        emissions.start(f"train_epoch_{epoch}")
-        start = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{train_cfg.epochs}", disable=not main, leave=False)
-        for batch in bar:
-            with accelerator.accumulate(model):
-                loss = task.train_loss(model, batch)
-                finite = bool(accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all())
-                if not finite:
-                    optimizer.zero_grad(set_to_none=True)
-                    if guard.settings.enabled:
-                        _restore(accelerator, model, optimizer, last_path)
-                        event = guard.record_restore("non-finite training loss", epoch, state.step)
-                        if main:
-                            tqdm.write(f"mae-dbp guard: {event}")
-                        continue
-                    raise FloatingPointError(f"non-finite training loss at step {state.step} (train.guard.enabled is false)")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    lr = warmup_cosine(state.step, total_steps, warmup_steps, peak_lr, train_cfg.min_lr)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    if train_cfg.grad_clip:
-                        accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if accelerator.sync_gradients:
-                    r_lr = 0.0 if guard.decor_stopped else guard.decor_scale * decor_lr(
-                        decor_cfg.lr_schedule, state.step, total_steps, decor_base, lr, peak_lr)
-                    if decor_cfg.enabled:
-                        site_metrics = decor.update(decor_root, lr=r_lr) or site_metrics
-                    state.step += 1
-            losses.append(loss.detach())
-            if main and len(losses) % 10 == 1:
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{lr:.2e}")
-            if budget and _out_of_time(accelerator, state.train_seconds + time.perf_counter() - start, budget):
-                break
-        state.train_seconds += time.perf_counter() - start
-        emissions.stop()
-        state.kg_co2, state.kwh = emissions.kg_co2, emissions.kwh
-        train_loss = float(accelerator.reduce(torch.stack(losses).mean(), "mean")) if losses else math.nan
 
-        if decor_cfg.enabled and not decor.ranks_agree(decor_root):
-            raise RuntimeError(f"epoch {epoch}: the decorrelation matrices differ between processes")
-        model.eval()
-        with torch.no_grad():
-            val = task.evaluate(model, val_loader, accelerator)
-        state.epoch = epoch
-        row = {"epoch": epoch, "step": state.step, "train_seconds": round(state.train_seconds, 3),
-               "train_loss": train_loss, **val, "lr": lr, "decor_lr": r_lr,
-               "decor_metric": sum(site_metrics.values()) / len(site_metrics) if site_metrics else math.nan,
-               "kg_co2": state.kg_co2}
-        state.rows.append(row)
-        records.epoch(state.rows, site_metrics)
-        if log_cfg.log_with:
-            accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=state.step)
-        if main:
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        improved = val["val_loss"] < state.best_val
+def train_one_epoch(run: Run, task: Task, epoch: int) -> float:
+    """One pass over the training data (or until the time budget); returns the mean loss over ranks."""
+    acc, budget = run.accelerator, run.train_cfg.max_train_seconds
+    run.model.train()
+    if hasattr(run.train_loader, "set_epoch"):
+        run.train_loader.set_epoch(epoch)
+    losses, start = [], time.perf_counter()
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{run.train_cfg.epochs}", disable=not run.main, leave=False)
+    for batch, index in bar:
+        with acc.accumulate(run.model):
+            loss = task.train_loss(run.model, batch)
+            if run.guard.loss_is_bad(float(acc.gather(loss.detach().reshape(1)).sum())):
+                run.optimizer.zero_grad(set_to_none=True)
+                non_finite_loss(run, task, batch, index, epoch)
+                continue
+            optimizer_step(run, loss)
+        losses.append(loss.detach())
+        if run.main and len(losses) % 10 == 1:
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{run.lr:.2e}")
+        if budget and _out_of_time(acc, run.state.train_seconds + time.perf_counter() - start, budget):
+            break
+    run.state.train_seconds += time.perf_counter() - start
+    return float(acc.reduce(torch.stack(losses).mean(), "mean")) if losses else math.nan
+
+
+def evaluate(run: Run, task: Task) -> dict[str, float]:
+    """The task's validation metrics (identical on every rank)."""
+    run.model.eval()
+    with torch.no_grad():
+        return task.evaluate(run.model, run.val_loader, run.accelerator)
+
+
+def end_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float], records: RunRecords) -> None:
+    """Record the epoch, keep the best, let the guard roll back to best.pt, write the checkpoints."""
+    state, policy = run.state, run.policy
+    state.epoch = epoch
+    row = {"epoch": epoch, "step": state.step, "train_seconds": round(state.train_seconds, 3), "train_loss": train_loss,
+           **val, "lr": run.lr, "decor_lr": policy.lr, "decor_metric": policy.mean_metric(), "kg_co2": state.kg_co2}
+    state.rows.append(row)
+    records.epoch(state.rows, policy.metrics)
+    if run.accelerator.trackers:
+        run.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=state.step)
+    run.say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    improved = val["val_loss"] < state.best_val
+    if improved:
+        state.best_val, state.best_epoch = val["val_loss"], epoch
+        state.best_seconds, state.best_kg_co2 = state.train_seconds, state.kg_co2
+    elif run.guard.val_is_bad(val["val_loss"], state.best_val):
+        run.accelerator.wait_for_everyone()
+        run.restore("best.pt")
+        event = run.guard.record_restore("validation loss rose past tolerance", epoch, state.step)
+        run.say(f"mae-dbp guard: {event}")
+    if run.main:
+        snapshot = run.snapshot()
         if improved:
-            state.best_val, state.best_epoch = val["val_loss"], epoch
-            state.best_seconds, state.best_kg_co2 = state.train_seconds, state.kg_co2
-        rolled_back = not improved and guard.val_is_bad(val["val_loss"], state.best_val)
-        if rolled_back:
-            accelerator.wait_for_everyone()
-            _restore(accelerator, model, optimizer, best_path)
-            event = guard.record_restore("validation loss rose past tolerance", epoch, state.step)
-            if main:
-                tqdm.write(f"mae-dbp guard: {event}")
-        if main:
-            snapshot = _snapshot(accelerator, model, optimizer, state, guard)
-            if improved:
-                save_checkpoint(snapshot, best_path)
-            save_checkpoint(snapshot, last_path)
-        accelerator.wait_for_everyone()
+            save_checkpoint(snapshot, run.run_dir / "best.pt")
+        save_checkpoint(snapshot, run.run_dir / "last.pt")
+    run.accelerator.wait_for_everyone()
 
-    emissions.close()
-    summary = {
+
+def summarize(run: Run, task: Task, emissions: TrainingEmissions) -> dict:
+    state = run.state
+    return {
         "best_val_loss": state.best_val, "best_epoch": state.best_epoch,
         "train_seconds_to_best": state.best_seconds, "train_seconds_total": state.train_seconds,
         "kg_co2": state.kg_co2, "kwh": state.kwh, "kg_co2_to_best": state.best_kg_co2,
         "emissions_measured": emissions.available or state.kg_co2 > 0,
-        "epochs_done": state.epoch, "steps": state.step, "world_size": accelerator.num_processes,
-        "effective_batch": effective, "peak_lr": peak_lr,
-        "decor_sites": sorted(n for n, _ in decor.decor_modules(decor_root)),
-        "decor_ranks_checked": accelerator.num_processes if decor_cfg.enabled else 0,
-        "guard_events": guard.events, **task.summarize(state.rows), **(extra_summary or {}),
+        "epochs_done": state.epoch, "steps": state.step, "world_size": run.accelerator.num_processes,
+        "effective_batch": run.train_cfg.effective_batch, "peak_lr": run.schedule.peak,
+        **run.policy.summary(), "guard_events": run.guard.events, **task.summarize(state.rows),
     }
-    if main:
-        if best_path.is_file():
-            accelerator.unwrap_model(model).load_state_dict(load_checkpoint(best_path)["model"])
+
+
+def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Dataset, run_dir: Path,
+        resume: bool = False, extra_summary: dict | None = None) -> dict:
+    """Train ``task.model`` as ``config.train`` says; returns the summary (also run_dir/summary.json)."""
+    run = setup(config, task, policy, train_set, val_set, run_dir, resume)
+    log, train_cfg, state = config.log, config.train, run.state
+    records = RunRecords(run_dir, enabled=run.main, plots=log.plots)
+    emissions = TrainingEmissions(run_dir, log.country, enabled=run.main and log.emissions, kg_co2=state.kg_co2, kwh=state.kwh)
+    if log.log_with:
+        run.accelerator.init_trackers(log.project, config={"lr": run.schedule.peak, "effective_batch": run.train_cfg.effective_batch})
+    stop_epoch = min(train_cfg.epochs, train_cfg.stop_after_epoch or train_cfg.epochs)
+    budget = train_cfg.max_train_seconds
+    run.accelerator.wait_for_everyone()
+    while state.epoch < stop_epoch and not (budget and state.train_seconds >= budget):
+        epoch = state.epoch + 1
+        emissions.start(f"train_epoch_{epoch}")
+        train_loss = train_one_epoch(run, task, epoch)
+        emissions.stop()
+        state.kg_co2, state.kwh = emissions.kg_co2, emissions.kwh
+        policy.check_ranks(epoch, run.accelerator.num_processes)
+        end_epoch(run, epoch, train_loss, evaluate(run, task), records)
+    emissions.close()
+    summary = {**summarize(run, task, emissions), **(extra_summary or {})}
+    if run.main:
+        if (run_dir / "best.pt").is_file():
+            run.accelerator.unwrap_model(run.model).load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
         records.finish(summary, state.rows)
-        if log_cfg.plots:
-            task.finish(run_dir, accelerator.unwrap_model(model), val_set)
-    if log_cfg.log_with:
-        accelerator.end_training()
-    accelerator.wait_for_everyone()
+        if log.plots:
+            task.finish(run_dir, run.accelerator.unwrap_model(run.model), val_set)
+    if log.log_with:
+        run.accelerator.end_training()
+    run.accelerator.wait_for_everyone()
     return summary

@@ -21,6 +21,7 @@ from mae_dbp.data.transforms import build_transform, channel_stats
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.mae import MAEConfig, MaskedAutoencoder, build_mae, fixed_noise
 from mae_dbp.train import plots
+from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
 from mae_dbp.train.run_dir import CONFIG_FILE, process_state, resolve_run_dir, resumable, start_run
 from mae_dbp.train.run_start import undo_failed_start
@@ -57,7 +58,7 @@ class IndexedDataset(Dataset):
 
 class MAETask(Task):
     def __init__(self, model: MaskedAutoencoder, val_size: int, val_seed: int, recon_images: int) -> None:
-        self.model, self.decor_root = model, model.encoder
+        self.model = model
         self.val_noise = fixed_noise(val_size, model.num_patches, seed=val_seed)
         self.recon_images = recon_images
 
@@ -136,5 +137,6 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
         task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images)
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
         extra = {"bad_files": bad, "train_images": len(train_set), "val_images": len(val_set)}
-        return fit(config, task, IndexedDataset(train_set), IndexedDataset(val_set), run_dir,
+        policy = DecorPolicy(model.encoder, config.decor)
+        return fit(config, task, policy, train_set, IndexedDataset(val_set), run_dir,
                    resume=resume is not None, extra_summary=extra)

@@ -1,0 +1,52 @@
+"""The DBP side of training in one small object: the R learning rate and when R is updated.
+
+The generic loop calls :meth:`DecorPolicy.after_step` after every optimizer step and
+:meth:`DecorPolicy.check_ranks` once per epoch; it reads no ``decor`` config key itself. The R
+learning rate has exactly one owner, here: ``decor.lr`` x its schedule (``decor.lr_schedule``)
+x the instability guard's scale (0 once the guard stopped R updates). This is also where an
+update cadence plugs in (e.g. ``decor.update_every``: call ``decor.update`` every k-th step).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from mae_dbp import decor
+from mae_dbp.config import DecorConfig
+from mae_dbp.train.guard import InstabilityGuard
+from mae_dbp.train.schedules import WarmupCosine, decor_lr
+
+
+class DecorPolicy:
+    """R updates of the decorrelated layers under ``root`` (none when ``cfg.enabled`` is false)."""
+
+    def __init__(self, root: nn.Module, cfg: DecorConfig) -> None:
+        self.root = root
+        self.enabled = cfg.enabled
+        self.base_lr = cfg.lr if cfg.enabled else 0.0
+        self.schedule_kind = cfg.lr_schedule
+        self.lr = 0.0  # the R lr of the last step
+        self.metrics: dict[str, float] = {}  # {layer: correlation metric} of the last update
+        self.ranks_checked = 0
+
+    def after_step(self, step: int, main: WarmupCosine, guard: InstabilityGuard) -> None:
+        """One R step (all ranks, statistics summed over them) after optimizer step ``step``."""
+        scheduled = decor_lr(self.schedule_kind, step, main.total_steps, self.base_lr, main(step), main.peak)
+        self.lr = 0.0 if guard.decor_stopped else guard.decor_scale * scheduled
+        if self.enabled:
+            self.metrics = decor.update(self.root, lr=self.lr) or self.metrics
+
+    def check_ranks(self, epoch: int, world_size: int) -> None:
+        """Raise if the processes hold different R (they must stay bit-identical)."""
+        if self.enabled and not decor.ranks_agree(self.root):
+            raise RuntimeError(f"epoch {epoch}: the decorrelation matrices differ between processes")
+        self.ranks_checked = world_size if self.enabled else 0
+
+    def mean_metric(self) -> float:
+        return sum(self.metrics.values()) / len(self.metrics) if self.metrics else math.nan
+
+    def summary(self) -> dict:
+        return {"decor_sites": sorted(n for n, _ in decor.decor_modules(self.root)),
+                "decor_ranks_checked": self.ranks_checked}
