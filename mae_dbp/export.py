@@ -179,6 +179,8 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
 
     checkpoint_path, config_path = locate_checkpoint(source)
     config, out = load_config(ClassifyConfig, config_path), Path(out)
+    if config.model.num_classes is None:
+        raise UserInputError(f"{config_path}: model.num_classes is not set (not the config of a trained classify run)")
     _prepare_out(out, ["model.safetensors", "config.json"], force)
     model = build_classifier(config.model, config.decor)
     model.load_state_dict(load_checkpoint(checkpoint_path)["model"])

@@ -178,8 +178,8 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
     val_loader = DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=workers)
     per_epoch = len(train_loader) // (accelerator.gradient_accumulation_steps * accelerator.num_processes)
     if per_epoch == 0:
-        raise UserInputError(f"train set has {len(train_set)} images, fewer than one optimizer step of "
-                             f"train.effective_batch={train_cfg.effective_batch}")
+        raise UserInputError(f"train set has {len(train_set)} images, fewer than train.batch_size / one optimizer "
+                             f"step (train.effective_batch={train_cfg.effective_batch})")
     peak = train_cfg.base_lr * train_cfg.effective_batch / 256
     schedule = WarmupCosine(peak, per_epoch * train_cfg.epochs, round(train_cfg.warmup_epochs * per_epoch), train_cfg.min_lr)
     groups = param_groups_weight_decay(task.model, train_cfg.weight_decay, no_weight_decay_list=task.no_weight_decay())
