@@ -14,13 +14,7 @@ from mae_dbp.data.checks import header_warnings
 from mae_dbp.data.dataset import ImageFolderDataset, split_train_val, train_val_datasets
 from mae_dbp.data.io import write_image
 from mae_dbp.data.split import pick, pick_count
-from mae_dbp.data.transforms import (
-    Normalize,
-    RandomHorizontalFlip,
-    RandomResizedCrop,
-    ResizeCenterCrop,
-    build_transform,
-)
+from mae_dbp.data.transforms import Normalize, build_transform
 from mae_dbp.errors import UserInputError
 
 
@@ -93,35 +87,36 @@ def test_two_channel_train_transform(two_channel_dir):
     assert a.shape == (2, 16, 16) and torch.equal(a, b)
 
 
-def test_random_resized_crop_bounds_and_seed():
-    crop = RandomResizedCrop(12, scale=(0.2, 1.0))
-    for seed in range(30):
-        torch.manual_seed(seed)
-        top, left, h, w = crop.params(40, 60)
-        assert 0 <= top and top + h <= 40 and 0 <= left and left + w <= 60
-        assert 0.2 * 2400 * 0.8 <= h * w <= 2400 and 3 / 4 - 0.1 <= w / h <= 4 / 3 + 0.1
-    image = torch.rand(2, 40, 60)
+def test_train_crop_is_seeded_and_keeps_constants_on_any_channel_count():
+    tf = build_transform(True, 12, mean=[0.0], std=[1.0], scale=(0.2, 1.0))
+    image = torch.rand(5, 40, 60)
     torch.manual_seed(5)
-    a = crop(image)
+    a = tf(image)
     torch.manual_seed(5)
-    assert torch.equal(a, crop(image)) and a.shape == (2, 12, 12)
-    # a full-image crop of a constant image stays constant (bicubic keeps constants)
-    full = RandomResizedCrop(10, scale=(1.0, 1.0), ratio=(1.5, 1.5))
-    assert torch.allclose(full(torch.full((2, 20, 30), 7.0)), torch.full((2, 10, 10), 7.0))
+    assert torch.equal(a, tf(image)) and a.shape == (5, 12, 12)
+    assert torch.allclose(tf(torch.full((5, 20, 30), 7.0)), torch.full((5, 12, 12), 7.0))  # bicubic keeps constants
 
 
 def test_flip_on_two_channels():
-    image = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
-    assert torch.equal(RandomHorizontalFlip(p=1.0)(image), image.flip(-1))
-    assert torch.equal(RandomHorizontalFlip(p=0.0)(image), image)
+    """A full-area crop of a square image at its own size is the image itself, so only the flip shows."""
+    tf = build_transform(True, 4, mean=[0.0], std=[1.0], scale=(1.0, 1.0))
+    image = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(2, 4, 4)
     torch.manual_seed(0)
-    flipped = sum(torch.equal(RandomHorizontalFlip()(image), image.flip(-1)) for _ in range(200))
-    assert 60 < flipped < 140
+    outs = [tf(image) for _ in range(200)]
+    assert all(torch.equal(o, image) or torch.equal(o, image.flip(-1)) for o in outs)
+    assert 60 < sum(torch.equal(o, image.flip(-1)) for o in outs) < 140
 
 
-def test_resize_center_crop_shape():
-    out = ResizeCenterCrop(16)(torch.rand(3, 40, 20))
-    assert out.shape == (3, 16, 16)
+def test_val_transform_is_bicubic_antialiased_resize_centre_crop_and_n_channel_normalisation():
+    """Against an independent reference: torch's own antialiased bicubic interpolate, a hand crop and
+    per-channel (x - mean) / std over 4 channels."""
+    image = torch.rand(4, 48, 36) * 65535
+    mean, std = [100.0, 2000.0, 30000.0, 5.0], [50.0, 500.0, 10000.0, 2.0]
+    out = build_transform(False, 16, mean, std, channels=4)(image)
+    resized = torch.nn.functional.interpolate(image[None], size=(21, 16), mode="bicubic", antialias=True,
+                                              align_corners=False)[0]  # shorter side 36 -> 16, 48 -> 21
+    expected = (resized[:, 2:18] - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    assert out.shape == (4, 16, 16) and torch.allclose(out, expected, atol=1e-3)
 
 
 def test_normalize_matches_hand_computation():
@@ -135,6 +130,8 @@ def test_normalize_matches_hand_computation():
         Normalize([1, 2, 3], 1.0)(torch.zeros(2, 1, 1))
     with pytest.raises(UserInputError, match="data.std"):
         build_transform(True, 8, mean=0, std=[1, 2, 3], channels=2)
+    with pytest.raises(UserInputError, match="data.std: expected positive"):
+        Normalize(0, [1, 0])
 
 
 def test_wrong_channel_count_names_file(two_channel_dir):
