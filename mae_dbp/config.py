@@ -229,9 +229,32 @@ def _to_object(node, source: str = ""):
         raise _user_error(error, source) from None
 
 
+def shipped_configs() -> Path:
+    """The configs that ship with the package: ``mae_dbp.configs`` (package data of an installed
+    wheel, mapped from the repository's ``configs/``), or ``configs/`` of a source checkout."""
+    from importlib.resources import files
+
+    try:
+        return Path(str(files("mae_dbp.configs")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` if it exists, else a relative ``configs/...`` path found among the shipped configs
+    (so README commands such as ``--config configs/pretrain/tiny_cpu_dbp.yaml`` work anywhere)."""
+    path = Path(path)
+    if not path.exists() and not path.is_absolute() and path.parts[:1] == ("configs",):
+        shipped = shipped_configs().joinpath(*path.parts[1:])
+        if shipped.exists():
+            return shipped
+    return path
+
+
 def _read_yaml(path: Path):
     from omegaconf import DictConfig, OmegaConf
 
+    path = resolve_config_path(path)
     if not path.is_file():
         raise UserInputError(f"config file {path} does not exist")
     try:

@@ -30,10 +30,6 @@ class QuickstartSize:
     seg_iters: int = 100
 
 
-TEST_SIZE = QuickstartSize(pretrain_images=48, seg_train_images=12, seg_val_images=6, image_size=32,
-                           pretrain_seconds=4.0, pretrain_epochs=3, seg_iters=4)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="quickstart_out", help="output folder (default: quickstart_out)")
     parser.add_argument("--force", action="store_true", help="replace an existing quickstart folder")
@@ -42,8 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_dir() -> Path:
-    """The shipped configs (the repository's configs/ folder)."""
-    return Path(__file__).resolve().parent.parent / "configs"
+    """The shipped configs (package data ``mae_dbp.configs``; ``configs/`` in a source checkout)."""
+    from mae_dbp.config import shipped_configs
+
+    return shipped_configs()
 
 
 def prepare_out(out: Path, force: bool) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from mae_dbp.config import DataConfig, DecorConfig, LogConfig, TrainConfig, save_config
 from mae_dbp.models.mae import DecoderConfig, MAEConfig
 from mae_dbp.models.zoo import ZooModelConfig
+from mae_dbp.quickstart import QuickstartSize
 from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, ClassifyTrainConfig
 from mae_dbp.train.pretrain import PretrainConfig, PretrainLogConfig
 
@@ -42,3 +43,8 @@ def write_config(config, path: Path) -> Path:
     """``config`` as a YAML file, for command-line tests (``--config path``)."""
     save_config(config, path)
     return path
+
+
+# the quickstart end to end in about a minute
+TEST_SIZE = QuickstartSize(pretrain_images=48, seg_train_images=12, seg_val_images=6, image_size=32,
+                           pretrain_seconds=4.0, pretrain_epochs=3, seg_iters=4)

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from mae_dbp.cli import main
-from mae_dbp.quickstart import TEST_SIZE, run_quickstart
+from mae_dbp.quickstart import run_quickstart
+from tests.sizes import TEST_SIZE
 
 
 def test_quickstart_reduced_size(tmp_path, capsys):
