@@ -15,7 +15,8 @@ from data_tools.synthetic import write_synthetic
 from mae_dbp.errors import UserInputError
 from mae_dbp.train.checkpoint import atomic_write, remove_stale_temporaries, save_checkpoint
 from mae_dbp.train.emissions import TASKS_FILE, TrainingEmissions
-from mae_dbp.train.run_start import undo_failed_start
+from mae_dbp.train.pretrain import PretrainConfig
+from mae_dbp.train.run_dir import open_run
 
 
 def _mode(path) -> int:
@@ -83,11 +84,11 @@ def test_codecarbon_task_rows_end_in_one_file_across_restarts(tmp_path):
 
 
 def test_failed_start_removes_only_what_it_created(tmp_path):
+    config = PretrainConfig()
     run = tmp_path / "new_run"
     with pytest.raises(RuntimeError):
-        with undo_failed_start(run):
-            run.mkdir()
-            (run / "config.yaml").write_text("x")
+        with open_run(config, run, None, "test"):
+            assert (run / "config.yaml").is_file()
             (run / "logs").mkdir()
             (run / "logs" / "a.txt").write_text("x")
             raise RuntimeError("boom")
@@ -97,15 +98,14 @@ def test_failed_start_removes_only_what_it_created(tmp_path):
     kept.mkdir()
     (kept / "notes.txt").write_text("mine")
     with pytest.raises(KeyboardInterrupt):
-        with undo_failed_start(kept):
+        with open_run(config, kept, None, "test"):
             (kept / "last.pt").write_text("x")
             raise KeyboardInterrupt
     assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
 
     started = tmp_path / "started"
     with pytest.raises(RuntimeError):
-        with undo_failed_start(started):
-            started.mkdir()
+        with open_run(config, started, None, "test"):
             (started / "metrics.csv").write_text("epoch\n1\n")  # one epoch done: resumable, kept
             raise RuntimeError("later")
     assert (started / "metrics.csv").exists()

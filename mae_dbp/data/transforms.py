@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mae_dbp.config import DataConfig, DecorConfig, GuardConfig, LogConfig, TrainConfig, checked, load_config, require
+from mae_dbp.config import DataConfig, DecorConfig, GuardConfig, LogConfig, TrainConfig, require
 from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
 from mae_dbp.data.transforms import build_transform, channel_stats
 from mae_dbp.errors import UserInputError
@@ -33,8 +33,7 @@ from mae_dbp.train import classify_plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
 from mae_dbp.train.records import read_csv
-from mae_dbp.train.run_dir import CONFIG_FILE, process_state, resolve_run_dir, resumable, start_run
-from mae_dbp.train.run_start import undo_failed_start
+from mae_dbp.train.run_dir import job_config, open_run, process_state
 
 
 @dataclass
@@ -193,11 +192,7 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
 
     ``resume`` continues a run directory (with ``config``, or else the run's own config.yaml).
     """
-    if config is None:
-        if resume is None:
-            raise UserInputError("classify needs a config (or a run directory to resume)")
-        config = load_config(ClassifyConfig, resumable(resume) / CONFIG_FILE)
-    config = checked(config)
+    config = job_config(ClassifyConfig, config, resume)
     torch.manual_seed(config.train.seed)
     train_set, val_set, classes = build_datasets(config)
     if config.model.num_classes is None:
@@ -205,9 +200,7 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
     elif config.model.num_classes < len(classes):
         raise UserInputError(f"model.num_classes={config.model.num_classes} but the training data has {len(classes)} classes")
     model = build_classifier(config.model, config.decor)
-    run_dir = resumable(resume) if resume is not None else resolve_run_dir(config.log, out, stem)
-    with undo_failed_start(run_dir, enabled=resume is None and process_state().is_main_process):
-        start_run(config, run_dir, resume, stem)
+    with open_run(config, out, resume, stem) as run_dir:
         if process_state().is_main_process:
             (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
         task = ClassifyTask(model, classes, config)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mae_dbp import decor
-from mae_dbp.config import DataConfig, DecorConfig, LogConfig, TrainConfig, checked, load_config
+from mae_dbp.config import DataConfig, DecorConfig, LogConfig, TrainConfig
 from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
 from mae_dbp.data.transforms import build_transform, channel_stats
 from mae_dbp.errors import UserInputError
@@ -23,8 +23,7 @@ from mae_dbp.models.mae import MAEConfig, MaskedAutoencoder, build_mae, fixed_no
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
-from mae_dbp.train.run_dir import CONFIG_FILE, process_state, resolve_run_dir, resumable, start_run
-from mae_dbp.train.run_start import undo_failed_start
+from mae_dbp.train.run_dir import job_config, open_run
 
 
 @dataclass
@@ -123,14 +122,8 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
     ``resume`` continues a run directory (with ``config``, or else the run's own config.yaml);
     ``stem`` names a new run directory when neither ``out`` nor ``log.name`` is given.
     """
-    if config is None:
-        if resume is None:
-            raise UserInputError("pretrain needs a config (or a run directory to resume)")
-        config = load_config(PretrainConfig, resumable(resume) / CONFIG_FILE)
-    config = checked(config)
-    run_dir = resumable(resume) if resume is not None else resolve_run_dir(config.log, out, stem)
-    with undo_failed_start(run_dir, enabled=resume is None and process_state().is_main_process):
-        start_run(config, run_dir, resume, stem)
+    config = job_config(PretrainConfig, config, resume)
+    with open_run(config, out, resume, stem) as run_dir:
         torch.manual_seed(config.train.seed)
         train_set, val_set = build_datasets(config)
         model, sites = build_model(config)

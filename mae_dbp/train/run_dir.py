@@ -1,4 +1,5 @@
-"""The run directory of a training job: choose it (never reuse a started run), save the config, resume.
+"""The run directory of a training job: choose it (never reuse a started run), save the config,
+resume it, and leave nothing behind when a start fails.
 
 A run directory holds ``config.yaml`` (the resolved config, see :func:`mae_dbp.config.save_config`),
 ``last.pt`` / ``best.pt`` checkpoints, ``metrics.csv``, ``summary.json`` and plots. Shared by every
@@ -7,18 +8,21 @@ job (pretrain, classify); decided on the main process so that all ranks agree on
 
 from __future__ import annotations
 
+import shutil
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 import torch
 from accelerate import PartialState
 
-from mae_dbp.config import LogConfig, load_config, save_config
+from mae_dbp.config import LogConfig, checked, load_config, save_config
 from mae_dbp.errors import UserInputError
 
 C = TypeVar("C")
 CONFIG_FILE = "config.yaml"
+FIRST_EPOCH_FILE = "metrics.csv"  # written when the first epoch ends: from then on the run is resumable
 
 
 def process_state() -> PartialState:
@@ -68,10 +72,36 @@ def cli_config(schema: type[C], config_path: str | None, resume: str | None, ove
     return load_config(schema, config_path, overrides)
 
 
-def start_run(config, out: str | Path | None, resume: str | Path | None, stem: str) -> Path:
-    """The run directory of a new run or of the run being resumed, with ``config`` saved in it."""
+def job_config(schema: type[C], config: C | None, resume: str | Path | None) -> C:
+    """The checked config of a job: ``config``, or (``None`` when resuming) the run's own config.yaml."""
+    if config is None:
+        if resume is None:
+            raise UserInputError("a training job needs a config (or a run directory to resume)")
+        config = load_config(schema, resumable(resume) / CONFIG_FILE)
+    return checked(config)
+
+
+@contextmanager
+def open_run(config, out: str | Path | None, resume: str | Path | None, stem: str) -> Iterator[Path]:
+    """The run directory (new or resumed) with ``config`` saved in it, for the ``with`` block that
+    trains. A new run that fails before its first epoch ends (also Ctrl-C) leaves nothing behind:
+    what was created in the folder is removed, and the folder if this start made it."""
     run_dir = resumable(resume) if resume is not None else resolve_run_dir(config.log, out, stem)
-    if process_state().is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_FILE)
-    return run_dir
+    main = process_state().is_main_process
+    existed = run_dir.is_dir()
+    before = set(run_dir.iterdir()) if existed else set()
+    try:
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, run_dir / CONFIG_FILE)
+        yield run_dir
+    except BaseException:
+        if main and resume is None and run_dir.is_dir() and not (run_dir / FIRST_EPOCH_FILE).exists():
+            for entry in set(run_dir.iterdir()) - before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            if not existed and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+        raise
