@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", nargs="+", default=None, help="subset of vitb_qkv vitb_fc1 mlp_1000 patch_embed")
     p.add_argument("--forms", nargs="+", default=["auto"], choices=["auto", "fused", "unfused"],
                    help="forms to time (default auto: the cost rule's choice)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall-clock, or the process's CPU seconds (use with --threads 1 on a busy machine)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     for name, text, count in (("pretrain", "MAE training step with DBP vs BP (same model, data, seed)", "steps"),
                               ("inference", "fused exported encoder vs the plain timm ViT", "repeats"),
                               ("overhead", "our MAE (BP mode) vs a straightforward timm MAE", "steps")):
@@ -101,8 +104,12 @@ def run(args: argparse.Namespace) -> int:
             from mae_dbp.errors import UserInputError
 
             raise UserInputError(f"bench decor: --shapes must be among {', '.join(SHAPES)} and --update-every >= 1")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         result = run_decor_bench(repeats=args.repeats, update_every=args.update_every, shapes=args.shapes,
-                                 forms=tuple(args.forms))
+                                 forms=tuple(args.forms), clock=args.clock)
         print(markdown_table(result))
     elif args.bench == "pretrain":
         result = run_pretrain_bench(config, args.steps, args.batch_size)

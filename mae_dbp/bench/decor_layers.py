@@ -7,7 +7,9 @@ training) and ``zero_grad``. The DBP step also keeps its 10% subsample in the fo
 ``decor.update`` (statistics, R step, metric) every ``update_every``-th step; a timed sample is a
 block of ``update_every`` steps, so the update's cost is spread over the steps it stands for. The
 two contenders run alternately (plain block, DBP block, ...) in one process; the result has the
-median seconds per step and the median and range of the per-pair ratios DBP / plain.
+median seconds per step and the median and range of the per-pair ratios DBP / plain. ``clock``:
+"wall" (perf_counter) or "cpu" (the process's CPU seconds: with one torch thread the work done,
+much less disturbed by other jobs on a shared machine than wall-clock).
 
 Shapes: ViT-B/16 MAE with batch 256 (49 visible tokens each, 12,544 rows): qkv ``Linear(768,
 2304)`` and fc1 ``Linear(768, 3072)``; the patch-embed ``Conv2d(3, 768, 16, stride 16)`` on 128
@@ -57,31 +59,36 @@ def _steps(model: nn.Module, x: torch.Tensor, count: int, update: bool, update_l
     return run
 
 
-def _time_pairs(plain: Callable[[], None], dbp: Callable[[], None], repeats: int, warmup: int = 1):
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _time_pairs(plain: Callable[[], None], dbp: Callable[[], None], repeats: int, clock: str = "wall", warmup: int = 1):
     """Seconds of each block, alternating plain and DBP (the order flips every pair)."""
+    now = CLOCKS[clock]
     for _ in range(warmup):
         plain()
         dbp()
     times: dict[str, list[float]] = {"plain": [], "dbp": []}
     for i in range(repeats):
         for name, run in (("plain", plain), ("dbp", dbp)) if i % 2 == 0 else (("dbp", dbp), ("plain", plain)):
-            start = time.perf_counter()
+            start = now()
             run()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(now() - start)
     return times
 
 
 def compare(layer: nn.Module, x: torch.Tensor, repeats: int, update_every: int = 1, form: str = "auto",
-            **settings) -> dict:
+            clock: str = "wall", **settings) -> dict:
     """Time training steps of the plain layer and its DBP version on input x (see the module docstring)."""
     plain = nn.Sequential(layer).train()
     wrapped = nn.Sequential(copy.deepcopy(layer)).train()
     decor.apply(wrapped, ["0"], **settings)
     wrapped[0].form = form
     lr = settings.get("lr", 5e-4) * update_every  # the R progress per step of update_every = 1
-    times = _time_pairs(_steps(plain, x, update_every, False, lr), _steps(wrapped, x, update_every, True, lr), repeats)
+    times = _time_pairs(_steps(plain, x, update_every, False, lr), _steps(wrapped, x, update_every, True, lr), repeats,
+                        clock)
     ratios = sorted(d / p for p, d in zip(times["plain"], times["dbp"]))
     return {
         "plain_s": statistics.median(times["plain"]) / update_every,
@@ -93,16 +100,17 @@ def compare(layer: nn.Module, x: torch.Tensor, repeats: int, update_every: int =
 
 def run_decor_bench(repeats: int = 5, update_every: int = 1, shapes: list[str] | None = None,
                     forms: tuple[str, ...] = ("auto",), sample_frac: float = 0.1, tokens: int = 12544,
-                    images: int = 128) -> dict:
+                    images: int = 128, clock: str = "wall") -> dict:
     """The layer benchmark at ``shapes`` (default all of :data:`SHAPES`); one entry per shape and
     form ("auto": the cost rule's choice; "fused" / "unfused" forced), plus ``<shape>_ratio`` for auto.
     ``tokens`` / ``images``: rows of the ViT-B shapes (smaller values only to smoke-test the bench)."""
-    result: dict = {"threads": torch.get_num_threads(), "device": "cpu", "repeats": repeats, "update_every": update_every}
+    result: dict = {"threads": torch.get_num_threads(), "device": "cpu", "repeats": repeats,
+                    "update_every": update_every, "clock": clock}
     for name in shapes or list(SHAPES):
         torch.manual_seed(0)
         layer, x = SHAPES[name](), _input(name, tokens, images)
         for form in forms:
-            entry = compare(layer, x, repeats, update_every, form, sample_frac=sample_frac)
+            entry = compare(layer, x, repeats, update_every, form, clock, sample_frac=sample_frac)
             result[name if form == "auto" else f"{name}_{form}"] = entry
             if form == "auto":
                 result[f"{name}_ratio"] = entry["ratio"]

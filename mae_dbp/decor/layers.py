@@ -213,8 +213,8 @@ class DecorMixin:
     # the subsample generator and the rows kept for the next update are part of the state, so a
     # resumed (or rolled back) run draws the same rows and makes the same next update
     def get_extra_state(self) -> dict:
-        return {"generator": self._generator.get_state(), "rows": self.kept_rows(), "gram": self._gram,
-                "count": self._count}
+        gram = None if self._gram is None else self._gram.clone()  # updated in place later
+        return {"generator": self._generator.get_state(), "rows": self.kept_rows(), "gram": gram, "count": self._count}
 
     def set_extra_state(self, state: dict) -> None:
         self._generator.set_state(state["generator"])
