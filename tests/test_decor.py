@@ -140,7 +140,8 @@ def test_fused_linear_and_conv_equal_unfused():
     model.eval()
     with decor.explicit(model):  # the unfused reference W (R x), computed step by step
         expected = model(x)
-    torch.testing.assert_close(model(x), expected)  # the cached (W R) x path agrees
+    with decor.use_form(model, "fused"):  # the cached (W R) x path agrees
+        torch.testing.assert_close(model(x), expected)
     decor.fuse(model)
     assert not decor.decor_modules(model)
     assert all(type(m) in (nn.Conv2d, nn.Linear, nn.ReLU, nn.Flatten, nn.Sequential) for m in model.modules())
