@@ -87,7 +87,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     from data_tools.stats import compute_stats
     from mae_dbp.config import DecorConfig, GuardConfig, LogConfig
     from mae_dbp.models.zoo import ZooModelConfig
-    from mae_dbp.train import classify_plots
+    from mae_dbp.train import plots
     from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, ClassifyTrainConfig, classify
     from mae_dbp.train.records import read_csv
 
@@ -125,7 +125,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                         decor=DecorConfig(enabled=method == "dbp", sites=["*"], lr=decor_lr, kappa=kappa, seed=seed))
                     classify(config, out=run_dir)
                     rows[method] = read_csv(run_dir / "metrics.csv")
-                classify_plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
+                plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
                 runs[arch].append({"seed": seed, **compare_runs(rows["bp"], rows["dbp"], targets)})
     finally:
         torch.set_num_threads(previous_threads)

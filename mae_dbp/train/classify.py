@@ -29,7 +29,7 @@ from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
 from mae_dbp.data.transforms import build_transform, channel_stats
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.zoo import ZooModelConfig, build_classifier
-from mae_dbp.train import classify_plots
+from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
 from mae_dbp.train.records import read_csv
@@ -174,7 +174,7 @@ class ClassifyTask(Task):
             return
         rows = read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else []
         if rows:
-            classify_plots.accuracy_curves({run_dir.name: rows}, run_dir / "accuracy_vs_time.png", self.target)
+            plots.accuracy_curves({run_dir.name: rows}, run_dir / "accuracy_vs_time.png", self.target)
         k = len(self.classes)
         matrix = np.zeros((k, k), dtype=np.int64)
         model.eval()
@@ -183,7 +183,7 @@ class ClassifyTask(Task):
             for images, labels in DataLoader(val_set, batch_size=self.batch_size):
                 predicted = model(images.to(device)).argmax(1).cpu()
                 np.add.at(matrix, (labels.numpy(), predicted.clamp_max(k - 1).numpy()), 1)
-        classify_plots.confusion_matrix(matrix, self.classes, run_dir / "confusion_matrix.png")
+        plots.confusion_matrix(matrix, self.classes, run_dir / "confusion_matrix.png")
 
 
 def classify(config: ClassifyConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
