@@ -1,8 +1,11 @@
 """``mae-dbp quickstart [--out DIR] [--force]``: what DBP buys, end to end, on this machine.
 
-On built-in synthetic 2-channel 16-bit wire-bonding data: pretrain the same small MAE with BP and
-with DBP (same data, seed and wall-clock budget), export both encoders (DBP fused), fine-tune a tiny
-UperNet from each, then print a table and write ``report.md`` with the plots.
+First the comparison that matters: the same small MAE pretrained with BP and with DBP, each method
+at its lr from ``mae-dbp bench speedup``, same data, seeds, schedule and wall-clock cap, on crops of
+real photographs bundled with scikit-learn / matplotlib and on built-in synthetic 2-channel 16-bit
+wire-bonding images; DBP's time to BP's best validation loss and the loss gap, per seed and as
+median + range (:mod:`mae_dbp.bench.speedup`). Then both seed-0 wire-bond encoders are exported
+(DBP fused) and fine-tuned as a tiny UperNet; ``report.md`` has the tables and plots.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-PRETRAIN_CONFIG = "tiny_cpu_{method}.yaml"
+SYNTHETIC_CONFIG = "tiny_cpu_dbp.yaml"  # BP runs switch decor.enabled off
+PHOTO_CONFIG = "tiny_photos.yaml"
 SEGMENT_CONFIG = "upernet_tiny_cpu.py"
 
 
@@ -21,12 +25,16 @@ SEGMENT_CONFIG = "upernet_tiny_cpu.py"
 class QuickstartSize:
     """How much work the quickstart does (the default fits in about 10 minutes on 2 CPU cores)."""
 
-    pretrain_images: int = 400
+    pretrain_images: int = 400  # synthetic, 10% of them for validation
+    photo_train_crops: int = 512
+    photo_val_crops: int = 128
+    seeds: tuple[int, ...] = (0, 1, 2)
     seg_train_images: int = 96
     seg_val_images: int = 24
     image_size: int = 64
-    pretrain_seconds: float = 75.0  # wall-clock budget per method
-    pretrain_epochs: int = 200  # the schedule's length; the budget usually ends the run first
+    photo_size: int = 32
+    pretrain_seconds: float = 60.0  # wall-clock cap per pretraining run
+    pretrain_epochs: int = 12  # the schedule's length (warm-up + cosine), the same for both methods
     seg_iters: int = 100
 
 
@@ -52,42 +60,63 @@ def prepare_out(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def make_data(out: Path, size: QuickstartSize) -> tuple[Path, Path]:
-    """Pretraining images and a labelled train/val segmentation set, all synthetic and seeded."""
+def make_data(out: Path, size: QuickstartSize) -> dict[str, Path | None]:
+    """Pretraining sets with train/ + val/ (photo crops: None without scikit-learn) and a labelled
+    train/val segmentation set; synthetic sets are seeded."""
+    from data_tools.photos import write_photos
     from data_tools.stats import compute_stats
     from data_tools.synthetic import write_synthetic
+    from mae_dbp.errors import UserInputError
 
-    pretrain_dir = write_synthetic(out / "data" / "pretrain", size.pretrain_images, size.image_size, seed=0)
-    seg_dir = out / "data" / "segmentation"
-    write_synthetic(seg_dir / "train", size.seg_train_images, size.image_size, seed=1000)
-    write_synthetic(seg_dir / "val", size.seg_val_images, size.image_size, seed=2000)
-    compute_stats(pretrain_dir, pretrain_dir / "stats.json", progress=False)
+    data = out / "data"
+    n_val = max(1, size.pretrain_images // 10)
+    write_synthetic(data / "pretrain" / "train", size.pretrain_images - n_val, size.image_size, seed=0, progress=False)
+    write_synthetic(data / "pretrain" / "val", n_val, size.image_size, seed=500, progress=False)
+    compute_stats(data / "pretrain" / "train", data / "pretrain" / "stats.json", progress=False)
+    try:
+        write_photos(data / "photos", size=size.photo_size, train_crops=size.photo_train_crops,
+                     val_crops=size.photo_val_crops, seed=0)
+        photos: Path | None = data / "photos"
+    except UserInputError as error:  # scikit-learn missing: say so in the report, keep going
+        print(f"mae-dbp quickstart: no photo comparison ({error})")
+        photos = None
+    seg_dir = data / "segmentation"
+    write_synthetic(seg_dir / "train", size.seg_train_images, size.image_size, seed=1000, progress=False)
+    write_synthetic(seg_dir / "val", size.seg_val_images, size.image_size, seed=2000, progress=False)
     compute_stats(seg_dir / "train", seg_dir / "train" / "stats.json", progress=False)
-    return pretrain_dir, seg_dir
+    return {"photos": photos, "synthetic": data / "pretrain", "segmentation": seg_dir}
 
 
-def pretrain_both(out: Path, data: Path, size: QuickstartSize) -> dict[str, dict]:
-    from mae_dbp.config import load_config
-    from mae_dbp.train.pretrain import PretrainConfig, pretrain
+def compare_pretraining(out: Path, data: dict[str, Path | None], size: QuickstartSize) -> dict[str, dict]:
+    """``bench speedup`` at each method's shipped lr, on the photo crops and the wire-bond images."""
+    from mae_dbp.bench.speedup import BEST_LR_MULTIPLIERS, SpeedupSettings, run_speedup_bench
+    from mae_dbp.bench.speedup_report import loss_plot
 
-    runs = {}
-    for method in ("bp", "dbp"):
-        print(f"\n== pretraining with {method.upper()} for {size.pretrain_seconds:.0f} s of training ==")
-        config = load_config(PretrainConfig, config_dir() / "pretrain" / PRETRAIN_CONFIG.format(method=method))
-        config.data.root, config.data.stats = str(data), str(data / "stats.json")
-        config.model.img_size = size.image_size
-        config.train.epochs, config.train.max_train_seconds = size.pretrain_epochs, size.pretrain_seconds
-        runs[method] = pretrain(config, out=out / "pretrain" / method)
-    return runs
+    sets = {"photos": (PHOTO_CONFIG, []), "synthetic": (SYNTHETIC_CONFIG, [f"model.img_size={size.image_size}"])}
+    results = {}
+    for name, (config, overrides) in sets.items():
+        if data[name] is None:
+            continue
+        print(f"\n== pretraining BP and DBP on the {name} set, seeds {list(size.seeds)}, "
+              f"{size.pretrain_epochs} epochs (cap {size.pretrain_seconds:.0f} s) each ==")
+        settings = SpeedupSettings(
+            budget_s=size.pretrain_seconds, epochs=size.pretrain_epochs, seeds=size.seeds,
+            lr_multipliers=[BEST_LR_MULTIPLIERS["bp"]], dbp_lr_multipliers=[BEST_LR_MULTIPLIERS["dbp"]],
+            sweep_seeds=size.seeds[:1], threads=None, overrides=overrides, plots=True)
+        results[name] = run_speedup_bench(data[name], str(config_dir() / "pretrain" / config), settings,
+                                          out / "pretrain" / name)
+        loss_plot(results[name], out / f"loss_vs_time_{name}.png", title=f"BP vs DBP on the {name} set")
+    return results
 
 
-def export_both(out: Path) -> dict[str, Path]:
+def export_both(out: Path, runs: dict[str, Path]) -> dict[str, Path]:
+    """Fuse and export the encoder of each method's pretraining run directory."""
     from mae_dbp.export import export_encoder
 
     exports = {}
-    for method in ("bp", "dbp"):
+    for method, run_dir in runs.items():
         exports[method] = out / "export" / method
-        meta = export_encoder(out / "pretrain" / method, exports[method])
+        meta = export_encoder(run_dir, exports[method])
         print(f"exported {method.upper()} encoder ({len(meta['mae_dbp']['fused_sites'])} DBP layers fused, "
               f"max abs diff {meta['mae_dbp']['fusion_max_abs_diff']:.1e}) to {exports[method]}")
     return exports
@@ -107,16 +136,18 @@ def segment_both(out: Path, seg_data: Path, exports: dict[str, Path], size: Quic
 
 
 def run_quickstart(out: Path, size: QuickstartSize, force: bool = False) -> dict:
-    """The whole pipeline; returns the numbers of the final table (also in out/results.json)."""
+    """The whole pipeline; returns the numbers of the report (also in out/results.json)."""
     from mae_dbp.quickstart_report import summarize, write_report
 
     out = Path(out)
     prepare_out(out, force)
-    pretrain_data, seg_data = make_data(out, size)
-    runs = pretrain_both(out, pretrain_data, size)
-    exports = export_both(out)
-    seg = segment_both(out, seg_data, exports, size)
-    results = summarize(out, runs, seg)
+    data = make_data(out, size)
+    comparisons = compare_pretraining(out, data, size)
+    seed0 = comparisons["synthetic"]["runs"][0]
+    runs = {m: out / "pretrain" / "synthetic" / seed0[f"{m}_run"] for m in ("bp", "dbp")}
+    exports = export_both(out, runs)
+    seg = segment_both(out, data["segmentation"], exports, size)
+    results = summarize(comparisons, runs, seg)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     report = write_report(out, results, size)
     print(f"\nreport: {report}")

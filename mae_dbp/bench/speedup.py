@@ -24,6 +24,7 @@ import math
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -31,18 +32,44 @@ from mae_dbp.errors import UserInputError
 
 METHODS = ("bp", "dbp")
 PHOTO_CONFIG = "tiny_photos.yaml"  # in the shipped configs/pretrain/
+BEST_LR_MULTIPLIERS = {"bp": 1.0, "dbp": 2.0}  # of train.base_lr 8e-3: each method's pick in docs/benchmarks.md
 
 
-def run_overrides(data_dir: Path, method: str, lr: float, seed: int, epochs: int, budget_s: float,
-                  emissions: bool, extra: Sequence[str] = ()) -> list[str]:
+@dataclass
+class SpeedupSettings:
+    """What ``bench speedup`` runs. ``base_lr`` is ``train.base_lr`` (per 256 images); each method tries
+    ``base_lr x`` each of its multipliers (``dbp_lr_multipliers`` None: the same as BP's, as the
+    headline must; narrower only to screen variants). ``overrides`` apply to both methods,
+    ``dbp_overrides`` to DBP only (a variant). ``budget_s`` caps each run's training seconds;
+    ``threads``: torch CPU threads (None: unchanged); ``thresholds`` None: median BP best x 1.10,
+    1.05, 1.02; ``clock``: see :func:`training_clock`; ``plots``: each run's own PNGs."""
+
+    budget_s: float = 300.0
+    epochs: int = 14
+    seeds: Sequence[int] = (0, 1, 2)
+    base_lr: float = 8e-3
+    lr_multipliers: Sequence[float] = (1.0, 2.0, 4.0)
+    dbp_lr_multipliers: Sequence[float] | None = None
+    sweep_seeds: Sequence[int] = (0,)
+    threads: int | None = 1
+    thresholds: Sequence[float] | None = None
+    overrides: Sequence[str] = ()
+    dbp_overrides: Sequence[str] = ()
+    emissions: bool = True
+    plots: bool = False
+    clock: str = "wall"
+
+
+def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: SpeedupSettings) -> list[str]:
     """The config overrides of one run (the only place the bench speaks the config's language)."""
     stats = data_dir / "stats.json"
     return [
         f"data.root={data_dir / 'train'}", f"data.val_root={data_dir / 'val'}",
         *([f"data.stats={stats}"] if stats.is_file() else []),
         f"decor.enabled={method == 'dbp'}", f"train.base_lr={lr}", f"train.seed={seed}", f"decor.seed={seed}",
-        f"train.epochs={epochs}", f"train.max_train_seconds={budget_s}", "train.guard.enabled=false",
-        f"log.emissions={str(emissions).lower()}", "log.plots=false", *(extra if method == "dbp" else ()),
+        f"train.epochs={settings.epochs}", f"train.max_train_seconds={settings.budget_s}", "train.guard.enabled=false",
+        f"log.emissions={str(settings.emissions).lower()}", f"log.plots={str(settings.plots).lower()}",
+        *(settings.dbp_overrides if method == "dbp" else ()), *settings.overrides,
     ]
 
 
@@ -169,45 +196,35 @@ def shipped_config(name: str = PHOTO_CONFIG) -> str:
     return name if Path(name).is_file() else str(config_dir() / "pretrain" / name)
 
 
-def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG, budget_s: float = 300.0,
-                      epochs: int = 14, seeds: Sequence[int] = (0, 1, 2), base_lr: float = 8e-3,
-                      lr_multipliers: Sequence[float] = (1.0, 2.0, 4.0), sweep_seeds: Sequence[int] = (0,),
-                      threads: int | None = 1, out_dir: str | Path | None = None,
-                      thresholds: Sequence[float] | None = None, dbp_overrides: Sequence[str] = (),
-                      emissions: bool = True, dbp_lr_multipliers: Sequence[float] | None = None,
-                      clock: str = "wall") -> dict:
-    """BP vs DBP pretraining (see the module docstring); returns {"settings", "sweep", "runs", "summary"}.
-
-    ``base_lr`` is the config's ``train.base_lr`` (per 256 images); both methods try
-    ``base_lr x multiplier`` for each multiplier. ``dbp_overrides`` (``key=value``) apply to DBP runs
-    only (variants of the method); ``dbp_lr_multipliers`` narrows DBP's sweep when screening variants
-    (default: the same as BP's, as the headline must). Run directories go to ``out_dir`` (default: a deleted temporary folder).
-    """
+def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
+                      settings: SpeedupSettings | None = None, out_dir: str | Path | None = None) -> dict:
+    """BP vs DBP pretraining (see the module docstring); returns {"settings", "sweep", "runs", "summary",
+    "curves"}. Run directories go to ``out_dir`` (default: a temporary folder, deleted)."""
     import torch
 
+    s = settings or SpeedupSettings()
     data_dir, config = Path(data_dir), shipped_config(config) if config else None
     if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
         raise UserInputError(f"{data_dir}: expected train/ and val/ image folders (mae-dbp data photos)")
-    if len(seeds) < 1 or not lr_multipliers:
+    if len(s.seeds) < 1 or not s.lr_multipliers:
         raise UserInputError("bench speedup needs at least one seed and one lr multiplier")
     previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    if s.threads:
+        torch.set_num_threads(s.threads)
     temporary = tempfile.TemporaryDirectory(prefix="bench-speedup-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
 
     def runner(method: str, lr: float, seed: int) -> dict:
-        name = run_name(method, lr, seed, dbp_overrides)
+        name = run_name(method, lr, seed, s.dbp_overrides)
         print(f"== bench speedup: {name} ==", flush=True)
-        overrides = run_overrides(data_dir, method, lr, seed, epochs, budget_s, emissions, dbp_overrides)
-        return _train(config, overrides, root / name, clock)
+        return _train(config, run_overrides(data_dir, method, lr, seed, s), root / name, s.clock)
 
     try:
-        lrs = {"bp": [base_lr * m for m in lr_multipliers],
-               "dbp": [base_lr * m for m in (dbp_lr_multipliers or lr_multipliers)]}
-        sweep = _lr_sweep(runner, lrs, sweep_seeds)
+        lrs = {"bp": [s.base_lr * m for m in s.lr_multipliers],
+               "dbp": [s.base_lr * m for m in (s.dbp_lr_multipliers or s.lr_multipliers)]}
+        sweep = _lr_sweep(runner, lrs, s.sweep_seeds)
         results = {}
-        for index, seed in enumerate(seeds):
+        for index, seed in enumerate(s.seeds):
             order = METHODS if index % 2 == 0 else METHODS[::-1]  # spread slow drifts of the machine
             for method in order:
                 results[(method, seed)] = runner(method, sweep[method]["chosen"], seed)
@@ -215,19 +232,19 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG, b
         torch.set_num_threads(previous_threads)
         if temporary:
             temporary.cleanup()
-    levels = list(thresholds) if thresholds else default_thresholds([
-        min(r["val_loss"] for r in results[("bp", s)]["rows"]) for s in seeds])
-    runs = [{"seed": s, **compare_pair(results[("bp", s)], results[("dbp", s)], levels)} for s in seeds]
-    curves = {m: {str(s): [(r["train_seconds"], r["val_loss"]) for r in results[(m, s)]["rows"]] for s in seeds}
-              for m in METHODS}
-    settings = {"data": str(data_dir), "config": config, "budget_s": budget_s, "epochs": epochs, "seeds": list(seeds),
-                "base_lr": base_lr, "lr_multipliers": list(lr_multipliers),
-                "dbp_lr_multipliers": list(dbp_lr_multipliers or lr_multipliers), "sweep_seeds": list(sweep_seeds),
-                "threads": threads or previous_threads, "clock": clock, "thresholds": levels, "dbp_overrides": list(dbp_overrides),
-                "out_dir": None if temporary else str(root)}
+    levels = list(s.thresholds) if s.thresholds else default_thresholds([
+        min(r["val_loss"] for r in results[("bp", seed)]["rows"]) for seed in s.seeds])
+    runs = [{"seed": seed, "bp_run": run_name("bp", sweep["bp"]["chosen"], seed),
+             "dbp_run": run_name("dbp", sweep["dbp"]["chosen"], seed, s.dbp_overrides),
+             **compare_pair(results[("bp", seed)], results[("dbp", seed)], levels)} for seed in s.seeds]
+    curves = {m: {str(seed): [(r["train_seconds"], r["val_loss"]) for r in results[(m, seed)]["rows"]]
+                  for seed in s.seeds} for m in METHODS}
+    recorded = {**asdict(s), "threads": s.threads or previous_threads, "thresholds": levels,
+                "dbp_lr_multipliers": list(s.dbp_lr_multipliers or s.lr_multipliers)}
+    recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in recorded.items()}
+    settings_out = {"data": str(data_dir), "config": config, **recorded, "out_dir": None if temporary else str(root)}
     summary = {key: median_range([r[key] for r in runs]) for key in SUMMARY_KEYS}
-    return {"settings": settings, "sweep": sweep, "runs": runs, "summary": summary, "curves": curves}
-
+    return {"settings": settings_out, "sweep": sweep, "runs": runs, "summary": summary, "curves": curves}
 
 def add_arguments(sub) -> None:
     """Register ``speedup`` on the ``mae-dbp bench`` sub-parsers (``--json`` is added by the caller)."""
@@ -259,10 +276,11 @@ def run(args) -> dict:
     """``mae-dbp bench speedup``: runs the bench, prints the tables, writes --markdown / --plot."""
     from mae_dbp.bench.speedup_report import loss_plot, markdown_table
 
-    result = run_speedup_bench(args.data, args.config, args.budget, args.epochs, args.seeds, args.base_lr,
-                               args.lr_multipliers, args.sweep_seeds, args.threads, args.out, args.thresholds,
-                               args.dbp, emissions=not args.no_emissions,
-                               dbp_lr_multipliers=args.dbp_lr_multipliers, clock=args.clock)
+    settings = SpeedupSettings(
+        budget_s=args.budget, epochs=args.epochs, seeds=args.seeds, base_lr=args.base_lr, lr_multipliers=args.lr_multipliers,
+        dbp_lr_multipliers=args.dbp_lr_multipliers, sweep_seeds=args.sweep_seeds, threads=args.threads,
+        thresholds=args.thresholds, dbp_overrides=args.dbp, emissions=not args.no_emissions, clock=args.clock)
+    result = run_speedup_bench(args.data, args.config, settings, args.out)
     table = markdown_table(result)
     print(table)
     for path, write in ((args.markdown, lambda p: p.write_text(table)), (args.plot, lambda p: loss_plot(result, p))):
