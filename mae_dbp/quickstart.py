@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SYNTHETIC_CONFIG = "tiny_cpu_dbp.yaml"  # BP runs switch decor.enabled off
-PHOTO_CONFIG = "tiny_photos.yaml"
+PHOTO_CONFIG = "tiny_photos_dbp.yaml"
 SEGMENT_CONFIG = "upernet_tiny_cpu.py"
 
 

@@ -39,7 +39,7 @@ def test_bench_speedup_cli_writes_json_markdown_and_plot(tmp_path):
     write_photos(data, size=32, train_crops=64, val_crops=16, seed=0)
     out = tmp_path / "bench"
     argv = ["bench", "speedup", "--data", str(data), "--budget", "2", "--epochs", "2", "--seeds", "0", "1",
-            "--lr-multipliers", "1", "2", "--no-emissions", "--out", str(out / "runs"), "--config", "tiny_photos.yaml",
+            "--lr-multipliers", "1", "2", "--no-emissions", "--out", str(out / "runs"), "--config", "tiny_photos_dbp.yaml",
             "--json", str(out / "r.json"), "--markdown", str(out / "r.md"), "--plot", str(out / "r.png"),
             "--dbp", "decor.lr_schedule=constant"]
     assert main(argv) == 0

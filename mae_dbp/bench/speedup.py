@@ -31,7 +31,7 @@ from typing import Sequence
 from mae_dbp.errors import UserInputError
 
 METHODS = ("bp", "dbp")
-PHOTO_CONFIG = "tiny_photos.yaml"  # in the shipped configs/pretrain/
+PHOTO_CONFIG = "tiny_photos_dbp.yaml"  # in the shipped configs/pretrain/
 BEST_LR_MULTIPLIERS = {"bp": 1.0, "dbp": 2.0}  # of train.base_lr 8e-3: each method's pick in docs/benchmarks.md
 
 
