@@ -101,8 +101,9 @@ def write_report(out: Path, results: dict, size) -> Path:
         "## Does DBP reach BP's best validation loss sooner?",
         "",
         f"The same small ViT MAE pretrained with BP and with DBP on each data set, seeds {list(size.seeds)}, "
-        f"{size.pretrain_epochs} epochs of warm-up + cosine (wall-clock cap {size.pretrain_seconds:.0f} s per run), each "
-        "method at its own lr from `mae-dbp bench speedup`. Times are training wall-clock (validation excluded) "
+        f"{size.pretrain_epochs} epochs of warm-up + cosine (wall-clock cap {size.pretrain_seconds:.0f} s per run); on the "
+        "photos each method at its own lr from the sweep of `mae-dbp bench speedup` (docs/benchmarks.md), on the "
+        "wire-bond images at the shipped tiny configs' lr. Times are training wall-clock (validation excluded) "
         "on this machine; the numbers are median (min - max) over seeds. A difference is called real only when "
         "every seed agrees on its sign.",
         "",

@@ -32,7 +32,7 @@ from mae_dbp.errors import UserInputError
 
 METHODS = ("bp", "dbp")
 PHOTO_CONFIG = "tiny_photos_dbp.yaml"  # in the shipped configs/pretrain/
-BEST_LR_MULTIPLIERS = {"bp": 1.0, "dbp": 2.0}  # of train.base_lr 8e-3: each method's pick in docs/benchmarks.md
+BEST_LR_MULTIPLIERS = {"bp": 4.0, "dbp": 4.0}  # of train.base_lr 8e-3: each method's sweep pick (docs/benchmarks.md)
 
 
 @dataclass
@@ -100,15 +100,17 @@ def training_clock(kind: str):
 
 
 def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str = "wall") -> dict:
-    """One pretraining run, or the finished run already in ``run_dir`` with the same overrides and clock."""
+    """One pretraining run, or the finished run already in ``run_dir`` with the same config file text,
+    overrides and clock."""
     from mae_dbp.config import load_config
     from mae_dbp.train.pretrain import PretrainConfig, pretrain
     from mae_dbp.train.records import read_csv
 
     record = run_dir / "bench_run.json"
+    config_text = Path(config).read_text() if config else ""
     if record.is_file():
         old = json.loads(record.read_text())
-        if old["overrides"] == overrides and old.get("clock", "wall") == clock:
+        if old["overrides"] == overrides and old.get("clock") == clock and old.get("config_text") == config_text:
             return old
     if run_dir.exists():
         import shutil
@@ -118,7 +120,7 @@ def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str =
     with training_clock(clock):
         summary = pretrain(load_config(PretrainConfig, config, overrides), out=run_dir)
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
-    result = {"overrides": overrides, "clock": clock, "rows": read_csv(run_dir / "metrics.csv"),
+    result = {"overrides": overrides, "clock": clock, "config_text": config_text, "rows": read_csv(run_dir / "metrics.csv"),
               "best_val_loss": summary["best_val_loss"], "wall_seconds": wall, "cpu_seconds": cpu,
               "cpu_per_wall": cpu / wall if wall > 0 else math.nan}
     record.write_text(json.dumps(result, indent=1) + "\n")
