@@ -193,9 +193,9 @@ def default_thresholds(bp_best_losses: Sequence[float], factors: Sequence[float]
 
 def shipped_config(name: str = PHOTO_CONFIG) -> str:
     """A YAML path as given, or else the shipped ``configs/pretrain/<name>``."""
-    from mae_dbp.quickstart import config_dir
+    from mae_dbp.config import shipped_configs
 
-    return name if Path(name).is_file() else str(config_dir() / "pretrain" / name)
+    return name if Path(name).is_file() else str(shipped_configs() / "pretrain" / name)
 
 
 def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
