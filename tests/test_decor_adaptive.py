@@ -207,3 +207,26 @@ def test_build_of_a_is_spread_over_the_forwards_that_share_it():
         assert picks == ["unfused"] * 7 + ["fused"] * 3
         assert decor.fused_is_cheaper(8, 64, 64, cached=False, forwards_per_build=8, weight_grad=False, input_grad=False)
         assert layer._fused is not None  # built at the 8th forward, reused after
+
+
+def test_policy_updates_every_k_steps_from_all_their_subsamples():
+    from mae_dbp.config import DecorConfig, GuardConfig
+    from mae_dbp.train.decor_policy import DecorPolicy
+    from mae_dbp.train.guard import InstabilityGuard
+    from mae_dbp.train.schedules import WarmupCosine
+
+    model = nn.Sequential(nn.Linear(6, 2).double())
+    decor.apply(model, ["0"], sample_frac=1.0)
+    policy = DecorPolicy(model, DecorConfig(lr=0.01, update_every=3))
+    schedule, guard = WarmupCosine(peak=1e-3, total_steps=10), InstabilityGuard(GuardConfig())
+    batches = [correlated(5, 6, seed=20 + i) / 4 for i in range(6)]
+    r = model[0].R.clone()
+    for step, x in enumerate(batches):
+        model.train()(x)
+        policy.after_step(step, schedule, guard)
+        if step % 3 == 2:  # after steps 3 and 6: one step from their 3 x 5 rows, with 3 x the R lr
+            r, _, _ = reference_step(r, torch.cat(batches[step - 2 : step + 1]), 0.0, 0.03, "standard")
+        torch.testing.assert_close(model[0].R, r, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(r, torch.eye(6, dtype=torch.float64))
+    with pytest.raises(ValueError, match="decor.update_every"):
+        DecorConfig(update_every=0)

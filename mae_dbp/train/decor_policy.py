@@ -3,8 +3,9 @@
 The generic loop calls :meth:`DecorPolicy.after_step` after every optimizer step and
 :meth:`DecorPolicy.check_ranks` once per epoch; it reads no ``decor`` config key itself. The R
 learning rate has exactly one owner, here: ``decor.lr`` x its schedule (``decor.lr_schedule``)
-x the instability guard's scale (0 once the guard stopped R updates). This is also where an
-update cadence plugs in (e.g. ``decor.update_every``: call ``decor.update`` every k-th step).
+x the instability guard's scale (0 once the guard stopped R updates). ``decor.update_every`` = k
+makes the R step every k-th optimizer step, from the subsamples of all k steps (the layers add them
+up until ``decor.update``), with k x the R lr so R moves about as far per optimizer step.
 """
 
 from __future__ import annotations
@@ -27,16 +28,18 @@ class DecorPolicy:
         self.enabled = cfg.enabled
         self.base_lr = cfg.lr if cfg.enabled else 0.0
         self.schedule_kind = cfg.lr_schedule
+        self.update_every = cfg.update_every
         self.lr = 0.0  # the R lr of the last step
         self.metrics: dict[str, float] = {}  # {layer: correlation metric} of the last update
         self.ranks_checked = 0
 
     def after_step(self, step: int, main: WarmupCosine, guard: InstabilityGuard) -> None:
-        """One R step (all ranks, statistics summed over them) after optimizer step ``step``."""
+        """After optimizer step ``step`` (0-based): one R step (all ranks, statistics summed over
+        them) when ``step + 1`` is a multiple of ``update_every``, with the R lr x ``update_every``."""
         scheduled = decor_lr(self.schedule_kind, step, main.total_steps, self.base_lr, main(step), main.peak)
         self.lr = 0.0 if guard.decor_stopped else guard.decor_scale * scheduled
-        if self.enabled:
-            self.metrics = decor.update(self.root, lr=self.lr) or self.metrics
+        if self.enabled and (step + 1) % self.update_every == 0:
+            self.metrics = decor.update(self.root, lr=self.lr * self.update_every) or self.metrics
 
     def check_ranks(self, epoch: int, world_size: int) -> None:
         """Raise if the processes hold different R (they must stay bit-identical)."""
