@@ -3,12 +3,13 @@
 
 Applies :mod:`segmentation.compat` first (mmcv-lite stand-in, checkpoint allow-list), then imports
 the modules whose classes register themselves in mmseg's registries: ``TimmMAEViT`` (MODELS),
-``IndustrialSegDataset`` (DATASETS), ``LoadImageChannels``/``LoadIndexMask`` (TRANSFORMS),
-``PerClassIoUMetric`` (METRICS), ``SegMetricsJsonHook``/``SegPreviewHook`` (HOOKS), ``SegRunner`` (RUNNERS).
+``WeightedCrossEntropyLoss`` (MODELS), ``IndustrialSegDataset`` (DATASETS),
+``LoadImageChannels``/``LoadIndexMask`` (TRANSFORMS), ``PerClassIoUMetric`` (METRICS),
+``SegMetricsJsonHook``/``SegPreviewHook`` (HOOKS), ``SegRunner`` (RUNNERS).
 """
 
 from segmentation import compat
 
 compat.ensure()
 
-from segmentation import backbone, dataset, hooks, metric, seg_runner, transforms  # noqa: E402,F401  (registration)
+from segmentation import backbone, dataset, hooks, losses, metric, seg_runner, transforms  # noqa: E402,F401  (registration)

@@ -14,11 +14,16 @@ pretrained_export = 'exports/mae_vit_b16_wirebond'
 model = dict(
     backbone=dict(arch='vit_base_patch16_224', model_args=dict(img_size=512, in_chans=2),
                   in_channels=2, out_indices=(3, 5, 7, 11)),
+    # class 0 (background) weighs 0.2: thin structures cover a few % of the pixels. The plugin's
+    # WeightedCrossEntropyLoss, not mmseg's CrossEntropyLoss: that one raises IndexError with
+    # class_weight on any ignored (255) pixel, e.g. the seg_pad_val border of an image padded to the crop
     decode_head=dict(
         num_classes=5,
-        # class 0 (background) weighs 0.2: thin structures cover a few % of the pixels
-        loss_decode=dict(class_weight=[0.2, 1.0, 1.0, 1.0, 1.0])),
-    auxiliary_head=dict(num_classes=5, loss_decode=dict(class_weight=[0.2, 1.0, 1.0, 1.0, 1.0])))
+        loss_decode=dict(_delete_=True, type='WeightedCrossEntropyLoss', class_weight=[0.2, 1.0, 1.0, 1.0, 1.0])),
+    auxiliary_head=dict(
+        num_classes=5,
+        loss_decode=dict(_delete_=True, type='WeightedCrossEntropyLoss', class_weight=[0.2, 1.0, 1.0, 1.0, 1.0],
+                         loss_weight=0.4)))
 train_dataloader = dict(dataset=dict(classes=('background', 'wire', 'ball', 'wedge', 'epoxy')))
 val_dataloader = dict(dataset=dict(classes=('background', 'wire', 'ball', 'wedge', 'epoxy')))
 test_dataloader = val_dataloader
