@@ -58,10 +58,12 @@ class DecorConfig:
     lr_schedule: str = "constant"  # one of DECOR_SCHEDULES
     seed: int = 0
     update_every: int = 1  # R step every k optimizer steps, from the subsamples of all k (lr x k)
+    warmup_steps: int = 0  # R lr ramps linearly from 0 over its first N optimizer steps (0: no R warm-up)
 
     def __post_init__(self) -> None:
         require(self.lr >= 0, "decor.lr", "a number >= 0", self.lr)
         require(self.update_every >= 1, "decor.update_every", "an int >= 1", self.update_every)
+        require(self.warmup_steps >= 0, "decor.warmup_steps", "an int >= 0", self.warmup_steps)
         require(self.lr_schedule in DECOR_SCHEDULES, "decor.lr_schedule", f"one of {', '.join(DECOR_SCHEDULES)}",
                 self.lr_schedule)
 

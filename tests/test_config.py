@@ -34,6 +34,7 @@ def test_defaults_have_one_owner_and_overrides_are_typed():
     ("train.batch_size=0", "train.batch_size: expected an int >= 1, got 0"),
     ("train.base_lr=-0.1", "train.base_lr: expected a number >= 0, got -0.1"),
     ("decor.lr=-1", "decor.lr: expected a number >= 0, got -1.0"),
+    ("decor.warmup_steps=-1", "decor.warmup_steps: expected an int >= 0, got -1"),
     ("decor.lr_schedule=linear", "decor.lr_schedule: expected one of constant, follow, cosine, got 'linear'"),
     ("data.mean=3", "data.mean: expected a list of float, got 3"),
     ("train.guard=3", "a section got a plain value"),

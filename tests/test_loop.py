@@ -15,7 +15,7 @@ from mae_dbp.errors import UserInputError
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard, non_finite_rows
 from mae_dbp.train.loop import batch_plan
-from mae_dbp.train.schedules import WarmupCosine
+from mae_dbp.train.schedules import WarmupCosine, decor_lr
 
 
 @pytest.mark.parametrize("effective, most, world, plan", [
@@ -37,6 +37,37 @@ def test_warmup_cosine_against_the_formula():
     for step in (10, 40, 60, 110, 200):
         progress = min(1.0, (step - 10) / 100)
         assert schedule(step) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def test_r_warmup_ramps_each_schedule_linearly_from_zero():
+    # constant, w = 4: (step + 1) / 4 x base for steps 0-3, then base
+    assert [decor_lr("constant", s, 100, 0.2, 1.0, 1.0, warmup_steps=4) for s in range(6)] == pytest.approx(
+        [0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+    assert [decor_lr("constant", s, 100, 0.2, 1.0, 1.0) for s in (0, 3)] == [0.2, 0.2]  # 0 = no warm-up
+    # follow at main lr 0.5 of peak, step 1 of w = 8: 2/8 x 0.5 x base; cosine at step 50 of 100: half-way
+    assert decor_lr("follow", 1, 100, 0.2, 1e-3, 2e-3, warmup_steps=8) == pytest.approx(0.2 * 0.25 * 0.5)
+    assert decor_lr("cosine", 50, 100, 0.2, 1.0, 1.0, warmup_steps=8) == pytest.approx(0.1)
+    assert decor_lr("cosine", 1, 100, 0.2, 1.0, 1.0, warmup_steps=8) == pytest.approx(
+        0.25 * 0.2 * 0.5 * (1 + math.cos(math.pi * 0.01)))
+
+
+def test_policy_applies_the_r_warmup_with_update_every():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4))
+    decor.apply(model, ["0"])
+    reference = copy.deepcopy(model)
+    policy = DecorPolicy(model, DecorConfig(lr=0.1, warmup_steps=10, update_every=2))
+    x = torch.randn(64, 6)
+    model(x), reference(x)
+    guard, main = InstabilityGuard(GuardConfig()), WarmupCosine(peak=1.0, total_steps=100, warmup_steps=20)
+    policy.after_step(0, main, guard)
+    assert policy.lr == pytest.approx(0.01) and torch.equal(model[0].R, torch.eye(6))  # no R step at step 0
+    policy.after_step(3, main, guard)  # step 4 of 10 in R's warm-up: 0.04, an R step with 2 x 0.04
+    assert policy.lr == pytest.approx(0.04)
+    decor.update(reference, lr=0.08)
+    assert torch.equal(model[0].R, reference[0].R) and not torch.equal(model[0].R, torch.eye(6))
+    policy.after_step(10, main, guard)
+    assert policy.lr == pytest.approx(0.1)
 
 
 def test_policy_owns_the_r_lr_schedule_times_guard_scale():

@@ -2,8 +2,8 @@
 
 The generic loop calls :meth:`DecorPolicy.after_step` after every optimizer step and
 :meth:`DecorPolicy.check_ranks` once per epoch; it reads no ``decor`` config key itself. The R
-learning rate has exactly one owner, here: ``decor.lr`` x its schedule (``decor.lr_schedule``)
-x the instability guard's scale (0 once the guard stopped R updates). ``decor.update_every`` = k
+learning rate has exactly one owner, here: ``decor.lr`` x its schedule (``decor.lr_schedule``,
+with R's own linear warm-up over ``decor.warmup_steps``) x the instability guard's scale (0 once the guard stopped R updates). ``decor.update_every`` = k
 makes the R step every k-th optimizer step, from the subsamples of all k steps (the layers add them
 up until ``decor.update``), with k x the R lr so R moves about as far per optimizer step.
 """
@@ -29,6 +29,7 @@ class DecorPolicy:
         self.base_lr = cfg.lr if cfg.enabled else 0.0
         self.schedule_kind = cfg.lr_schedule
         self.update_every = cfg.update_every
+        self.warmup_steps = cfg.warmup_steps
         self.lr = 0.0  # the R lr of the last step
         self.metrics: dict[str, float] = {}  # {layer: correlation metric} of the last update
         self.ranks_checked = 0
@@ -36,7 +37,8 @@ class DecorPolicy:
     def after_step(self, step: int, main: WarmupCosine, guard: InstabilityGuard) -> None:
         """After optimizer step ``step`` (0-based): one R step (all ranks, statistics summed over
         them) when ``step + 1`` is a multiple of ``update_every``, with the R lr x ``update_every``."""
-        scheduled = decor_lr(self.schedule_kind, step, main.total_steps, self.base_lr, main(step), main.peak)
+        scheduled = decor_lr(self.schedule_kind, step, main.total_steps, self.base_lr, main(step), main.peak,
+                             self.warmup_steps)
         self.lr = 0.0 if guard.decor_stopped else guard.decor_scale * scheduled
         if self.enabled and (step + 1) % self.update_every == 0:
             self.metrics = decor.update(self.root, lr=self.lr * self.update_every) or self.metrics

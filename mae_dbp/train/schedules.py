@@ -23,14 +23,18 @@ class WarmupCosine:
         return self.floor + (self.peak - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def decor_lr(kind: str, step: int, total_steps: int, base: float, main_lr: float, main_peak: float) -> float:
+def decor_lr(kind: str, step: int, total_steps: int, base: float, main_lr: float, main_peak: float,
+             warmup_steps: int = 0) -> float:
     """The R learning rate at ``step`` (``kind`` is checked by :class:`mae_dbp.config.DecorConfig`).
 
     constant: ``base`` always; follow: ``base`` scaled like the main lr (main_lr / main_peak, so it
     warms up and decays with it); cosine: ``base`` decayed to 0 by a cosine over the whole run.
+    ``warmup_steps`` = w > 0 multiplies any of them by (step + 1) / w for the first w steps (R's own
+    linear warm-up from 0, on the same convention as :class:`WarmupCosine`); 0 = none.
     """
+    ramp = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     if kind == "follow":
-        return base * (main_lr / main_peak if main_peak > 0 else 0.0)
+        return ramp * base * (main_lr / main_peak if main_peak > 0 else 0.0)
     if kind == "cosine":
-        return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
-    return base
+        return ramp * base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total_steps))))
+    return ramp * base
