@@ -16,6 +16,7 @@ from mae_dbp.data.io import write_image
 from mae_dbp.errors import UserInputError
 from mae_dbp.train.checkpoint import load_checkpoint
 from mae_dbp.train.pretrain import pretrain
+from tests.ports import free_port
 from tests.sizes import tiny_pretrain, write_config
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_two_cpu_ranks_through_accelerate_keep_r_identical(synthetic, tmp_path):
     run = tmp_path / "dist"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "mae_dbp", "pretrain", "--out", str(run),
+               "--main_process_port", str(free_port()), "-m", "mae_dbp", "pretrain", "--out", str(run),
                "--config", str(write_config(tiny_pretrain(synthetic), tmp_path / "tiny.yaml"))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

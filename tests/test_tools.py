@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from data_tools.synthetic import write_synthetic
+from tests.ports import free_port
 from tests.sizes import tiny_pretrain, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,9 +19,9 @@ TOOLS = ROOT / "tools"
 TINY_SEG = ROOT / "configs" / "segmentation" / "upernet_tiny_cpu.py"
 
 
-def run(command: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+def run(command: list[str], timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               MPLBACKEND="Agg")
+               MPLBACKEND="Agg", **extra_env)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
@@ -63,7 +64,8 @@ def test_tools_chain_pretrain_export_dist_train_test(tmp_path):
     work = tmp_path / "work"
     result = run(["bash", str(TOOLS / "dist_train.sh"), str(TINY_SEG), "2", "--work-dir", str(work), "--cfg-options",
                   f"data_root={tmp_path / 'seg'}", f"pretrained_export={tmp_path / 'export'}",
-                  "train_cfg.max_iters=2", "train_cfg.val_interval=2", "train_dataloader.batch_size=2"])
+                  "train_cfg.max_iters=2", "train_cfg.val_interval=2", "train_dataloader.batch_size=2"],
+                 PORT=str(free_port()))
     assert result.returncode == 0, result.stderr[-3000:]
     (log,) = work.glob("*/*.log")
     assert "Distributed training: True" in log.read_text() and "GPU number: 2" in log.read_text()
