@@ -94,7 +94,8 @@ class SegPreviewHook(Hook):
             prediction = sample.pred_sem_seg.data[0].cpu().numpy()
             gt = sample.gt_sem_seg.data[0].cpu().numpy() if "gt_sem_seg" in sample else None
             stem = Path(sample.img_path).stem
-            save_preview(sample.img_path, prediction, meta["palette"], out_dir / f"{stem}.png", gt, ignore_index)
+            save_preview(sample.img_path, prediction, meta["palette"], out_dir / f"{stem}.png", gt, ignore_index,
+                         class_names=meta.get("classes"))
             self._count += 1
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:

@@ -408,3 +408,22 @@ def test_resume_without_checkpoint_is_a_clear_error(plugin, tmp_path):
     from mae_dbp.cli import main
 
     assert main(["segment", "train", str(TINY_CONFIG), "--work-dir", str(tmp_path), "--resume"]) == 2
+
+
+def test_preview_is_readable_size_with_titles_and_a_class_legend(tmp_path):
+    """A 32 x 32 crop is upscaled (whole factor) to panels >= 256 px; the legend shows every class colour."""
+    from PIL import Image
+
+    from segmentation.preview import save_preview
+
+    write_image(tmp_path / "x.tif", (np.arange(2 * 32 * 32).reshape(2, 32, 32) * 40).astype(np.uint16))
+    prediction = np.zeros((32, 32), np.int64)
+    prediction[8:16, 4:28] = 1
+    palette = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    out = save_preview(tmp_path / "x.tif", prediction, palette, tmp_path / "p.png", prediction.copy(),
+                       class_names=["background", "wire", "ball", "wedge", "epoxy"])
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    assert pixels.shape[0] >= 256 and pixels.shape[1] >= 3 * 256
+    legend = pixels[-40:].reshape(-1, 3)  # the strip under the panels
+    for colour in palette[1:]:  # class 1 is only predicted, classes 2-4 appear in the legend alone
+        assert (legend == colour).all(axis=1).any(), colour
