@@ -2,7 +2,9 @@
 
 mmengine's ``Config.merge_from_dict`` creates any key it is given, so a typo (``max_iter=5``,
 ``pretrained_exprt=...``) would silently do nothing. :func:`check_keys` rejects a key that is not
-in the config with one line naming it and the closest existing key (difflib).
+in the config with one line naming it and the closest existing key (difflib), and a value whose kind
+differs from the config's (``model.backbone.drop_path_rate=abc`` where the config has 0.0) with one
+line naming the key, the expected kind and the value.
 """
 
 from __future__ import annotations
@@ -50,8 +52,32 @@ def closest_key(wanted: str, keys: list[str]) -> str | None:
     return best if best is not None and _similarity(wanted, best) >= 0.4 else None
 
 
+def _kind(value: Any) -> str | None:
+    """The kind an override must keep: 'bool', 'number', 'text', 'sequence', 'mapping'; None: any."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (list, tuple)):
+        return "sequence"
+    if isinstance(value, dict):
+        return "mapping"
+    return None
+
+
+def check_value_kind(key: str, existing: Any, value: Any, config_name: str) -> None:
+    """Raise when ``value`` is of another kind than the config's ``existing`` value (None: unchecked)."""
+    expected, given = _kind(existing), _kind(value)
+    if existing is None or value is None or expected is None or expected == given:
+        return
+    raise UserInputError(f"--cfg-options {key}: expected a {expected} (as in {config_name}: {existing!r}), got {value!r}")
+
+
 def check_keys(cfg: Any, options: dict[str, Any], config_name: str) -> None:
-    """Raise for the first option key whose path does not exist in ``cfg``."""
+    """Raise for the first option key whose path does not exist in ``cfg`` or whose value is of
+    another kind than the config's."""
     tree = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
     keys = None
     for key in options:
@@ -69,3 +95,4 @@ def check_keys(cfg: Any, options: dict[str, Any], config_name: str) -> None:
             near = closest_key(key, keys)
             hint = f"; did you mean {near}?" if near else ""
             raise UserInputError(f"--cfg-options {key}: no such key in {config_name}{hint}")
+        check_value_kind(key, node, options[key], config_name)

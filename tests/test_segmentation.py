@@ -351,6 +351,9 @@ def test_runner_fills_sizes_from_export_and_data_and_checks_literals(plugin, exp
     ("pretrained_exprt=x", "--cfg-options pretrained_exprt: no such key .*; did you mean pretrained_export?"),
     ("train_dataloader.batchsize=8", "did you mean train_dataloader.batch_size?"),
     ("max_iters", "expects KEY=VALUE"),
+    ("model.backbone.drop_path_rate=abc", r"drop_path_rate: expected a number \(as in .*upernet_tiny_cpu.py: 0.0\), got 'abc'"),
+    ("model.backbone.in_channels=two", r"in_channels: expected a number .* got 'two'"),
+    ("train_cfg.max_iters=[5]", r"max_iters: expected a number .* got \[5\]"),
 ])
 def test_cfg_options_that_name_nothing_are_one_line_errors(option, message, capsys):
     from mae_dbp.cli import main
