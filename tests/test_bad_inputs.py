@@ -186,6 +186,31 @@ def bool_not_a_bool(ws: Workspace) -> list[str]:
     return ws.pretrain(ws.data, "decor.enabled=maybe")
 
 
+def epochs_zero(ws: Workspace) -> list[str]:
+    return ws.pretrain(ws.data, "train.epochs=0")
+
+
+def batch_size_zero(ws: Workspace) -> list[str]:
+    return ws.pretrain(ws.data, "train.batch_size=0")
+
+
+def negative_lr(ws: Workspace) -> list[str]:
+    return ws.pretrain(ws.data, "train.base_lr=-0.1")
+
+
+def seg_option_of_wrong_kind(ws: Workspace) -> list[str]:
+    return [*ws.segment(ws.seg), "model.backbone.drop_path_rate=abc"]
+
+
+def seg_option_naming_nothing(ws: Workspace) -> list[str]:
+    return [*ws.segment(ws.seg), "max_iter=5"]
+
+
+def tile_without_validation(ws: Workspace) -> list[str]:
+    return ["data", "tile", str(ws.seg / "train"), "--out", str(ws.dir / "tiles"), "--tile", "32",
+            "--val-fraction", "0", "--no-progress"]
+
+
 def img_size_not_multiple_of_patch(ws: Workspace) -> list[str]:
     return ws.pretrain(ws.data, "model.img_size=36")
 
@@ -228,6 +253,14 @@ CASES = [
     Case("model.img_size not a multiple of the patch", img_size_not_multiple_of_patch, lambda ws: "model.img_size"),
     Case("--config together with --resume", config_with_resume, lambda ws: "--config"),
     Case("export of a classification run", export_of_classify_run, lambda ws: "classify_run"),
+    Case("train.epochs=0", epochs_zero, lambda ws: "train.epochs"),
+    Case("train.batch_size=0", batch_size_zero, lambda ws: "train.batch_size"),
+    Case("negative lr", negative_lr, lambda ws: "train.base_lr"),
+    Case("segment --cfg-options value of the wrong kind", seg_option_of_wrong_kind,
+         lambda ws: "model.backbone.drop_path_rate", leaves_files=True),
+    Case("segment --cfg-options key that names nothing", seg_option_naming_nothing,
+         lambda ws: "train_cfg.max_iters", leaves_files=True),
+    Case("data tile writing 0 validation tiles", tile_without_validation, lambda ws: "0 val tiles", "warning", True),
 ]
 
 
