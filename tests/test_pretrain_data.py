@@ -226,13 +226,17 @@ def test_nan_pixel_file_is_named_or_skipped_and_listed(two_channel_dir):
 
 
 def test_batch_inputs_map_back_to_their_files(two_channel_dir):
-    ds = ImageFolderDataset(two_channel_dir, channels=2)
-    assert ds.files_of(torch.tensor([4, 0])) == [str(ds.paths[4]), str(ds.paths[0])]
+    """The loop's index wrapper names the files of a batch's rows (guard.non_finite_rows picks the rows)."""
+    from mae_dbp.train.guard import non_finite_rows
+    from mae_dbp.train.loop import WithIndex
+
+    ds = WithIndex(ImageFolderDataset(two_channel_dir, channels=2))
+    assert ds.names([4, 0]) == [str(ds.dataset.paths[4]), str(ds.dataset.paths[0])]
     images = torch.zeros(3, 2, 4, 4)
     images[1, 0, 2, 2] = float("inf")
     indices = torch.tensor([3, 1, 2])
-    assert ds.nonfinite_files(images, indices) == [str(ds.paths[1])]
-    assert ds.nonfinite_files(torch.zeros(3, 2, 4, 4), indices) == []
+    assert ds.names([int(indices[r]) for r in non_finite_rows(images)]) == [str(ds.dataset.paths[1])]
+    assert non_finite_rows(torch.zeros(3, 2, 4, 4)) == []
 
 
 def test_mixed_bit_depth_and_small_images_warn_once_with_count_and_example(tmp_path, capsys):

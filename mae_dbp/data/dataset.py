@@ -84,18 +84,6 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def files_of(self, indices: Sequence[int] | Tensor) -> list[str]:
-        """The files (as strings) of the samples at ``indices``, e.g. the indices of a batch."""
-        indices = indices.tolist() if isinstance(indices, Tensor) else indices
-        return [str(self.samples[int(i)][0]) for i in indices]
-
-    def nonfinite_files(self, images: Tensor, indices: Sequence[int] | Tensor) -> list[str]:
-        """The files of a batch whose inputs hold NaN/Inf: ``images`` (N, ...) as the loader gave
-        them (after the transform), ``indices`` (N,) their dataset indices. Empty when all finite."""
-        bad_rows = (~torch.isfinite(images.detach()).flatten(1).all(1)).nonzero().flatten().cpu()
-        indices = torch.as_tensor(indices).cpu()
-        return self.files_of(indices[bad_rows])
-
     def _record(self, path: Path, error: UserInputError) -> None:
         if str(path) not in self.bad_reasons:
             self.bad_files.append(str(path))
