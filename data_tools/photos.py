@@ -24,6 +24,7 @@ import numpy as np
 
 from data_tools.output import prepare_output
 from mae_dbp.data.io import write_image
+from mae_dbp.data.split import check_fraction
 from mae_dbp.errors import UserInputError
 
 OWNED = ("train", "val", "stats.json", "crops.json")
@@ -107,8 +108,7 @@ def write_photos(out: Path | str, size: int = 32, train_crops: int = 2048, val_c
         raise UserInputError(f"--size must be at least 4 px, got {size}")
     if train_crops < 1 or val_crops < 1:
         raise UserInputError(f"need at least one train and one val crop, got {train_crops} / {val_crops}")
-    if not 0.0 < val_fraction < 1.0:
-        raise UserInputError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    check_fraction(val_fraction, "--val-fraction")
     photos = {name: load_photo(path, scale) for name, path in photo_paths().items()}
     for name, image in photos.items():
         if image.shape[1] < size:

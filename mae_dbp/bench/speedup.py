@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mae_dbp.errors import UserInputError
+from mae_dbp.train.checkpoint import atomic_write
 
 METHODS = ("bp", "dbp")
 PHOTO_CONFIG = "tiny_photos_dbp.yaml"  # in the shipped configs/pretrain/
@@ -123,7 +124,7 @@ def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str =
     result = {"overrides": overrides, "clock": clock, "config_text": config_text, "rows": read_csv(run_dir / "metrics.csv"),
               "best_val_loss": summary["best_val_loss"], "wall_seconds": wall, "cpu_seconds": cpu,
               "cpu_per_wall": cpu / wall if wall > 0 else math.nan}
-    record.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write(record, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))  # cache: never half-written
     return result
 
 
