@@ -166,8 +166,7 @@ class LogConfig:
 
 
 def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, str):
-        return annotation.replace("Optional[", "").rstrip("]") + (" or null" if annotation.startswith("Optional") else "")
+    """A resolved annotation (from :func:`_field_type`) in words: ``int or null``, ``a list of float``."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Union:
         return " or ".join("null" if a is type(None) else _type_name(a) for a in args)

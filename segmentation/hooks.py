@@ -18,7 +18,7 @@ from pathlib import Path
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from mae_dbp.train.records import json_safe, write_json
+from mae_dbp.train.records import write_json
 from segmentation.metric import PER_CLASS_PREFIX
 from segmentation.preview import save_preview
 
@@ -38,7 +38,7 @@ def metrics_record(metrics: dict[str, float], mode: str, iteration: int, checkpo
         else:
             record[key] = float(value)
     record["per_class_iou"] = per_class
-    return json_safe(record)
+    return record
 
 
 @HOOKS.register_module()
