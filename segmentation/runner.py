@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from mae_dbp.config import resolve_config_path
 from mae_dbp.errors import UserInputError
 from segmentation.cfg_options import check_keys
 from segmentation.hooks import METRICS_FILE
@@ -29,10 +30,11 @@ _RUN_MARKERS = ("last_checkpoint", METRICS_FILE)
 
 
 def load_config(config: str | Path, cfg_options: dict[str, Any] | None = None):
-    """``mmengine.Config.fromfile(config)`` with ``cfg_options`` merged; unknown keys are errors."""
+    """``mmengine.Config.fromfile(config)`` with ``cfg_options`` merged; unknown keys are errors.
+    ``configs/segmentation/...`` falls back to the shipped copy, as pretraining configs do."""
     from mmengine.config import Config
 
-    path = Path(config)
+    path = resolve_config_path(config)
     if not path.is_file():
         raise UserInputError(f"{path}: config file does not exist")
     cfg = Config.fromfile(str(path))
