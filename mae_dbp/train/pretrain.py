@@ -22,7 +22,7 @@ from mae_dbp.errors import UserInputError
 from mae_dbp.models.mae import MAEConfig, MaskedAutoencoder, build_mae, fixed_noise
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
-from mae_dbp.train.loop import Task, fit
+from mae_dbp.train.loop import Task, WithIndex, fit
 from mae_dbp.train.run_dir import job_config, open_run
 
 
@@ -42,19 +42,6 @@ class PretrainConfig:
     log: PretrainLogConfig = field(default_factory=PretrainLogConfig)
 
 
-class IndexedDataset(Dataset):
-    """(image, index) pairs, so validation can look up each image's fixed mask noise."""
-
-    def __init__(self, dataset: ImageFolderDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return self.dataset[index][0], index
-
-
 class MAETask(Task):
     def __init__(self, model: MaskedAutoencoder, val_size: int, val_seed: int, recon_images: int) -> None:
         self.model = model
@@ -70,7 +57,7 @@ class MAETask(Task):
     def evaluate(self, model, loader, accelerator) -> dict[str, float]:
         """Mean over validation images of the masked-patch loss, each image with its fixed mask."""
         per_image = []
-        for images, index in loader:
+        for (images, _), index in loader:  # WithIndex: each image's fixed mask noise by its index
             noise = self.val_noise[index.cpu()].to(images.device)
             _, pred, mask = model(images, noise)
             target = accelerator.unwrap_model(model).target(images)
@@ -85,7 +72,7 @@ class MAETask(Task):
             return
         model.eval()
         device = next(model.parameters()).device
-        images = torch.stack([val_set[i][0] for i in range(count)]).to(device)
+        images = torch.stack([val_set[i][0][0] for i in range(count)]).to(device)
         with torch.no_grad():
             _, pred, mask = model(images, self.val_noise[:count].to(device))
             masked, recon = model.reconstruct(images, pred, mask)
@@ -131,5 +118,5 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
         extra = {"bad_files": bad, "train_images": len(train_set), "val_images": len(val_set)}
         policy = DecorPolicy(model.encoder, config.decor)
-        return fit(config, task, policy, train_set, IndexedDataset(val_set), run_dir,
+        return fit(config, task, policy, train_set, WithIndex(val_set), run_dir,
                    resume=resume is not None, extra_summary=extra)
