@@ -12,6 +12,7 @@ used by ``mae-dbp segment``, ``tools/train.py`` and mmseg's own ``tools/train.py
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 
@@ -37,7 +38,7 @@ class SegRunner(Runner):
 
     @classmethod
     def from_cfg(cls, cfg) -> "SegRunner":
-        cfg = cfg.copy()
+        cfg = copy.deepcopy(cfg)  # Config.copy() is shallow: resolve() would edit the caller's dicts
         resolve(cfg)
         if cfg.get("launcher", "none") != "none" and not torch.cuda.is_available():
             _init_cpu_distributed(cfg)
