@@ -30,3 +30,9 @@ def test_overhead_and_layer_bench_run_small():
     assert run_overhead_bench(load_config(PretrainConfig, TINY), steps=1, batch_size=4)["framework_ratio"] > 0
     result = run_decor_bench(repeats=1, tokens=64, images=2)
     assert result["linear_ratio"] > 0 and result["conv_ratio"] > 0
+
+
+def test_layer_bench_runs_the_low_rank_variant():
+    result = run_decor_bench(repeats=1, shapes=["mlp_1000"], variant="low_rank", rank=4)
+    assert (result["variant"], result["rank"]) == ("low_rank", 4)
+    assert result["mlp_1000"]["form"] == "unfused" and result["mlp_1000_ratio"] > 0

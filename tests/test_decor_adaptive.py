@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -92,6 +93,55 @@ def test_both_forms_give_equal_outputs_and_gradients(kind):
         ref.sin().sum().backward()
         for got, want in zip(fused[:3], (ref.detach(), xr.grad, w.grad)):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def _low_rank_layer(kind: str, rank: int = 3):
+    """A low_rank layer with non-zero factors U, V (R = I + U Vᵀ kept consistent) and an input."""
+    g = torch.Generator().manual_seed(3)
+    if kind == "linear":
+        layer = DecorLinear.wrap(nn.Linear(16, 5).double(), decor.DecorSettings(variant="low_rank", rank=rank))
+        x = torch.randn(3, 7, 16, dtype=torch.float64, generator=g)
+    else:
+        layer = DecorConv2d.wrap(nn.Conv2d(2, 4, 3, stride=2, padding=1).double(),
+                                 decor.DecorSettings(variant="low_rank", rank=rank))
+        x = torch.randn(2, 2, 9, 8, dtype=torch.float64, generator=g)
+    with torch.no_grad():
+        layer.R_u.copy_(0.3 * torch.randn(layer.R_u.shape, dtype=torch.float64, generator=g))
+        layer.R.copy_(torch.eye(layer.decor_dim, dtype=torch.float64) + layer.R_u @ layer.R_v.T)
+    return layer.train(), x
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_low_rank_factored_forms_equal_the_dense_r(kind):
+    layer, x = _low_rank_layer(kind)
+    assert layer.factors() is not None  # rank 3 < d / 2: products go through U, V
+    dense = copy.deepcopy(layer)
+    dense.settings = decor.DecorSettings(variant="standard")  # the same R, used as a d x d matrix
+    assert dense.factors() is None
+    reference = _outputs_and_grads(dense, x, "unfused")
+    for form in ("fused", "unfused"):
+        for got, want in zip(_outputs_and_grads(layer, x, form), reference):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_low_rank_factors_cut_the_counted_flops():
+    torch.manual_seed(0)
+    rows, d, out, rank = 64, 128, 128, 4
+    x = torch.randn(rows, d, dtype=torch.float64, requires_grad=True)
+    plain = nn.Linear(d, out).double()
+    for form, extra in (("unfused", 2 * rows * 2 * d * rank * 2), ("fused", 2 * out * 2 * d * rank * 2)):
+        layer = DecorLinear.wrap(plain, decor.DecorSettings(variant="low_rank", rank=rank)).eval()
+        layer.form = form
+        # z = x + (x V) Uᵀ and its input gradient (unfused), or A = W + (W U) Vᵀ and dA + (dA V) Uᵀ
+        # (fused): 2·d·rank multiply-adds per row each, instead of d²
+        assert _flops(layer, x) - _flops(plain, x) == extra
+
+
+def test_update_cost_rule_with_low_rank_factors():
+    assert decor.rows_update_is_cheaper(26, 1000)  # zoo MLP: 26 rows, full R
+    assert not decor.rows_update_is_cheaper(1254, 768)  # ViT-B qkv subsample: dense S
+    assert decor.rows_update_is_cheaper(700, 1000, rank=16)  # with factors: rows up to about d
+    assert not decor.rows_update_is_cheaper(1254, 768, rank=16)
 
 
 def test_auto_form_follows_the_shape_rule_in_training():

@@ -160,3 +160,21 @@ def test_bench_compare_runs_reports_time_to_bps_best():
     assert pair["step_time_ratio"] == pytest.approx((6 / 30) / (4 / 40))
     assert pair["to_target"]["0.75"] == {"bp_seconds": 2.0, "bp_epoch": 2, "dbp_seconds": 4.0, "dbp_epoch": 2}
     assert compare_runs(bp, rows([(5.0, 0.6)]))["time_fraction"] is None  # never reached
+
+
+def test_bench_zoo_keeps_the_epochs_of_a_run_that_diverged(tmp_path):
+    from mae_dbp.bench.zoo import _train_until_diverged
+    from mae_dbp.train.records import write_csv
+
+    def diverges_after(epochs: int):
+        """The loop's behaviour with the guard off: ``epochs`` rows written, then a non-finite loss."""
+        def train(config, out):
+            if epochs:
+                write_csv(out / "metrics.csv", [{"epoch": e + 1, "val_top1": 0.5} for e in range(epochs)])
+            raise FloatingPointError("non-finite training loss (train.guard.enabled is false)")
+        return train
+
+    assert _train_until_diverged(diverges_after(2), None, tmp_path / "a") == 2
+    assert _train_until_diverged(lambda config, out: None, None, tmp_path / "b") is None
+    with pytest.raises(FloatingPointError):  # diverged before any epoch ended: nothing to compare
+        _train_until_diverged(diverges_after(0), None, tmp_path / "c")

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall-clock, or the process's CPU seconds (use with --threads 1 on a busy machine)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--variant", default="standard", help="decor variant (standard, gain, triangular, low_rank)")
+    p.add_argument("--rank", type=int, default=16, help="rank of U, V for --variant low_rank (default 16)")
     for name, text, count in (("pretrain", "MAE training step with DBP vs BP (same model, data, seed)", "steps"),
                               ("inference", "fused exported encoder vs the plain timm ViT", "repeats"),
                               ("overhead", "our MAE (BP mode) vs a straightforward timm MAE", "steps")):
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(args.threads)
         result = run_decor_bench(repeats=args.repeats, update_every=args.update_every, shapes=args.shapes,
-                                 forms=tuple(args.forms), clock=args.clock)
+                                 forms=tuple(args.forms), clock=args.clock, variant=args.variant, rank=args.rank)
         print(markdown_table(result))
     elif args.bench == "pretrain":
         result = run_pretrain_bench(config, args.steps, args.batch_size)

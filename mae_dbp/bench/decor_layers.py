@@ -100,17 +100,20 @@ def compare(layer: nn.Module, x: torch.Tensor, repeats: int, update_every: int =
 
 def run_decor_bench(repeats: int = 5, update_every: int = 1, shapes: list[str] | None = None,
                     forms: tuple[str, ...] = ("auto",), sample_frac: float = 0.1, tokens: int = 12544,
-                    images: int = 128, clock: str = "wall") -> dict:
+                    images: int = 128, clock: str = "wall", variant: str = "standard", rank: int = 16) -> dict:
     """The layer benchmark at ``shapes`` (default all of :data:`SHAPES`); one entry per shape and
     form ("auto": the cost rule's choice; "fused" / "unfused" forced), plus ``<shape>_ratio`` for auto.
-    ``tokens`` / ``images``: rows of the ViT-B shapes (smaller values only to smoke-test the bench)."""
+    ``tokens`` / ``images``: rows of the ViT-B shapes (smaller values only to smoke-test the bench);
+    ``variant`` / ``rank``: the DBP layers' variant (``low_rank``: R = I + U Vᵀ of that rank)."""
     result: dict = {"threads": torch.get_num_threads(), "device": "cpu", "repeats": repeats,
-                    "update_every": update_every, "clock": clock}
+                    "update_every": update_every, "clock": clock, "variant": variant,
+                    "rank": rank if variant == "low_rank" else None}
     for name in shapes or list(SHAPES):
         torch.manual_seed(0)
         layer, x = SHAPES[name](), _input(name, tokens, images)
         for form in forms:
-            entry = compare(layer, x, repeats, update_every, form, clock, sample_frac=sample_frac)
+            entry = compare(layer, x, repeats, update_every, form, clock, sample_frac=sample_frac, variant=variant,
+                            rank=rank)
             result[name if form == "auto" else f"{name}_{form}"] = entry
             if form == "auto":
                 result[f"{name}_ratio"] = entry["ratio"]

@@ -64,6 +64,21 @@ def compare_runs(bp_rows: list[dict], dbp_rows: list[dict], targets: Sequence[fl
     }
 
 
+def _train_until_diverged(classify, config, run_dir: Path) -> int | None:
+    """Train one run; if its loss turns non-finite (Adam on a memorised small set can blow up late,
+    BP and DBP alike; the guard is off here), the run ends there and its finished epochs count.
+    Returns the last finished epoch of a diverged run, None for a run that ended normally."""
+    try:
+        classify(config, out=run_dir)
+        return None
+    except FloatingPointError:
+        if not (run_dir / "metrics.csv").is_file():
+            raise
+        from mae_dbp.train.records import read_csv
+
+        return int(read_csv(run_dir / "metrics.csv")[-1]["epoch"])
+
+
 def _median(values: list[float | None]) -> float | None:
     """Median with None ("never reached") counted as +inf; None if the median itself is never."""
     middle = statistics.median([math.inf if v is None else v for v in values])
@@ -73,12 +88,14 @@ def _median(values: list[float | None]) -> float | None:
 def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = ("convnet", "mlp"),
                   seeds: Sequence[int] = (0,), batch_size: int = 256, lr: float = 1e-3, decor_lr: float = 1e-3,
                   kappa: float = 0.0, threads: int | None = None, out_dir: str | Path | None = None,
-                  targets: Sequence[float] = (0.9, 0.95, 0.97, 0.98)) -> dict:
+                  targets: Sequence[float] = (0.9, 0.95, 0.97, 0.98), variant: str = "standard", rank: int = 16,
+                  sites: Sequence[str] = ("*",)) -> dict:
     """BP vs DBP per architecture and seed to ``budget_s`` training seconds each; returns the results.
 
     ``lr`` (W, Adam) and ``decor_lr`` (R) are per-step values at any ``batch_size``; ``threads`` sets
     torch's CPU threads for all runs (default: unchanged); ``targets``: fixed top-1 levels (fractions)
-    whose first-reach seconds are reported for both methods. Runs go to ``out_dir`` (default: a
+    whose first-reach seconds are reported for both methods; ``variant`` / ``rank`` / ``sites``: DBP's
+    variant and the layers it decorrelates (module-name globs). Runs go to ``out_dir`` (default: a
     temporary folder, deleted). Result: {"settings", "runs": {arch: [pair per seed]},
     "summary": {arch: medians over seeds, a miss counted as +inf (null: missed in most seeds)}}.
     """
@@ -115,18 +132,20 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     try:
         for seed in seeds:
             for arch in archs:
-                rows = {}
+                rows, diverged = {}, {}
                 order = ("bp", "dbp") if seed % 2 == 0 else ("dbp", "bp")  # spread slow drifts of the machine
                 for method in order:
                     run_dir = root / f"{arch}-{method}-seed{seed}"
                     config = ClassifyConfig(
                         model=ZooModelConfig(**model, **ARCH_MODELS[arch]), data=copy.deepcopy(data), log=log,
                         train=dataclasses.replace(train, seed=seed),
-                        decor=DecorConfig(enabled=method == "dbp", sites=["*"], lr=decor_lr, kappa=kappa, seed=seed))
-                    classify(config, out=run_dir)
+                        decor=DecorConfig(enabled=method == "dbp", sites=list(sites), lr=decor_lr, kappa=kappa,
+                                          variant=variant, rank=rank, seed=seed))
+                    diverged[method] = _train_until_diverged(classify, config, run_dir)
                     rows[method] = read_csv(run_dir / "metrics.csv")
                 plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
-                runs[arch].append({"seed": seed, **compare_runs(rows["bp"], rows["dbp"], targets)})
+                runs[arch].append({"seed": seed, **compare_runs(rows["bp"], rows["dbp"], targets),
+                                   **{f"{m}_diverged_after_epoch": e for m, e in diverged.items()}})
     finally:
         torch.set_num_threads(previous_threads)
         if temporary:
@@ -135,7 +154,8 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                       ("time_fraction", "epoch_fraction", "step_time_ratio", "bp_best_top1", "dbp_best_top1")}
                for arch, pairs in runs.items()}
     settings = {"data": str(data_dir), "budget_s": budget_s, "archs": list(archs), "seeds": list(seeds),
-                "batch_size": batch_size, "lr": lr, "decor_lr": decor_lr, "kappa": kappa,
+                "batch_size": batch_size, "lr": lr, "decor_lr": decor_lr, "kappa": kappa, "variant": variant,
+                "rank": rank if variant == "low_rank" else None, "sites": list(sites),
                 "threads": threads or previous_threads, "targets": list(targets), "out_dir": None if temporary else str(root)}
     return {"settings": settings, "runs": runs, "summary": summary}
 
@@ -146,13 +166,15 @@ def markdown_table(result: dict) -> str:
         return "never" if value is None else format(value, spec)
 
     lines = ["| arch | seed | BP best top-1 | BP s to best | DBP s to BP's best | time fraction | epoch fraction "
-             "| DBP best top-1 | DBP / BP s per step |", "|" + "---|" * 9]
+             "| DBP best top-1 | DBP / BP s per step | diverged |", "|" + "---|" * 10]
     for arch, pairs in result["runs"].items():
         for p in pairs:
+            diverged = ", ".join(f"{m.upper()} after epoch {p[f'{m}_diverged_after_epoch']}" for m in ("bp", "dbp")
+                                 if p.get(f"{m}_diverged_after_epoch") is not None) or "no"
             lines.append(
                 f"| {arch} | {p['seed']} | {p['bp_best_top1']:.4f} | {p['bp_seconds_to_best']:.1f} | "
                 f"{fmt(p['dbp_seconds_to_bp_best'], '.1f')} | {fmt(p['time_fraction'], '.2f')} | "
-                f"{fmt(p['epoch_fraction'], '.2f')} | {p['dbp_best_top1']:.4f} | {p['step_time_ratio']:.2f} |")
+                f"{fmt(p['epoch_fraction'], '.2f')} | {p['dbp_best_top1']:.4f} | {p['step_time_ratio']:.2f} | {diverged} |")
     targets = result["settings"].get("targets") or []
     if targets:
         lines += ["", "| arch | seed | " + " | ".join(f"to {100 * t:g}%: BP / DBP s (epoch)" for t in targets) + " |",
@@ -177,11 +199,16 @@ def add_arguments(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=None, help="keep the run directories and plots here")
+    p.add_argument("--variant", default="standard", help="DBP variant (standard, gain, triangular, low_rank)")
+    p.add_argument("--rank", type=int, default=16, help="rank of U, V for --variant low_rank (default 16)")
+    p.add_argument("--sites", nargs="+", default=["*"], help="module-name globs DBP decorrelates (default: every layer)")
+    p.add_argument("--decor-lr", type=float, default=1e-3, help="R learning rate (default 1e-3)")
 
 
 def run(args) -> dict:
     """``mae-dbp bench zoo``: runs the bench, prints the table, returns the result (the caller writes --json)."""
     result = run_zoo_bench(args.data, args.budget, archs=args.archs, seeds=args.seeds, batch_size=args.batch_size,
-                           threads=args.threads, out_dir=args.out)
+                           threads=args.threads, out_dir=args.out, variant=args.variant, rank=args.rank,
+                           sites=args.sites, decor_lr=args.decor_lr)
     print(markdown_table(result))
     return result

@@ -38,8 +38,14 @@ def gram_is_cheaper(n: int, d: int) -> bool:
     return n > 2 * d
 
 
-def rows_update_is_cheaper(n: int, d: int) -> bool:
-    """Whether the R step from n rows Z (Z R, Zᵀ (Z R), the metric's n x n Z Zᵀ: 2·n·d² + n²·d)
-    beats the dense one (S = Zᵀ Z, then S R: n·d² + d³); Z = X Rᵀ (n·d²) is paid by both.
-    True when n·(n + d) < d², i.e. n < 0.62·d."""
-    return n * (n + d) < d * d
+def rows_update_is_cheaper(n: int, d: int, rank: int | None = None) -> bool:
+    """Whether the R step from n rows Z beats the one from dense statistics S = Zᵀ Z (n·d²).
+
+    Full R: the rows path (Z R, Zᵀ (Z R), the metric's n x n Z Zᵀ: 2·n·d² + n²·d) against S, then
+    S R (n·d² + d³): true when n·(n + d) < d², i.e. n < 0.62·d. ``low_rank`` factors of ``rank``
+    (two products S M with thin M: 4·n·d·rank from rows, 2·d²·rank from S; metric n²·d): true when
+    n·(n + 4·rank) < d·(n + 2·rank), about n < d. Z = X Rᵀ is paid by both paths.
+    """
+    if rank is None:
+        return n * (n + d) < d * d
+    return n * (n + 4 * rank) < d * (n + 2 * rank)

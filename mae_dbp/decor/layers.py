@@ -7,7 +7,9 @@ parameters (the same objects), R is a buffer that no optimizer sees.
 Each forward takes whichever form adds less work (:func:`mae_dbp.decor.cost.fused_is_cheaper`):
 fused, (W R) x with A = W R cached and rebuilt only when W or R changed (tracked by their version
 counters; its backward gives W the gradient dA Rᵀ, exactly what autograd through W @ R would), or
-unfused, W (R x) (small batches). ``form`` forces one of them ("fused" / "unfused").
+unfused, W (R x) (small batches). ``form`` forces one of them ("fused" / "unfused"). For the
+``low_rank`` variant (R = I + U Vᵀ) every product with R goes through the factors (2·d·rank per
+row instead of d²), in both forms, in the subsample statistics and in the update.
 
 In training mode with gradients on, each forward keeps a detached random subsample of its input
 rows (tokens for Linear, image positions' K·K·C_in patches for Conv2d). Subsamples add up until
@@ -24,7 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mae_dbp.decor.cost import fused_is_cheaper, gram_is_cheaper, rows_update_is_cheaper
-from mae_dbp.decor.matrix import DecorSettings, SampleRows, SampleStats, gram_stats, row_stats, sample_stats, update_r
+from mae_dbp.decor.matrix import (
+    DecorSettings, Factors, SampleRows, SampleStats, gram_stats, row_stats, sample_stats, times_r, times_rt, update_r,
+)
 from mae_dbp.errors import UserInputError
 
 
@@ -32,16 +36,18 @@ class _CachedFusedWeight(torch.autograd.Function):
     """Returns the cached A = W R in forward; sends dL/dW = dL/dA · Rᵀ back to W."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, r: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(r)
+    def forward(ctx, weight: torch.Tensor, r: torch.Tensor, fused: torch.Tensor, u: torch.Tensor | None,
+                v: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(r, u, v)
         ctx.weight_shape = weight.shape
         return fused.view_as(fused)
 
     @staticmethod
     def backward(ctx, grad_fused: torch.Tensor):
-        (r,) = ctx.saved_tensors
-        grad_weight = grad_fused.reshape(grad_fused.shape[0], -1) @ r.T.to(grad_fused.dtype)
-        return grad_weight.reshape(ctx.weight_shape), None, None
+        r, u, v = ctx.saved_tensors
+        factors = None if u is None else (u, v)
+        grad_weight = times_rt(grad_fused.reshape(grad_fused.shape[0], -1), r, factors)
+        return grad_weight.reshape(ctx.weight_shape), None, None, None, None
 
 
 class DecorMixin:
@@ -71,6 +77,12 @@ class DecorMixin:
         self._forwards = 0  # forwards at that version
         self._forwards_before = 1  # forwards at the previous version (expected forwards per build)
 
+    def factors(self) -> Factors | None:
+        """(U, V) when R = I + U Vᵀ is cheaper to apply through them (``low_rank``, 2·rank < d), else None."""
+        if self.settings.variant == "low_rank" and 2 * self.settings.rank < self.decor_dim:
+            return self.R_u, self.R_v
+        return None
+
     # --- the fused weight -------------------------------------------------------------------
     def _cache_key(self) -> tuple:
         w, r = self.weight, self.R
@@ -82,10 +94,11 @@ class DecorMixin:
         if self._fused is None or self._fused_key != key:
             with torch.no_grad():
                 w = self.weight.detach()
-                fused = (w.reshape(w.shape[0], -1) @ self.R.to(w.dtype)).reshape(w.shape)
+                fused = times_r(w.reshape(w.shape[0], -1), self.R, self.factors()).reshape(w.shape)
             self._fused, self._fused_key = fused, key
         if self.weight.requires_grad and torch.is_grad_enabled():
-            return _CachedFusedWeight.apply(self.weight, self.R, self._fused)
+            u, v = self.factors() or (None, None)
+            return _CachedFusedWeight.apply(self.weight, self.R, self._fused, u, v)
         return self._fused
 
     def invalidate_cache(self) -> None:
@@ -136,6 +149,14 @@ class DecorMixin:
         """R in at least float32 for the update arithmetic (R itself when it already is: no copy)."""
         return self.R.to(torch.promote_types(self.R.dtype, torch.float32))
 
+    def _factors_work(self) -> Factors | None:
+        """:meth:`factors` in R's working dtype."""
+        factors = self.factors()
+        if factors is None:
+            return None
+        dtype = torch.promote_types(self.R.dtype, torch.float32)
+        return factors[0].to(dtype), factors[1].to(dtype)
+
     def take_stats(self, summable: bool = True) -> SampleStats | SampleRows:
         """Statistics of the subsample kept since the last update (zeros if none), and forget it.
 
@@ -143,13 +164,14 @@ class DecorMixin:
         dense statistics and the rows z = R x themselves (:func:`~mae_dbp.decor.cost.rows_update_is_cheaper`).
         """
         with torch.no_grad():
-            r = self._r_work()
+            r, factors = self._r_work(), self._factors_work()
+            rank = None if factors is None else self.settings.rank
             if self._gram is not None:
-                stats = gram_stats(self._gram.to(r.dtype), r, self._count)
-            elif not summable and self._rows and rows_update_is_cheaper(self._count, self.decor_dim):
-                stats = row_stats(torch.cat(self._rows), r)
+                stats = gram_stats(self._gram.to(r.dtype), r, self._count, factors)
+            elif not summable and self._rows and rows_update_is_cheaper(self._count, self.decor_dim, rank):
+                stats = row_stats(torch.cat(self._rows), r, factors)
             else:
-                stats = sample_stats(self.kept_rows(), r)
+                stats = sample_stats(self.kept_rows(), r, factors)
         self._clear_sample()
         return stats
 
@@ -251,8 +273,8 @@ class DecorLinear(DecorMixin, nn.Linear):
         return x.numel() // max(1, x.shape[-1])
 
     def explicit_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """z = R x, then W z + b (two matmuls; the unfused reference)."""
-        return F.linear(F.linear(x, self.R.to(x.dtype)), self.weight, self.bias)
+        """z = R x, then W z + b (two matmuls, or three thin ones more with factors; the unfused reference)."""
+        return F.linear(times_rt(x, self.R, self.factors()), self.weight, self.bias)
 
     def fused_plain_module(self) -> nn.Linear:
         plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
@@ -324,8 +346,8 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         """Unfold into patches, z = R patch, then the kernel as a D -> C_out map (the unfused reference)."""
         x = self._pad(x)
         patches = F.unfold(x, self.kernel_size, dilation=self.dilation, stride=self.stride)  # (B, D, L)
-        z = torch.einsum("ed,bdl->bel", self.R.to(x.dtype), patches)
-        out = torch.einsum("od,bdl->bol", self.weight.reshape(self.out_channels, -1), z)
+        z = times_rt(patches.transpose(1, 2), self.R, self.factors())  # (B, L, D)
+        out = torch.einsum("od,bld->bol", self.weight.reshape(self.out_channels, -1), z)
         if self.bias is not None:
             out = out + self.bias[None, :, None]
         return out.reshape(x.shape[0], self.out_channels, *self._out_size(x))

@@ -17,7 +17,9 @@ summed, so one update on them equals one update on the concatenated rows.
 Variants: ``gain`` rescales the new R so the mean squared norm of z equals that of x;
 ``triangular`` masks the step to the lower triangle (R stays lower-triangular); ``low_rank`` keeps
 R = I + U Vᵀ (U, V: (d, rank)) and moves the factors along the projected step
-U <- U - lr (G R) V, V <- V - lr (G R)ᵀ U.
+U <- U - lr (G R) V, V <- V - lr (G R)ᵀ U. With factors, every product with R costs 2·d·rank per
+row instead of d² (:func:`times_r`, :func:`times_rt`), and the factor step is computed from thin
+products G (R V), Rᵀ (G U) with no d x d x d term (:func:`low_rank_step`).
 
 Everything here works on plain tensors; :mod:`mae_dbp.decor.layers` holds the module state.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 
 from mae_dbp.decor.cost import gram_is_cheaper
 from mae_dbp.errors import UserInputError
@@ -103,7 +106,26 @@ class SampleRows:
         return self.xx.new_tensor(float(self.z.shape[0]))
 
 
-def sample_stats(x: torch.Tensor | None, r: torch.Tensor) -> SampleStats:
+Factors = tuple[torch.Tensor, torch.Tensor]  # (U, V), each (d, rank): R = I + U Vᵀ
+
+
+def times_rt(x: torch.Tensor, r: torch.Tensor, factors: Factors | None = None) -> torch.Tensor:
+    """x Rᵀ for rows x (..., d), i.e. z = R x row by row: d² per row, or 2·d·rank with factors."""
+    if factors is None:
+        return F.linear(x, r.to(x.dtype))
+    u, v = factors
+    return x + (x @ v.to(x.dtype)) @ u.T.to(x.dtype)  # x (I + V Uᵀ)
+
+
+def times_r(m: torch.Tensor, r: torch.Tensor, factors: Factors | None = None) -> torch.Tensor:
+    """m R for rows m (..., d) (e.g. the fused weight W R): d² per row, or 2·d·rank with factors."""
+    if factors is None:
+        return m @ r.to(m.dtype)
+    u, v = factors
+    return m + (m @ u.to(m.dtype)) @ v.T.to(m.dtype)  # m (I + U Vᵀ)
+
+
+def sample_stats(x: torch.Tensor | None, r: torch.Tensor, factors: Factors | None = None) -> SampleStats:
     """Dense statistics of z = R x for input rows x (n, d); zeros when there is no sample."""
     d = r.shape[0]
     if x is None:
@@ -112,20 +134,21 @@ def sample_stats(x: torch.Tensor | None, r: torch.Tensor) -> SampleStats:
     x = x.to(r.dtype)
     n = x.shape[0]
     if gram_is_cheaper(n, d):
-        return gram_stats(x.T @ x, r, n)
-    z = x @ r.T
+        return gram_stats(x.T @ x, r, n, factors)
+    z = times_rt(x, r, factors)
     return SampleStats(z.T @ z, (x * x).sum(), r.new_tensor(float(n)))
 
 
-def gram_stats(xx: torch.Tensor, r: torch.Tensor, count: int) -> SampleStats:
+def gram_stats(xx: torch.Tensor, r: torch.Tensor, count: int, factors: Factors | None = None) -> SampleStats:
     """Dense statistics of z = R x from the input Gram matrix XᵀX (d, d) of ``count`` rows."""
-    return SampleStats(r @ xx @ r.T, torch.diagonal(xx).sum(), r.new_tensor(float(count)))
+    xx_rt = times_rt(xx, r, factors)  # XᵀX Rᵀ; R (XᵀX Rᵀ) = (XᵀX Rᵀ)ᵀ Rᵀ as XᵀX is symmetric
+    return SampleStats(times_rt(xx_rt.T, r, factors), torch.diagonal(xx).sum(), r.new_tensor(float(count)))
 
 
-def row_stats(x: torch.Tensor, r: torch.Tensor) -> SampleRows:
-    """The rows z = R x of input rows x (n, d), for the low-rank update path."""
+def row_stats(x: torch.Tensor, r: torch.Tensor, factors: Factors | None = None) -> SampleRows:
+    """The rows z = R x of input rows x (n, d), for the update path from rows."""
     x = x.to(r.dtype)
-    return SampleRows(x @ r.T, (x * x).sum())
+    return SampleRows(times_rt(x, r, factors), (x * x).sum())
 
 
 def decor_gradient(second_moment: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -190,6 +213,42 @@ def _step_and_metric(r: torch.Tensor, stats: SampleStats | SampleRows, kappa: fl
     return g @ r, correlation_metric(s), z_sq
 
 
+def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Tensor, kappa: float,
+                  lr: float) -> float:
+    """The ``low_rank`` step in place on the factors, from thin products only; returns the metric.
+
+    U <- U - lr G (R V), V <- V - lr Rᵀ (G U) with R V = V + U (Vᵀ V), Rᵀ M = M + V (Uᵀ M) and
+    G M = (1 - kappa) S M + diag(c) M (:func:`_row_scale`); S M costs 2·n·d·rank from the rows
+    (S = Zᵀ Z / n) or d²·rank from dense statistics. Equals the dense step (G R) V, (G R)ᵀ U.
+    """
+    count = float(stats.count)
+    if isinstance(stats, SampleRows):
+        z = stats.z
+        variances = z.square().sum(0) / count
+        metric = _rows_metric(z, variances)
+
+        def s_times(m: torch.Tensor) -> torch.Tensor:
+            return z.T @ (z @ m) / count
+    else:
+        s = stats.zz / count
+        variances = torch.diagonal(s)
+        metric = correlation_metric(s)
+
+        def s_times(m: torch.Tensor) -> torch.Tensor:
+            return s @ m
+    c = _row_scale(variances, kappa)[:, None]
+
+    def g_times(m: torch.Tensor) -> torch.Tensor:
+        return s_times(m).mul_(1.0 - kappa).addcmul_(c, m)
+
+    g_rv = g_times(v + u @ (v.T @ v))
+    g_u = g_times(u)
+    rt_g_u = g_u + v @ (u.T @ g_u)
+    u.sub_(g_rv, alpha=lr)
+    v.sub_(rt_g_u, alpha=lr)
+    return metric
+
+
 def update_r(
     r: torch.Tensor,
     stats: SampleStats | SampleRows,
@@ -205,17 +264,16 @@ def update_r(
     count = float(stats.count)
     if count <= 0:
         return float("nan")
+    if settings.variant == "low_rank":
+        assert u is not None and v is not None
+        metric = low_rank_step(stats, u, v, settings.kappa, lr)
+        torch.mm(u, v.T, out=r)
+        r.diagonal().add_(1.0)  # R = I + U Vᵀ
+        return metric
     step, metric, z_sq = _step_and_metric(r, stats, settings.kappa)
     if settings.variant == "triangular":
         step = torch.tril(step)
-    if settings.variant == "low_rank":
-        assert u is not None and v is not None
-        u_old = u.clone()
-        u.sub_(lr * (step @ v))
-        v.sub_(lr * (step.T @ u_old))
-        r.copy_(torch.eye(r.shape[0], dtype=r.dtype, device=r.device) + u @ v.T)
-    else:
-        r.sub_(step, alpha=lr)
+    r.sub_(step, alpha=lr)
     if settings.variant == "gain":
         new_sq = z_sq(lr)
         if new_sq > 0:
