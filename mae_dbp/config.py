@@ -59,6 +59,7 @@ class DecorConfig:
     seed: int = 0
     update_every: int = 1  # R step every k optimizer steps, from the subsamples of all k (lr x k)
     warmup_steps: int = 0  # R lr ramps linearly from 0 over its first N optimizer steps (0: no R warm-up)
+    defer_weight_grad: bool = True  # accumulating micro-batches: one Rᵀ per optimizer step (false for FSDP / ZeRO)
 
     def __post_init__(self) -> None:
         require(self.lr >= 0, "decor.lr", "a number >= 0", self.lr)

@@ -36,3 +36,9 @@ def test_layer_bench_runs_the_low_rank_variant():
     result = run_decor_bench(repeats=1, shapes=["mlp_1000"], variant="low_rank", rank=4)
     assert (result["variant"], result["rank"]) == ("low_rank", 4)
     assert result["mlp_1000"]["form"] == "unfused" and result["mlp_1000_ratio"] > 0
+
+
+def test_layer_bench_accumulates_micro_batches_with_deferred_weight_gradients():
+    result = run_decor_bench(repeats=1, shapes=["vitb_qkv"], tokens=64, micro_batches=3)
+    assert result["micro_batches"] == 3 and result["vitb_qkv"]["micro_batches"] == 3
+    assert result["vitb_qkv_ratio"] > 0

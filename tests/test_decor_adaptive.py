@@ -280,3 +280,67 @@ def test_policy_updates_every_k_steps_from_all_their_subsamples():
     assert not torch.equal(r, torch.eye(6, dtype=torch.float64))
     with pytest.raises(ValueError, match="decor.update_every"):
         DecorConfig(update_every=0)
+
+
+def _accumulated_grads(layer: nn.Module, batches: list[torch.Tensor], defer: bool):
+    """W.grad, bias grad and the inputs' grads after backwards over all micro-batches (and the finish)."""
+    layer.zero_grad(set_to_none=True)
+    decor.defer_weight_grads(layer, defer)
+    inputs = [x.detach().clone().requires_grad_() for x in batches]
+    for x in inputs:
+        layer(x).sin().sum().backward()
+    changed = decor.finish_weight_grads(layer)
+    return changed, layer.weight.grad.clone(), layer.bias.grad.clone(), [x.grad for x in inputs]
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv", "low_rank"])
+def test_deferred_weight_gradient_equals_the_per_backward_one(kind):
+    torch.manual_seed(0)
+    if kind == "conv":
+        layer = DecorConv2d.wrap(nn.Conv2d(2, 4, 3, padding=1).double(), decor.DecorSettings())
+        batches = [torch.randn(2, 2, 6, 5, dtype=torch.float64) for _ in range(3)]
+    else:
+        settings = decor.DecorSettings(variant="low_rank", rank=2) if kind == "low_rank" else decor.DecorSettings()
+        layer = DecorLinear.wrap(nn.Linear(12, 5).double(), settings)
+        batches = [torch.randn(4, 12, dtype=torch.float64) for _ in range(3)]
+    with torch.no_grad():
+        if kind == "low_rank":
+            layer.R_u.normal_(0, 0.3)
+            layer.R.copy_(torch.eye(12, dtype=torch.float64) + layer.R_u @ layer.R_v.T)
+        else:
+            layer.R.add_(0.2 * torch.randn_like(layer.R))
+    layer.eval()  # no subsample: the same matmuls in both runs
+    layer.form = "fused"
+    changed, *deferred = _accumulated_grads(layer, batches, defer=True)
+    assert changed == 1
+    unchanged, *immediate = _accumulated_grads(layer, batches, defer=False)
+    assert unchanged == 0
+    for got, want in zip(deferred[:2] + deferred[2], immediate[:2] + immediate[2]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    if kind == "linear":  # and against explicit algebra: dL/dW = sum_i dy_iᵀ (x_i Rᵀ)
+        r = layer.R.detach()
+        w = layer.weight.detach().clone().requires_grad_()
+        sum(((x @ r.T) @ w.T + layer.bias.detach()).sin().sum() for x in batches).backward()
+        torch.testing.assert_close(deferred[0], w.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_deferred_weight_gradient_keeps_one_form_per_step_and_refuses_a_mix():
+    torch.manual_seed(0)
+    # 8 rows per micro-batch through 64 -> 64: unfused once per backward (2·8·d² < 2·64·d²) ...
+    assert not decor.fused_is_cheaper(8, 64, 64, cached=False, forwards_per_build=1, deferred_weight_grad=True)
+    # ... fused when the build and W's gradient are both shared by 16 micro-batches (64·d²/8 < 2·8·d²)
+    assert decor.fused_is_cheaper(8, 64, 64, cached=False, forwards_per_build=16, deferred_weight_grad=True)
+    assert not decor.fused_is_cheaper(8, 64, 64, cached=False, forwards_per_build=16)
+    layer = DecorLinear.wrap(nn.Linear(64, 64), decor.DecorSettings()).train()
+    decor.defer_weight_grads(layer)
+    layer(torch.randn(8, 64)).sum().backward()
+    assert layer.last_form == "unfused"
+    layer(torch.randn(512, 64)).sum().backward()  # alone it would take fused; within the step it follows
+    assert layer.last_form == "unfused"
+    assert decor.finish_weight_grads(layer) == 0  # unfused backwards gave dL/dW already
+    layer(torch.randn(512, 64)).sum().backward()  # a new step: its own choice
+    assert layer.last_form == "fused"
+    with decor.use_form(layer, "unfused"):  # forcing the other form within the step mixes the two
+        layer(torch.randn(8, 64)).sum().backward()
+    with pytest.raises(RuntimeError, match="both forms"):
+        decor.finish_weight_grads(layer)

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--variant", default="standard", help="decor variant (standard, gain, triangular, low_rank)")
     p.add_argument("--rank", type=int, default=16, help="rank of U, V for --variant low_rank (default 16)")
+    p.add_argument("--micro-batches", type=int, default=1,
+                   help="forward + backward passes accumulated per optimizer step (default 1; the ViT-B recipe: 16)")
     for name, text, count in (("pretrain", "MAE training step with DBP vs BP (same model, data, seed)", "steps"),
                               ("inference", "fused exported encoder vs the plain timm ViT", "repeats"),
                               ("overhead", "our MAE (BP mode) vs a straightforward timm MAE", "steps")):
@@ -102,16 +104,18 @@ def run(args: argparse.Namespace) -> int:
         from mae_dbp.bench.decor_layers import SHAPES, markdown_table
 
         unknown = [s for s in args.shapes or [] if s not in SHAPES]
-        if unknown or args.update_every < 1:
+        if unknown or args.update_every < 1 or args.micro_batches < 1:
             from mae_dbp.errors import UserInputError
 
-            raise UserInputError(f"bench decor: --shapes must be among {', '.join(SHAPES)} and --update-every >= 1")
+            raise UserInputError(f"bench decor: --shapes must be among {', '.join(SHAPES)}, --update-every and "
+                                 "--micro-batches >= 1")
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
         result = run_decor_bench(repeats=args.repeats, update_every=args.update_every, shapes=args.shapes,
-                                 forms=tuple(args.forms), clock=args.clock, variant=args.variant, rank=args.rank)
+                                 forms=tuple(args.forms), clock=args.clock, variant=args.variant, rank=args.rank,
+                                 micro_batches=args.micro_batches)
         print(markdown_table(result))
     elif args.bench == "pretrain":
         result = run_pretrain_bench(config, args.steps, args.batch_size)

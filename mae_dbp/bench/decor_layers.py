@@ -5,7 +5,10 @@ What is timed, for both contenders alike, is a training step as the loop runs it
 step on the layer's parameters (W changes every step, so the fused A = W R must be rebuilt as in
 training) and ``zero_grad``. The DBP step also keeps its 10% subsample in the forward and calls
 ``decor.update`` (statistics, R step, metric) every ``update_every``-th step; a timed sample is a
-block of ``update_every`` steps, so the update's cost is spread over the steps it stands for. The
+block of ``update_every`` steps, so the update's cost is spread over the steps it stands for. With
+``micro_batches`` = m, a step is m forward + backward passes whose gradients add up before the SGD
+step (gradient accumulation, as the ViT-B recipe reaches batch 4096), and DBP defers W's gradient
+(one Rᵀ per step, :func:`mae_dbp.decor.defer_weight_grads`). The
 two contenders run alternately (plain block, DBP block, ...) in one process; the result has the
 median seconds per step and the median and range of the per-pair ratios DBP / plain. ``clock``:
 "wall" (perf_counter) or "cpu" (the process's CPU seconds: with one torch thread the work done,
@@ -43,13 +46,18 @@ def _input(name: str, tokens: int, images: int) -> torch.Tensor:
     return torch.randn(256, 1000, requires_grad=True) if name == "mlp_1000" else torch.randn(tokens, 768, requires_grad=True)
 
 
-def _steps(model: nn.Module, x: torch.Tensor, count: int, update: bool, update_lr: float) -> Callable[[], None]:
-    """A block of ``count`` training steps (see the module docstring); DBP updates R at its end."""
+def _steps(model: nn.Module, x: torch.Tensor, count: int, update: bool, update_lr: float,
+           micro_batches: int = 1) -> Callable[[], None]:
+    """A block of ``count`` training steps of ``micro_batches`` forward + backward each (see the
+    module docstring); DBP finishes deferred weight gradients before each step, updates R at the end."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
 
     def run() -> None:
         for _ in range(count):
-            model(x).float().square().mean().backward()
+            for _ in range(micro_batches):
+                model(x).float().square().mean().backward()
+            if update:
+                decor.finish_weight_grads(model)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             x.grad = None  # the input's gradient is computed, not accumulated
@@ -80,40 +88,46 @@ def _time_pairs(plain: Callable[[], None], dbp: Callable[[], None], repeats: int
 
 
 def compare(layer: nn.Module, x: torch.Tensor, repeats: int, update_every: int = 1, form: str = "auto",
-            clock: str = "wall", **settings) -> dict:
-    """Time training steps of the plain layer and its DBP version on input x (see the module docstring)."""
+            clock: str = "wall", micro_batches: int = 1, **settings) -> dict:
+    """Time training steps of the plain layer and its DBP version on input x (see the module
+    docstring); with ``micro_batches`` > 1 each step accumulates that many backwards, and DBP
+    defers W's gradient to one Rᵀ per step (:func:`mae_dbp.decor.defer_weight_grads`)."""
     plain = nn.Sequential(layer).train()
     wrapped = nn.Sequential(copy.deepcopy(layer)).train()
     decor.apply(wrapped, ["0"], **settings)
+    decor.defer_weight_grads(wrapped, micro_batches > 1)
     wrapped[0].form = form
     lr = settings.get("lr", 5e-4) * update_every  # the R progress per step of update_every = 1
-    times = _time_pairs(_steps(plain, x, update_every, False, lr), _steps(wrapped, x, update_every, True, lr), repeats,
-                        clock)
+    times = _time_pairs(_steps(plain, x, update_every, False, lr, micro_batches),
+                        _steps(wrapped, x, update_every, True, lr, micro_batches), repeats, clock)
     ratios = sorted(d / p for p, d in zip(times["plain"], times["dbp"]))
     return {
         "plain_s": statistics.median(times["plain"]) / update_every,
         "dbp_s": statistics.median(times["dbp"]) / update_every,
         "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
-        "form": wrapped[0].last_form, "update_every": update_every,
+        "form": wrapped[0].last_form, "update_every": update_every, "micro_batches": micro_batches,
     }
 
 
 def run_decor_bench(repeats: int = 5, update_every: int = 1, shapes: list[str] | None = None,
                     forms: tuple[str, ...] = ("auto",), sample_frac: float = 0.1, tokens: int = 12544,
-                    images: int = 128, clock: str = "wall", variant: str = "standard", rank: int = 16) -> dict:
+                    images: int = 128, clock: str = "wall", variant: str = "standard", rank: int = 16,
+                    micro_batches: int = 1) -> dict:
     """The layer benchmark at ``shapes`` (default all of :data:`SHAPES`); one entry per shape and
     form ("auto": the cost rule's choice; "fused" / "unfused" forced), plus ``<shape>_ratio`` for auto.
     ``tokens`` / ``images``: rows of the ViT-B shapes (smaller values only to smoke-test the bench);
-    ``variant`` / ``rank``: the DBP layers' variant (``low_rank``: R = I + U Vᵀ of that rank)."""
+    ``variant`` / ``rank``: the DBP layers' variant (``low_rank``: R = I + U Vᵀ of that rank);
+    ``micro_batches``: forward + backward passes accumulated per optimizer step (per-step times
+    cover all of them; DBP then defers W's gradient, as the trainer does when it accumulates)."""
     result: dict = {"threads": torch.get_num_threads(), "device": "cpu", "repeats": repeats,
-                    "update_every": update_every, "clock": clock, "variant": variant,
+                    "update_every": update_every, "clock": clock, "variant": variant, "micro_batches": micro_batches,
                     "rank": rank if variant == "low_rank" else None}
     for name in shapes or list(SHAPES):
         torch.manual_seed(0)
         layer, x = SHAPES[name](), _input(name, tokens, images)
         for form in forms:
-            entry = compare(layer, x, repeats, update_every, form, clock, sample_frac=sample_frac, variant=variant,
-                            rank=rank)
+            entry = compare(layer, x, repeats, update_every, form, clock, micro_batches, sample_frac=sample_frac,
+                            variant=variant, rank=rank)
             result[name if form == "auto" else f"{name}_{form}"] = entry
             if form == "auto":
                 result[f"{name}_ratio"] = entry["ratio"]

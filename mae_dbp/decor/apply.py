@@ -132,6 +132,27 @@ def ranks_agree(model: nn.Module) -> bool:
     return all(torch.equal(mine, other) for other in gathered)
 
 
+def defer_weight_grads(model: nn.Module, enabled: bool = True) -> None:
+    """Sum dL/dA over the micro-batches of an optimizer step and turn it into W's gradient once.
+
+    In the fused form A = W R, so dL/dW = dL/dA Rᵀ: out·d² multiply-adds per backward, paid per
+    micro-batch when gradients accumulate. With deferral on, the fused layers' backwards leave
+    dL/dA in ``W.grad`` (summed by autograd over the micro-batches, and all-reduced by DDP, both
+    linear) and :func:`finish_weight_grads` applies Rᵀ once: the same gradient for 1/m of the work.
+    Each layer keeps one form for all micro-batches between two finishes (chosen by the cost rule,
+    with the W-gradient work spread over them). **Call finish_weight_grads after the last backward
+    and before clipping / optimizer.step**, or W gets the wrong gradient. Plain DDP only (not FSDP).
+    """
+    for _, layer in decor_modules(model):
+        layer.defer_weight_grad = enabled
+
+
+def finish_weight_grads(model: nn.Module) -> int:
+    """W.grad <- (summed dL/dA) Rᵀ in every layer that deferred its weight gradient since the last
+    call (see :func:`defer_weight_grads`); returns how many layers' gradients it changed."""
+    return sum(layer.finish_weight_grad() for _, layer in decor_modules(model))
+
+
 FORMS = ("auto", "fused", "unfused")
 
 

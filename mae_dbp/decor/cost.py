@@ -8,7 +8,8 @@ Forward forms (per forward and its backward):
 
 - fused, y = (W R) x with A = W R cached: building A costs out·d² once per change of W or R (so
   once per optimizer step, shared by every forward until then: micro-batches, validation batches),
-  and each backward turns dL/dA into W's gradient dL/dA · Rᵀ: out·d² more.
+  and each backward turns dL/dA into W's gradient dL/dA · Rᵀ: out·d² more (once per optimizer step
+  instead, when the micro-batches' dL/dA are summed first: deferred weight gradients).
 - unfused, y = W (R x): z = R x costs rows·d² in the forward, and the input's gradient Rᵀ dL/dz
   another rows·d² in the backward (only when the input needs a gradient). W's gradient dL/dy zᵀ
   costs what the plain layer's does.
@@ -18,16 +19,20 @@ from __future__ import annotations
 
 
 def fused_is_cheaper(rows: int, d: int, out: int, *, cached: bool, forwards_per_build: float = 1.0,
-                     weight_grad: bool = True, input_grad: bool = True) -> bool:
+                     weight_grad: bool = True, input_grad: bool = True, deferred_weight_grad: bool = False) -> bool:
     """Whether the fused form (W R) x adds no more work than the unfused W (R x) for this forward.
 
     cached: A = W R is up to date (its build is already paid); forwards_per_build: how many
     forwards are expected to share one build (the build's cost is spread over them);
-    weight_grad / input_grad: whether W / the input x get a gradient in this forward's backward.
+    weight_grad / input_grad: whether W / the input x get a gradient in this forward's backward;
+    deferred_weight_grad: W's gradient stays dL/dA over the micro-batches of an optimizer step and
+    gets its Rᵀ once (:func:`mae_dbp.decor.defer_weight_grads`), so that cost is spread like the build.
     Ties go to the fused form (one matmul less per forward, fewer kernel launches).
     """
-    build = 0.0 if cached else 1.0 / max(forwards_per_build, 1.0)
-    fused = out * d * d * (build + (1.0 if weight_grad else 0.0))
+    share = 1.0 / max(forwards_per_build, 1.0)
+    build = 0.0 if cached else share
+    grad = (share if deferred_weight_grad else 1.0) if weight_grad else 0.0
+    fused = out * d * d * (build + grad)
     unfused = rows * d * d * (2.0 if input_grad else 1.0)
     return fused <= unfused
 

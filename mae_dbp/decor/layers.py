@@ -33,21 +33,26 @@ from mae_dbp.errors import UserInputError
 
 
 class _CachedFusedWeight(torch.autograd.Function):
-    """Returns the cached A = W R in forward; sends dL/dW = dL/dA · Rᵀ back to W."""
+    """Returns the cached A = W R in forward; sends dL/dW = dL/dA · Rᵀ back to W (or, with deferred
+    weight gradients, dL/dA itself: the layer applies Rᵀ once to their sum in finish_weight_grad)."""
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, r: torch.Tensor, fused: torch.Tensor, u: torch.Tensor | None,
-                v: torch.Tensor | None) -> torch.Tensor:
+                v: torch.Tensor | None, layer: "DecorMixin") -> torch.Tensor:
         ctx.save_for_backward(r, u, v)
         ctx.weight_shape = weight.shape
+        ctx.layer = layer if layer.defer_weight_grad else None
         return fused.view_as(fused)
 
     @staticmethod
     def backward(ctx, grad_fused: torch.Tensor):
+        if ctx.layer is not None:
+            ctx.layer._grad_is_dl_da = True
+            return grad_fused, None, None, None, None, None
         r, u, v = ctx.saved_tensors
         factors = None if u is None else (u, v)
         grad_weight = times_rt(grad_fused.reshape(grad_fused.shape[0], -1), r, factors)
-        return grad_weight.reshape(ctx.weight_shape), None, None, None, None
+        return grad_weight.reshape(ctx.weight_shape), None, None, None, None, None
 
 
 class DecorMixin:
@@ -76,6 +81,9 @@ class DecorMixin:
         self._seen_key: tuple | None = None  # W / R version of the last forward
         self._forwards = 0  # forwards at that version
         self._forwards_before = 1  # forwards at the previous version (expected forwards per build)
+        self._grad_is_dl_da = False  # W.grad holds summed dL/dA (deferred), not yet dL/dW
+        self._window_fused: bool | None = None  # the form of this optimizer step's training forwards (deferred)
+        self._unfused_in_window = False  # an unfused training forward since the last finish (deferred)
 
     def factors(self) -> Factors | None:
         """(U, V) when R = I + U Vᵀ is cheaper to apply through them (``low_rank``, 2·rank < d), else None."""
@@ -98,11 +106,29 @@ class DecorMixin:
             self._fused, self._fused_key = fused, key
         if self.weight.requires_grad and torch.is_grad_enabled():
             u, v = self.factors() or (None, None)
-            return _CachedFusedWeight.apply(self.weight, self.R, self._fused, u, v)
+            return _CachedFusedWeight.apply(self.weight, self.R, self._fused, u, v, self)
         return self._fused
 
     def invalidate_cache(self) -> None:
         self._fused, self._fused_key = None, None
+
+    # --- deferred weight gradients ------------------------------------------------------------
+    defer_weight_grad: bool = False  # fused backwards leave dL/dA in W.grad (see decor.defer_weight_grads)
+
+    def finish_weight_grad(self) -> bool:
+        """W.grad <- W.grad Rᵀ when it holds summed dL/dA (deferred): dL/dW of all the micro-batches
+        since the last call, with one out·d² product. Returns whether it changed W.grad."""
+        changed = self._grad_is_dl_da and self.weight.grad is not None
+        if changed and self._unfused_in_window:
+            raise RuntimeError("a decorrelated layer took both forms between two optimizer steps while deferring "
+                               "its weight gradient: W.grad mixes dL/dA and dL/dW")
+        if changed:
+            grad = self.weight.grad
+            with torch.no_grad():
+                flat = grad.reshape(grad.shape[0], -1)
+                grad.copy_(times_rt(flat, self.R, self.factors()).reshape(grad.shape))
+        self._grad_is_dl_da, self._window_fused, self._unfused_in_window = False, None, False
+        return changed
 
     # --- the subsample ----------------------------------------------------------------------
     def _draw(self, n: int) -> torch.Tensor:
@@ -217,14 +243,22 @@ class DecorMixin:
         if key != self._seen_key:
             self._seen_key, self._forwards_before, self._forwards = key, max(self._forwards, 1), 0
         self._forwards += 1
+        weight_grad = torch.is_grad_enabled() and self.weight.requires_grad
+        defer = self.defer_weight_grad and weight_grad
         if self.form != "auto":
-            return self.form == "fused"
-        grad = torch.is_grad_enabled()
-        return fused_is_cheaper(
-            self._forward_rows(x), self.decor_dim, self.decor_out, cached=self._fused_key == key,
-            forwards_per_build=max(self._forwards_before, self._forwards),
-            weight_grad=grad and self.weight.requires_grad, input_grad=grad and x.requires_grad,
-        )
+            fused = self.form == "fused"
+        elif defer and self._window_fused is not None:
+            fused = self._window_fused  # one form for all micro-batches of an optimizer step
+        else:
+            fused = fused_is_cheaper(
+                self._forward_rows(x), self.decor_dim, self.decor_out, cached=self._fused_key == key,
+                forwards_per_build=max(self._forwards_before, self._forwards), weight_grad=weight_grad,
+                input_grad=torch.is_grad_enabled() and x.requires_grad, deferred_weight_grad=defer,
+            )
+        if defer:
+            self._window_fused = fused if self._window_fused is None else self._window_fused
+            self._unfused_in_window |= not fused
+        return fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._keep_sample(x)

@@ -1,7 +1,10 @@
 """The DBP side of training in one small object: the R learning rate and when R is updated.
 
-The generic loop calls :meth:`DecorPolicy.after_step` after every optimizer step and
-:meth:`DecorPolicy.check_ranks` once per epoch; it reads no ``decor`` config key itself. The R
+The generic loop calls :meth:`DecorPolicy.start` once (with its gradient accumulation steps),
+:meth:`DecorPolicy.before_step` before clipping and each optimizer step, :meth:`DecorPolicy.after_step`
+after it and :meth:`DecorPolicy.check_ranks` once per epoch; it reads no ``decor`` config key itself.
+When micro-batches accumulate, the fused layers defer W's gradient (dL/dA summed over the
+micro-batches, Rᵀ applied once in ``before_step``: :func:`mae_dbp.decor.defer_weight_grads`). The R
 learning rate has exactly one owner, here: ``decor.lr`` x its schedule (``decor.lr_schedule``,
 with R's own linear warm-up over ``decor.warmup_steps``) x the instability guard's scale (0 once the guard stopped R updates). ``decor.update_every`` = k
 makes the R step every k-th optimizer step, from the subsamples of all k steps (the layers add them
@@ -30,9 +33,19 @@ class DecorPolicy:
         self.schedule_kind = cfg.lr_schedule
         self.update_every = cfg.update_every
         self.warmup_steps = cfg.warmup_steps
+        self.defer_weight_grad = cfg.defer_weight_grad
         self.lr = 0.0  # the R lr of the last step
         self.metrics: dict[str, float] = {}  # {layer: correlation metric} of the last update
         self.ranks_checked = 0
+
+    def start(self, accumulation_steps: int) -> None:
+        """Defer W's gradient to one Rᵀ per optimizer step when gradients accumulate over micro-batches."""
+        decor.defer_weight_grads(self.root, self.enabled and self.defer_weight_grad and accumulation_steps > 1)
+
+    def before_step(self) -> None:
+        """After the last backward of an optimizer step, before clipping: W's gradient from the summed dL/dA."""
+        if self.enabled:
+            decor.finish_weight_grads(self.root)
 
     def after_step(self, step: int, main: WarmupCosine, guard: InstabilityGuard) -> None:
         """After optimizer step ``step`` (0-based): one R step (all ranks, statistics summed over

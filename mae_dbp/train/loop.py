@@ -187,6 +187,7 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
     model, optimizer, train_loader, val_loader = accelerator.prepare(task.model, optimizer, train_loader, val_loader)
     run = Run(accelerator, model, optimizer, train_loader, val_loader, indexed, schedule,
               InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=peak)
+    policy.start(accelerator.gradient_accumulation_steps)
     if resume:
         checkpoint = run.restore("last.pt")
         run.state = LoopState(**checkpoint["loop"])
@@ -231,6 +232,7 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
     acc = run.accelerator
     acc.backward(loss)
     if acc.sync_gradients:
+        run.policy.before_step()
         run.lr = run.schedule(run.state.step)
         for group in run.optimizer.param_groups:
             group["lr"] = run.lr
