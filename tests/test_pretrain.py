@@ -151,16 +151,19 @@ def test_two_cpu_ranks_through_accelerate_keep_r_identical(synthetic, tmp_path):
     import sys
 
     run = tmp_path / "dist"
+    config = tiny_pretrain(synthetic)
+    config.train.batch_size = 2  # 2 per rank x 2 accumulation steps x 2 ranks: deferred W gradients under DDP
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()), "-m", "mae_dbp", "pretrain", "--out", str(run),
-               "--config", str(write_config(tiny_pretrain(synthetic), tmp_path / "tiny.yaml"))]
+               "--config", str(write_config(config, tmp_path / "tiny.yaml"))]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert summary["decor_ranks_checked"] == 2  # ranks_agree() ran on 2 ranks each epoch and passed
-    assert summary["effective_batch"] == 8  # as configured: 4 per rank x 2 ranks, not 8 x 2
+    assert summary["effective_batch"] == 8  # as configured: 2 per rank x 2 steps x 2 ranks, not 8 x 2
+    assert "2 process(es) x 2 images x 2 accumulation step(s)" in result.stdout
     assert len(rows(run)) == 2
 
 
