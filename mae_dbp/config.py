@@ -315,7 +315,7 @@ def save_config(config: Any, path: Path) -> None:
     """Write ``config`` as YAML (atomically), without the run's pre-emption point ``train.stop_after_epoch``."""
     from omegaconf import OmegaConf
 
-    from mae_dbp.train.checkpoint import atomic_write
+    from mae_dbp.files import atomic_write
 
     data = to_dict(config)
     if "train" in data:

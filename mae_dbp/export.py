@@ -32,7 +32,7 @@ from mae_dbp.config import load_config, to_dict
 from mae_dbp.data.transforms import channel_stats
 from mae_dbp.models.mae import MAEConfig
 from mae_dbp.errors import UserInputError
-from mae_dbp.train.checkpoint import atomic_write, load_checkpoint
+from mae_dbp.files import atomic_write, load_checkpoint, write_json
 
 FORMATS = ("timm", "mmseg", "both")
 
@@ -151,7 +151,7 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
              "epoch": loop.get("epoch"), "val_loss": loop.get("best_val")}
     meta = timm_config(config.model, fused, mean, std, extra)
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    write_json(out / "config.json", meta)
     if fmt != "timm":
         mmseg_state = {"state_dict": mmseg_mae_state_dict(state, int(fused.embed_dim)), "meta": {"mae_dbp": extra}}
         atomic_write(out / "mmseg_backbone.pth", lambda tmp: torch.save(mmseg_state, tmp))
@@ -202,5 +202,5 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
         "model": to_dict(config.model), "fused_max_abs_diff": diff, "source": str(checkpoint_path),
     }
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    write_json(out / "config.json", meta)
     return meta

@@ -18,7 +18,7 @@ from pathlib import Path
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
-from mae_dbp.train.records import write_json
+from mae_dbp.files import write_json
 from segmentation.metric import PER_CLASS_PREFIX
 from segmentation.preview import save_preview
 

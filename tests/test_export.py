@@ -14,7 +14,7 @@ from mae_dbp import decor
 from mae_dbp.cli import main
 from mae_dbp.config import load_config
 from mae_dbp.export import export_encoder
-from mae_dbp.train.checkpoint import load_checkpoint
+from mae_dbp.files import load_checkpoint
 from mae_dbp.train.pretrain import PretrainConfig, build_model, pretrain
 from tests.sizes import tiny_pretrain
 

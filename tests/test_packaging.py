@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 APPLICATION = ("mae_dbp.quickstart", "mae_dbp.bench", "mae_dbp.cli", "mae_dbp.export_cli", "segmentation", "mmseg")
-LIBRARY = ["config.py", "errors.py", "export.py", "data", "decor", "models", "train"]
+LIBRARY = ["config.py", "errors.py", "export.py", "files.py", "data", "decor", "models", "train"]
 
 
 def test_wheel_ships_every_config_and_an_install_finds_them(tmp_path):

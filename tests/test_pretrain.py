@@ -14,7 +14,7 @@ from data_tools.synthetic import write_synthetic
 from mae_dbp.cli import main
 from mae_dbp.data.io import write_image
 from mae_dbp.errors import UserInputError
-from mae_dbp.train.checkpoint import load_checkpoint
+from mae_dbp.files import load_checkpoint
 from mae_dbp.train.pretrain import pretrain
 from tests.ports import free_port
 from tests.sizes import tiny_pretrain, write_config

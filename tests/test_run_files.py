@@ -13,7 +13,7 @@ import pytest
 
 from data_tools.synthetic import write_synthetic
 from mae_dbp.errors import UserInputError
-from mae_dbp.train.checkpoint import atomic_write, remove_stale_temporaries, save_checkpoint
+from mae_dbp.files import atomic_write, remove_stale_temporaries, save_checkpoint
 from mae_dbp.train.emissions import TASKS_FILE, TrainingEmissions
 from mae_dbp.train.pretrain import PretrainConfig
 from mae_dbp.train.run_dir import open_run

@@ -14,7 +14,7 @@ from mae_dbp.cli import main
 from mae_dbp.config import DecorConfig, load_config, save_config
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.zoo import ZooModelConfig, build_classifier
-from mae_dbp.train.checkpoint import save_checkpoint
+from mae_dbp.files import save_checkpoint
 from mae_dbp.export import export_classifier, export_encoder
 from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, classify
 from tests.sizes import tiny_classify

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mae_dbp.errors import UserInputError
-from mae_dbp.train.checkpoint import atomic_write
+from mae_dbp.files import atomic_write
 
 METHODS = ("bp", "dbp")
 PHOTO_CONFIG = "tiny_photos_dbp.yaml"  # in the shipped configs/pretrain/

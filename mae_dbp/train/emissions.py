@@ -16,21 +16,9 @@ import csv
 import logging
 from pathlib import Path
 
+from mae_dbp.files import move_csv_rows
+
 TASKS_FILE = "emissions_tasks.csv"
-
-
-def merge_task_file(source: Path, target: Path) -> None:
-    """Append the rows of codecarbon's per-run task CSV ``source`` to ``target`` (atomically; the
-    header is the union of both files' columns), then delete ``source``."""
-    from mae_dbp.train.records import write_csv
-
-    rows: list[dict[str, str]] = []
-    for path in (target, source):
-        if path.is_file():
-            with open(path, newline="") as handle:
-                rows += list(csv.DictReader(handle))  # kept as text: written back unchanged
-    write_csv(target, rows)
-    source.unlink()
 
 
 class TrainingEmissions:
@@ -42,7 +30,6 @@ class TrainingEmissions:
         self.tracker = None
         if not enabled:
             return
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
         try:
             from codecarbon import OfflineEmissionsTracker
 
@@ -86,6 +73,6 @@ class TrainingEmissions:
             return
         for source in self.out_dir.glob(f"emissions_*_{run_id}.csv"):
             try:
-                merge_task_file(source, self.out_dir / TASKS_FILE)
+                move_csv_rows(source, self.out_dir / TASKS_FILE)
             except (OSError, csv.Error) as error:  # best effort, like the measurement itself
                 print(f"mae-dbp: could not merge {source} into {TASKS_FILE} ({error})")

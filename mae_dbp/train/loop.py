@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from mae_dbp.config import LogConfig, TrainConfig
 from mae_dbp.errors import UserInputError
-from mae_dbp.train.checkpoint import load_checkpoint, save_checkpoint
+from mae_dbp.files import load_checkpoint, save_checkpoint
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.emissions import TrainingEmissions
 from mae_dbp.train.guard import InstabilityGuard, non_finite_rows

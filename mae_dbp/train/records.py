@@ -3,42 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
-from mae_dbp.train.checkpoint import atomic_write
-
-
-def json_safe(value):
-    """``value`` (numbers, dicts, lists) with every NaN/Inf float replaced by None: JSON has no
-    NaN, so they are written as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n"))
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """All rows (their union of columns, in first-seen order), rewritten atomically."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(path, write)
+from mae_dbp.files import write_csv, write_json
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -1,5 +1,6 @@
-"""Atomic files (checkpoints, CSVs, JSON, exports): a kill during a write leaves the previous
-file loadable.
+"""Atomic files (checkpoints, CSVs, JSON, configs, exports): a kill during a write leaves the
+previous file loadable. Used by every layer that writes results: config, train, export, bench,
+segmentation.
 
 The temporary file ``.<name>.<pid>-<random>.tmp`` is created beside the target with the usual
 permissions (0666 minus the umask, like ``open()``; not mkstemp's 0600), so the finished file can
@@ -9,6 +10,9 @@ target removes the ones older than the current process whose writer is gone.
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import os
 import secrets
 import time
@@ -94,3 +98,47 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # a truncated or foreign file
         raise UserInputError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` (numbers, dicts, lists) with every NaN/Inf float replaced by None: JSON has no
+    NaN, so they are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as indented JSON (NaN/Inf as null), atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n"))
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """All rows (their union of columns, in first-seen order), rewritten atomically."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def move_csv_rows(source: Path, target: Path) -> None:
+    """Append the rows of CSV ``source`` to CSV ``target`` (atomically; the header is the union of
+    both files' columns, values kept as text), then delete ``source``."""
+    rows: list[dict[str, str]] = []
+    for path in (target, source):
+        if path.is_file():
+            with open(path, newline="") as handle:
+                rows += list(csv.DictReader(handle))
+    write_csv(target, rows)
+    source.unlink()
