@@ -75,16 +75,16 @@ def check_fusion(encoder: nn.Module, fused: nn.Module, in_chans: int, img_size: 
 
 
 def timm_config(model: MAEConfig, encoder: nn.Module, mean: list[float], std: list[float], extra: dict) -> dict:
-    """config.json in timm's hub format for the exported encoder of a ``model`` section."""
-    size = model.img_size
+    """config.json in timm's hub format for ``encoder``, built from the ``model`` section."""
+    size, channels = int(encoder.patch_embed.img_size[0]), int(encoder.patch_embed.proj.in_channels)
     return {
         "architecture": model.encoder,
         "num_classes": 0,
         "num_features": int(encoder.num_features),
         "global_pool": encoder.global_pool,
-        "model_args": {"img_size": size, "in_chans": model.in_chans, **dict(model.encoder_args)},
+        "model_args": {"img_size": size, "in_chans": channels, **dict(model.encoder_args)},
         "pretrained_cfg": {
-            "input_size": [model.in_chans, size, size], "mean": mean, "std": std, "num_classes": 0,
+            "input_size": [channels, size, size], "mean": mean, "std": std, "num_classes": 0,
             "interpolation": "bicubic", "crop_pct": 1.0, "first_conv": "patch_embed.proj",
         },
         "mae_dbp": extra,
@@ -141,11 +141,11 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     encoder = mae.encoder.float()
     fused = decor.fuse(copy.deepcopy(encoder))
-    diff = check_fusion(encoder, fused, config.model.in_chans, config.model.img_size)
+    diff = check_fusion(encoder, fused, mae.in_chans, mae.img_size)
     if not diff <= tolerance:
         raise RuntimeError(f"fused encoder differs from the DBP encoder by {diff:.3g} > {tolerance}: export refused")
     state = {k: v.detach().contiguous() for k, v in fused.state_dict().items()}
-    mean, std = channel_stats(config.data, config.model.in_chans)
+    mean, std = channel_stats(config.data, mae.in_chans)
     loop = checkpoint.get("loop", {})
     extra = {"source": str(checkpoint_path), "fused_sites": sites, "fusion_max_abs_diff": diff,
              "epoch": loop.get("epoch"), "val_loss": loop.get("best_val")}
@@ -174,7 +174,7 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
     num_classes, in_chans, img_size, mean / std in raw pixel units, classes, the model section.
     The fused logits must equal the decorrelated model's on a seeded batch (2, C, S, S).
     """
-    from mae_dbp.models.zoo import build_classifier
+    from mae_dbp.models.zoo import build_classifier, input_size
     from mae_dbp.train.classify import ClassifyConfig
 
     checkpoint_path, config_path = locate_checkpoint(source)
@@ -184,7 +184,7 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
     _prepare_out(out, ["model.safetensors", "config.json"], force)
     model = build_classifier(config.model, config.decor)
     model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
-    size, channels = config.model.img_size, config.model.in_chans
+    channels, size, _ = input_size(config.model)
     batch = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model.eval()(batch)

@@ -146,6 +146,7 @@ def test_encoder_without_embedded_class_row():
 def test_encoder_state_dict_loads_strictly_into_plain_timm(in_chans):
     torch.manual_seed(0)
     model = build_mae(tiny_cfg(in_chans=in_chans))
+    assert (model.in_chans, model.img_size) == (in_chans, 32)  # what the data pipeline is given
     loss, pred, _ = model(torch.randn(2, in_chans, 32, 32))
     assert pred.shape == (2, 16, 64 * in_chans)
     loss.backward()

@@ -251,9 +251,8 @@ def test_mixed_bit_depth_and_small_images_warn_once_with_count_and_example(tmp_p
     assert lines[1].startswith("1 of 8 images are smaller than model.img_size=32 px (e.g. ") and "small.png, 20x40" in lines[1]
     assert header_warnings(sorted(root.glob("a*.png")), 40) == []
 
-    tf = build_transform(False, 32, mean=0.0, std=1.0)
-    cfg = DataConfig(root=str(root), val_fraction=0.25)
-    train, _ = train_val_datasets(cfg, 1, tf, tf, img_size=32)
+    cfg = DataConfig(root=str(root), val_fraction=0.25, mean=[0.0], std=[1.0])
+    train, _ = train_val_datasets(cfg, 1, 32, augment=False)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"mae-dbp: warning: {line}" for line in lines] and train.warnings == lines
 

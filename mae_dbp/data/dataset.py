@@ -1,4 +1,4 @@
-"""Image-folder dataset for pretraining: flat folders or class sub-folders, any channel count.
+"""Image-folder datasets for training: flat folders or class sub-folders, any channel count.
 
 Files are read by :func:`mae_dbp.data.io.read_image` (png / jpg / tif, 8/16-bit, float) and
 returned as float32 ``(C, H, W)`` tensors in raw pixel units before the transform. A float image
@@ -22,6 +22,7 @@ from mae_dbp.config import DataConfig
 from mae_dbp.data.checks import header_warnings
 from mae_dbp.data.io import image_folder, list_images, read_image
 from mae_dbp.data.split import check_fraction, pick
+from mae_dbp.data.transforms import build_transform, channel_stats
 from mae_dbp.errors import UserInputError
 
 
@@ -159,14 +160,23 @@ def print_warnings(lines: Sequence[str]) -> None:
         print(f"mae-dbp: warning: {line}", file=sys.stderr, flush=True)
 
 
-def train_val_datasets(data_cfg: DataConfig, channels: int, train_tf: Callable[[Tensor], Tensor],
-                       val_tf: Callable[[Tensor], Tensor], img_size: int | None = None,
+def train_val_datasets(data_cfg: DataConfig, channels: int, img_size: int, augment: bool = True,
                        ) -> tuple[ImageFolderDataset, ImageFolderDataset]:
-    """Train / validation datasets from a config ``data`` section: ``val_root``, or a seeded
-    ``val_fraction`` of ``root``. Loads one image of each first, so a folder of the wrong channel
-    count fails before any training starts. Prints one warning line per kind of data that would
-    silently train badly (:func:`mae_dbp.data.checks.header_warnings`; sizes checked against
-    ``img_size`` px when given); the lines are also kept in ``train.warnings``."""
+    """Train / validation datasets of normalised float32 ``(C, H, W)`` images of ``img_size`` px
+    from a config ``data`` section: ``val_root``, or a seeded ``val_fraction`` of ``root``.
+
+    ``channels`` and ``img_size`` are what the model takes (its builder owns them). Training images
+    get a random resized crop + flip when ``augment``, else the validation transform (resize +
+    centre crop). Loads one image of each first, so a folder of the wrong channel count fails
+    before any training starts. Prints one warning line per kind of data that would silently train
+    badly (:func:`mae_dbp.data.checks.header_warnings`); the lines are also kept in ``train.warnings``.
+    """
+    if not data_cfg.root:
+        raise UserInputError("data.root: expected a folder of images, got None")
+    mean, std = channel_stats(data_cfg, channels)
+    val_tf = build_transform(False, img_size, mean, std, channels=channels)
+    train_tf = (build_transform(True, img_size, mean, std, channels=channels, scale=tuple(data_cfg.crop_scale))
+                if augment else val_tf)
     kwargs = dict(channels=channels, skip_bad=data_cfg.skip_bad)
     if data_cfg.val_root:
         train = ImageFolderDataset(data_cfg.root, transform=train_tf, **kwargs)

@@ -164,6 +164,7 @@ class MaskedAutoencoder(nn.Module):
         self.grid_size: tuple[int, int] = tuple(int(g) for g in encoder.patch_embed.grid_size)
         self.num_patches: int = self.grid_size[0] * self.grid_size[1]
         self.in_chans: int = int(encoder.patch_embed.proj.in_channels)
+        self.img_size: int = self.grid_size[0] * self.patch_size  # px, square: what the data must deliver
         self.num_prefix: int = int(encoder.num_prefix_tokens)
         keep = num_kept(self.num_patches, mask_ratio)
         if not 0.0 < mask_ratio < 1.0 or keep < 1 or keep >= self.num_patches:

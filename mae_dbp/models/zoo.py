@@ -113,21 +113,29 @@ class MLP(nn.Module):
         return self.classifier(self.hidden(x.flatten(1)))
 
 
+def input_size(cfg: ZooModelConfig) -> tuple[int, int, int]:
+    """(C, H, W) of the images the classifier of a ``model`` section takes (timm's ``input_size``
+    convention): the one reader of ``model.in_chans`` / ``model.img_size``, for the builder and the
+    data pipeline alike."""
+    return cfg.in_chans, cfg.img_size, cfg.img_size
+
+
 def build_backbone(cfg: ZooModelConfig) -> nn.Module:
     """The plain (no DBP) classifier of a ``model`` section; ``num_classes`` must be set."""
     if cfg.num_classes is None:
         raise UserInputError("model.num_classes: expected an int >= 1, got None")
+    channels, height, width = input_size(cfg)
     if cfg.arch == "resnet18":
         import timm
 
-        return timm.create_model("resnet18", pretrained=False, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
+        return timm.create_model("resnet18", pretrained=False, num_classes=cfg.num_classes, in_chans=channels,
                                  **dict(cfg.timm_args))
     activation = ACTIVATIONS[cfg.activation]
     if cfg.arch == "convnet":
-        model: nn.Module = ConvNet(cfg.in_chans, cfg.num_classes, list(cfg.conv_channels), cfg.conv_kernel,
+        model: nn.Module = ConvNet(channels, cfg.num_classes, list(cfg.conv_channels), cfg.conv_kernel,
                                    cfg.head_grid, activation)
     else:
-        model = MLP(cfg.in_chans * cfg.img_size**2, cfg.num_classes, list(cfg.mlp_hidden), activation)
+        model = MLP(channels * height * width, cfg.num_classes, list(cfg.mlp_hidden), activation)
     _he_init(model)
     return model
 

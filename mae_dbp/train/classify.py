@@ -22,13 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from mae_dbp.config import DataConfig, DecorConfig, GuardConfig, LogConfig, TrainConfig, require
 from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
-from mae_dbp.data.transforms import build_transform, channel_stats
 from mae_dbp.errors import UserInputError
-from mae_dbp.models.zoo import ZooModelConfig, build_classifier
+from mae_dbp.models.zoo import ZooModelConfig, build_classifier, input_size
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
@@ -73,24 +72,11 @@ class ClassifyConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
 
-class CachedDataset(Dataset):
-    """All (image, label) pairs of a dataset decoded and transformed once, held in memory.
-
-    Only exact for deterministic transforms (``data.augment: false``); images (N, C, H, W) float32.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        loader = DataLoader(dataset, batch_size=256, shuffle=False)
-        images, labels = zip(*loader)
-        self.images, self.labels = torch.cat(images), torch.cat(labels)
-        self.bad_files: list[str] = list(getattr(dataset, "bad_files", []))
-        self.paths = list(getattr(dataset, "paths", []))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], int(self.labels[index])
+def cached(dataset: Dataset) -> TensorDataset:
+    """The (image, label) pairs of ``dataset`` decoded and transformed once, held in memory (N, C, H, W)
+    float32; only exact for deterministic transforms (``data.augment: false``)."""
+    images, labels = zip(*DataLoader(dataset, batch_size=256, shuffle=False))
+    return TensorDataset(torch.cat(images), torch.cat(labels))
 
 
 def _align_classes(train: ImageFolderDataset, val: ImageFolderDataset) -> None:
@@ -105,27 +91,6 @@ def _align_classes(train: ImageFolderDataset, val: ImageFolderDataset) -> None:
     index = {name: i for i, name in enumerate(train.classes)}
     val.samples = [(path, index[val.classes[label]]) for path, label in val.samples]
     val.classes = list(train.classes)
-
-
-def build_datasets(config: ClassifyConfig) -> tuple[Dataset, Dataset, list[str]]:
-    """Train / validation datasets of (image (C, H, W) normalised float32, label) and the class names.
-
-    data.val_root, or a seeded data.val_fraction split of data.root. ``data.augment`` adds a
-    random resized crop and flip to training; otherwise both use resize + centre crop.
-    """
-    data, model = config.data, config.model
-    if not data.root:
-        raise UserInputError("data.root: expected a folder with one sub-folder per class, got None")
-    mean, std = channel_stats(data, model.in_chans)
-    val_tf = build_transform(False, model.img_size, mean, std, channels=model.in_chans)
-    train_tf = (build_transform(True, model.img_size, mean, std, channels=model.in_chans, scale=tuple(data.crop_scale))
-                if data.augment else val_tf)
-    train, val = train_val_datasets(data, model.in_chans, train_tf, val_tf, img_size=model.img_size)
-    _align_classes(train, val)
-    classes = list(train.classes)
-    if data.cache:
-        return CachedDataset(train), CachedDataset(val), classes
-    return train, val, classes
 
 
 class ClassifyTask(Task):
@@ -194,7 +159,11 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
     """
     config = job_config(ClassifyConfig, config, resume)
     torch.manual_seed(config.train.seed)
-    train_set, val_set, classes = build_datasets(config)
+    channels, size, _ = input_size(config.model)
+    train_data, val_data = train_val_datasets(config.data, channels, size, augment=config.data.augment)
+    _align_classes(train_data, val_data)
+    train_set, val_set = (cached(train_data), cached(val_data)) if config.data.cache else (train_data, val_data)
+    classes, bad = list(train_data.classes), sorted(set(train_data.bad_files) | set(val_data.bad_files))
     if config.model.num_classes is None:
         config.model.num_classes = len(classes)
     elif config.model.num_classes < len(classes):
@@ -204,7 +173,6 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
         if process_state().is_main_process:
             (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
         task = ClassifyTask(model, classes, config)
-        bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
         extra = {"arch": config.model.arch, "num_classes": config.model.num_classes, "bad_files": bad,
                  "train_images": len(train_set), "val_images": len(val_set)}
         policy = DecorPolicy(model, config.decor)

@@ -16,9 +16,7 @@ from torch.utils.data import Dataset
 
 from mae_dbp import decor
 from mae_dbp.config import DataConfig, DecorConfig, LogConfig, TrainConfig
-from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
-from mae_dbp.data.transforms import build_transform, channel_stats
-from mae_dbp.errors import UserInputError
+from mae_dbp.data.dataset import train_val_datasets
 from mae_dbp.models.mae import MAEConfig, MaskedAutoencoder, build_mae, fixed_noise
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
@@ -82,17 +80,6 @@ class MAETask(Task):
         )
 
 
-def build_datasets(config: PretrainConfig) -> tuple[ImageFolderDataset, ImageFolderDataset]:
-    """Train and validation image datasets: data.val_root, or a seeded data.val_fraction of data.root."""
-    data, model = config.data, config.model
-    if not data.root:
-        raise UserInputError("data.root: expected a folder of images, got None")
-    mean, std = channel_stats(data, model.in_chans)
-    train_tf = build_transform(True, model.img_size, mean, std, channels=model.in_chans, scale=tuple(data.crop_scale))
-    val_tf = build_transform(False, model.img_size, mean, std, channels=model.in_chans)
-    return train_val_datasets(data, model.in_chans, train_tf, val_tf, img_size=model.img_size)
-
-
 def build_model(config: PretrainConfig) -> tuple[MaskedAutoencoder, list[str]]:
     """The MAE, with DBP on the encoder's ``decor.sites`` when ``decor.enabled``."""
     mae = build_mae(config.model)
@@ -112,8 +99,8 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
     config = job_config(PretrainConfig, config, resume)
     with open_run(config, out, resume, stem) as run_dir:
         torch.manual_seed(config.train.seed)
-        train_set, val_set = build_datasets(config)
-        model, sites = build_model(config)
+        model, _ = build_model(config)
+        train_set, val_set = train_val_datasets(config.data, model.in_chans, model.img_size)
         task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images)
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
         extra = {"bad_files": bad, "train_images": len(train_set), "val_images": len(val_set)}
