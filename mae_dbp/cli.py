@@ -18,10 +18,10 @@ from mae_dbp.errors import UserInputError
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("mae_dbp.quickstart", "BP vs DBP end to end on built-in synthetic data"),
-    "pretrain": ("mae_dbp.train.pretrain_cli", "MAE pretraining (BP or DBP) with accelerate"),
+    "pretrain": ("mae_dbp.pretrain_cli", "MAE pretraining (BP or DBP) with accelerate"),
     "export": ("mae_dbp.export_cli", "fuse R into the weights and export a plain timm ViT"),
     "segment": ("segmentation.cli", "UperNet fine-tuning / testing through mmsegmentation"),
-    "classify": ("mae_dbp.train.classify_cli", "supervised training of the DBP backbone zoo"),
+    "classify": ("mae_dbp.classify_cli", "supervised training of the DBP backbone zoo"),
     "data": ("data_tools.cli", "synthetic data, subsets, tiling, validation and statistics"),
     "bench": ("mae_dbp.bench", "benchmarks that print DBP / BP time ratios"),
 }

@@ -12,7 +12,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APPLICATION = ("mae_dbp.quickstart", "mae_dbp.bench", "mae_dbp.cli", "mae_dbp.export_cli", "segmentation", "mmseg")
+APPLICATION = ("mae_dbp.quickstart", "mae_dbp.bench", "mae_dbp.cli", "mae_dbp.export_cli", "mae_dbp.pretrain_cli",
+               "mae_dbp.classify_cli", "segmentation", "mmseg")
 LIBRARY = ["config.py", "errors.py", "export.py", "files.py", "data", "decor", "models", "train"]
 
 
