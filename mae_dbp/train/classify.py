@@ -102,7 +102,6 @@ class ClassifyTask(Task):
         self.label_smoothing = config.train.label_smoothing
         self.target = config.train.target_accuracy
         self.batch_size = config.train.batch_size
-        self.plots = config.log.plots
 
     def train_loss(self, model: nn.Module, batch) -> torch.Tensor:
         images, labels = batch
@@ -135,8 +134,6 @@ class ClassifyTask(Task):
 
     def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset) -> None:
         """accuracy_vs_time.png and confusion_matrix.png (validation set, best-val-loss weights)."""
-        if not self.plots:
-            return
         rows = read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else []
         if rows:
             plots.accuracy_curves({run_dir.name: rows}, run_dir / "accuracy_vs_time.png", self.target)

@@ -208,8 +208,7 @@ def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
 
 def _out_of_time(accelerator: Accelerator, seconds: float, budget: float) -> bool:
     """The main process's clock decides, so every rank stops after the same step."""
-    flag = torch.tensor([float(seconds >= budget)], device=accelerator.device)
-    return bool(broadcast(flag, from_process=0).item()) if accelerator.num_processes > 1 else bool(flag.item())
+    return bool(broadcast(torch.tensor([float(seconds >= budget)], device=accelerator.device)).item())
 
 
 def non_finite_loss(run: Run, task: Task, batch: Any, index: torch.Tensor, epoch: int) -> None:
@@ -249,8 +248,7 @@ def train_one_epoch(run: Run, task: Task, epoch: int) -> float:
     """One pass over the training data (or until the time budget); returns the mean loss over ranks."""
     acc, budget = run.accelerator, run.train_cfg.max_train_seconds
     run.model.train()
-    if hasattr(run.train_loader, "set_epoch"):
-        run.train_loader.set_epoch(epoch)
+    run.train_loader.set_epoch(epoch)  # the seedable sampler's shuffle of this epoch, also after a resume
     losses, start = [], time.perf_counter()
     bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{run.train_cfg.epochs}", disable=not run.main, leave=False)
     for batch, index in bar:
@@ -285,8 +283,8 @@ def end_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float], re
            **val, "lr": run.lr, "decor_lr": policy.lr, "decor_metric": policy.mean_metric(), "kg_co2": state.kg_co2}
     state.rows.append(row)
     records.epoch(state.rows, policy.metrics)
-    if run.accelerator.trackers:
-        run.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=state.step)
+    numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+    run.accelerator.log(numbers, step=state.step)  # a no-op without log.log_with trackers
     run.say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     improved = val["val_loss"] < state.best_val
     if improved:
@@ -342,7 +340,7 @@ def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Da
     summary = {**summarize(run, task, emissions), **(extra_summary or {})}
     if run.main:
         if (run_dir / "best.pt").is_file():
-            run.accelerator.unwrap_model(run.model).load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+            run.restore("best.pt")
         records.finish(summary, state.rows)
         if log.plots:
             task.finish(run_dir, run.accelerator.unwrap_model(run.model), val_set)

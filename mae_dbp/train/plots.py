@@ -15,6 +15,13 @@ import numpy as np  # noqa: E402
 from mae_dbp.data.display import stretch  # noqa: E402
 
 
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _seconds_axis(rows_by_run: dict[str, list[dict]]) -> tuple[float, str]:
     longest = max((r["train_seconds"] for rows in rows_by_run.values() for r in rows), default=0.0)
     if longest > 2 * 3600:
@@ -37,10 +44,7 @@ def loss_curves(rows_by_run: dict[str, list[dict]], path: Path, metric: str = "v
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def decorrelation(site_rows: list[dict], path: Path) -> Path:
@@ -58,37 +62,27 @@ def decorrelation(site_rows: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     if len(sites) <= 12:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def display(image: np.ndarray) -> np.ndarray:
-    """(C, H, W) float -> (H, W, 3) or (H, W) in [0, 1]: RGB for 3 channels, else channel 0,
-    each contrast-stretched between its 1st and 99th percentile."""
-    return stretch(image[:3].transpose(1, 2, 0) if image.shape[0] == 3 else image[0])
+    return _save(fig, path)
 
 
 def image_grid(columns: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
-    """One row per sample, one column per named stack of (N, C, H, W) images."""
+    """One row per sample, one column per named stack of (N, C, H, W) images: RGB for 3 channels,
+    else channel 0, contrast-stretched between the 1st and 99th percentile."""
     names = list(columns)
     n = len(columns[names[0]])
     fig, axes = plt.subplots(n, len(names), figsize=(2.2 * len(names), 2.2 * n), squeeze=False)
     for i in range(n):
         for j, name in enumerate(names):
             ax = axes[i][j]
-            ax.imshow(display(columns[name][i]), cmap="gray")
+            image = columns[name][i]
+            ax.imshow(stretch(image.transpose(1, 2, 0) if image.shape[0] == 3 else image[0]), cmap="gray")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def accuracy_curves(rows_by_run: dict[str, list[dict]], path: Path, target: float | None = None) -> Path:
@@ -109,10 +103,7 @@ def accuracy_curves(rows_by_run: dict[str, list[dict]], path: Path, target: floa
     ax.set_title("validation accuracy vs training time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: str = "") -> Path:
@@ -135,7 +126,4 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: 
     ax.set_ylabel("true class")
     ax.set_title(title or "validation confusion matrix (row-normalised)")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
