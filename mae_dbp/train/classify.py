@@ -31,7 +31,6 @@ from mae_dbp.models.zoo import ZooModelConfig, build_classifier, input_size
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
-from mae_dbp.train.records import read_csv
 from mae_dbp.train.run_dir import job_config, open_run, process_state
 
 
@@ -132,9 +131,8 @@ class ClassifyTask(Task):
             "epoch_to_target": hit["epoch"] if hit else None,
         }
 
-    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset) -> None:
+    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
         """accuracy_vs_time.png and confusion_matrix.png (validation set, best-val-loss weights)."""
-        rows = read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else []
         if rows:
             plots.accuracy_curves({run_dir.name: rows}, run_dir / "accuracy_vs_time.png", self.target)
         k = len(self.classes)

@@ -59,8 +59,9 @@ class Task:
         """Task-specific entries for summary.json from the per-epoch rows (e.g. time to a target)."""
         return {}
 
-    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset) -> None:
-        """Task-specific plots at the end of a run (main process, best weights loaded)."""
+    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
+        """Task-specific plots at the end of a run (main process, best weights loaded, ``rows`` of
+        metrics.csv)."""
 
 
 @dataclass
@@ -343,7 +344,7 @@ def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Da
             run.restore("best.pt")
         records.finish(summary, state.rows)
         if log.plots:
-            task.finish(run_dir, run.accelerator.unwrap_model(run.model), val_set)
+            task.finish(run_dir, run.accelerator.unwrap_model(run.model), val_set, state.rows)
     if log.log_with:
         run.accelerator.end_training()
     run.accelerator.wait_for_everyone()

@@ -63,7 +63,7 @@ class MAETask(Task):
             per_image.append(accelerator.gather_for_metrics((loss * mask).sum(1) / mask.sum(1)))
         return {"val_loss": float(torch.cat(per_image).mean())}
 
-    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset) -> None:
+    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
         """Grid of validation reconstructions (input / masked / reconstruction) of the best model."""
         count = min(self.recon_images, len(val_set))
         if count == 0:

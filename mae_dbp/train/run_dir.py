@@ -74,11 +74,9 @@ def cli_config(schema: type[C], config_path: str | None, resume: str | None, ove
 
 def job_config(schema: type[C], config: C | None, resume: str | Path | None) -> C:
     """The checked config of a job: ``config``, or (``None`` when resuming) the run's own config.yaml."""
-    if config is None:
-        if resume is None:
-            raise UserInputError("a training job needs a config (or a run directory to resume)")
-        config = load_config(schema, resumable(resume) / CONFIG_FILE)
-    return checked(config)
+    if config is None and resume is None:
+        raise UserInputError("a training job needs a config (or a run directory to resume)")
+    return checked(config) if config is not None else cli_config(schema, None, str(resume), ())
 
 
 @contextmanager
