@@ -164,7 +164,7 @@ def test_bench_compare_runs_reports_time_to_bps_best():
 
 def test_bench_zoo_keeps_the_epochs_of_a_run_that_diverged(tmp_path):
     from mae_dbp.bench.zoo import _train_until_diverged
-    from mae_dbp.train.records import write_csv
+    from mae_dbp.files import write_csv
 
     def diverges_after(epochs: int):
         """The loop's behaviour with the guard off: ``epochs`` rows written, then a non-finite loss."""
