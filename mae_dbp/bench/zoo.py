@@ -79,6 +79,28 @@ def _train_until_diverged(classify, config, run_dir: Path) -> int | None:
         return int(read_csv(run_dir / "metrics.csv")[-1]["epoch"])
 
 
+def _run_pair(root: Path, arch: str, seed: int, model: dict, data, train, decor, targets: Sequence[float]) -> dict:
+    """One BP and one DBP run of ``arch`` at ``seed`` (which goes first alternates with the seed, to
+    spread slow drifts of the machine), their accuracy plot, and their comparison."""
+    from mae_dbp.config import LogConfig
+    from mae_dbp.models.zoo import ZooModelConfig
+    from mae_dbp.train import plots
+    from mae_dbp.train.classify import ClassifyConfig, classify
+    from mae_dbp.train.records import read_csv
+
+    rows, diverged = {}, {}
+    for method in ("bp", "dbp") if seed % 2 == 0 else ("dbp", "bp"):
+        run_dir = root / f"{arch}-{method}-seed{seed}"
+        config = ClassifyConfig(model=ZooModelConfig(**model, **ARCH_MODELS[arch]), data=copy.deepcopy(data),
+                                log=LogConfig(emissions=False, plots=False), train=dataclasses.replace(train, seed=seed),
+                                decor=dataclasses.replace(decor, enabled=method == "dbp", seed=seed))
+        diverged[method] = _train_until_diverged(classify, config, run_dir)
+        rows[method] = read_csv(run_dir / "metrics.csv")
+    plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
+    return {"seed": seed, **compare_runs(rows["bp"], rows["dbp"], targets),
+            **{f"{m}_diverged_after_epoch": e for m, e in diverged.items()}}
+
+
 def _median(values: list[float | None]) -> float | None:
     """Median with None ("never reached") counted as +inf; None if the median itself is never."""
     middle = statistics.median([math.inf if v is None else v for v in values])
@@ -102,11 +124,8 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     import torch
 
     from data_tools.stats import compute_stats
-    from mae_dbp.config import DecorConfig, GuardConfig, LogConfig
-    from mae_dbp.models.zoo import ZooModelConfig
-    from mae_dbp.train import plots
-    from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, ClassifyTrainConfig, classify
-    from mae_dbp.train.records import read_csv
+    from mae_dbp.config import DecorConfig, GuardConfig
+    from mae_dbp.train.classify import ClassifyDataConfig, ClassifyTrainConfig
 
     data_dir = Path(data_dir)
     if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
@@ -125,27 +144,14 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     train = ClassifyTrainConfig(batch_size=batch_size, effective_batch=batch_size, epochs=100000,
                                 base_lr=lr * 256 / batch_size, min_lr=lr, warmup_epochs=0, weight_decay=0.0,
                                 betas=[0.9, 0.999], max_train_seconds=budget_s, guard=GuardConfig(enabled=False))
-    log = LogConfig(emissions=False, plots=False)
+    decor = DecorConfig(sites=list(sites), lr=decor_lr, kappa=kappa, variant=variant, rank=rank)
     temporary = tempfile.TemporaryDirectory(prefix="bench-zoo-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
     runs: dict[str, list[dict]] = {arch: [] for arch in archs}
     try:
         for seed in seeds:
             for arch in archs:
-                rows, diverged = {}, {}
-                order = ("bp", "dbp") if seed % 2 == 0 else ("dbp", "bp")  # spread slow drifts of the machine
-                for method in order:
-                    run_dir = root / f"{arch}-{method}-seed{seed}"
-                    config = ClassifyConfig(
-                        model=ZooModelConfig(**model, **ARCH_MODELS[arch]), data=copy.deepcopy(data), log=log,
-                        train=dataclasses.replace(train, seed=seed),
-                        decor=DecorConfig(enabled=method == "dbp", sites=list(sites), lr=decor_lr, kappa=kappa,
-                                          variant=variant, rank=rank, seed=seed))
-                    diverged[method] = _train_until_diverged(classify, config, run_dir)
-                    rows[method] = read_csv(run_dir / "metrics.csv")
-                plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
-                runs[arch].append({"seed": seed, **compare_runs(rows["bp"], rows["dbp"], targets),
-                                   **{f"{m}_diverged_after_epoch": e for m, e in diverged.items()}})
+                runs[arch].append(_run_pair(root, arch, seed, model, data, train, decor, targets))
     finally:
         torch.set_num_threads(previous_threads)
         if temporary:
