@@ -72,11 +72,10 @@ def run_inference_bench(config: PretrainConfig, repeats: int, batch_size: int = 
         for _, layer in decor.decor_modules(encoder):
             layer.R.add_(0.02 * torch.randn_like(layer.R))
     fused = decor.fuse(copy.deepcopy(encoder)).eval()
-    model = config.model
-    plain = timm.create_model(model.encoder, pretrained=False, num_classes=0, img_size=model.img_size,
-                              in_chans=model.in_chans, **dict(model.encoder_args)).eval()
+    plain = timm.create_model(config.model.encoder, pretrained=False, num_classes=0, img_size=mae.img_size,
+                              in_chans=mae.in_chans, **dict(config.model.encoder_args)).eval()
     plain.load_state_dict(fused.state_dict(), strict=True)
-    images = torch.randn(batch_size, model.in_chans, model.img_size, model.img_size)
+    images = torch.randn(batch_size, mae.in_chans, mae.img_size, mae.img_size)
     with torch.no_grad():
         with decor.explicit(encoder):
             reference = encoder.forward_features(images)
@@ -95,13 +94,13 @@ def run_overhead_bench(config: PretrainConfig, steps: int, batch_size: int | Non
     torch.manual_seed(0)
     ours, _ = build_model(config)
     torch.manual_seed(0)
-    encoder = timm.create_model(model.encoder, pretrained=False, num_classes=0, img_size=model.img_size,
-                                in_chans=model.in_chans, **dict(model.encoder_args))
+    encoder = timm.create_model(model.encoder, pretrained=False, num_classes=0, img_size=ours.img_size,
+                                in_chans=ours.in_chans, **dict(model.encoder_args))
     encoder.pos_embed.requires_grad_(False)
     dec = model.decoder
     plain = StraightforwardMAE(encoder, dec.dim, dec.depth, dec.heads, model.mask_ratio)
-    images = torch.randn(batch, model.in_chans, model.img_size, model.img_size)
-    times = time_alternating({"plain": training_step(plain, images, None), "ours": training_step(ours, images, None)},
+    images = torch.randn(batch, ours.in_chans, ours.img_size, ours.img_size)
+    times = time_alternating({"plain": training_step(plain, images), "ours": training_step(ours, images)},
                              repeats=steps, warmup=2)
     return {"plain_mae_step_s": times["plain"], "mae_dbp_bp_step_s": times["ours"],
             "framework_ratio": times["ours"] / times["plain"], "batch_size": batch}
