@@ -8,24 +8,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mae_dbp.pretrain_cli import add_run_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="classification YAML (configs/zoo/*.yaml)")
-    parser.add_argument("--out", help="run directory (default: log.dir/log.name, or the config name + time)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last.pt, with its own config.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted config overrides, e.g. model.arch=mlp data.root=PATH decor.enabled=false")
+    add_run_arguments(parser, "classification YAML (configs/zoo/*.yaml)", "model.arch=mlp")
 
 
 def run(args: argparse.Namespace) -> int:
     from mae_dbp.errors import UserInputError
     from mae_dbp.train.classify import ClassifyConfig, classify
-    from mae_dbp.train.run_dir import cli_config
+    from mae_dbp.train.run_dir import cli_config, process_state
 
     if not args.config and not args.resume:
         raise UserInputError("give --config FILE (or --resume RUN_DIR)")
     config = cli_config(ClassifyConfig, args.config, args.resume, args.overrides)
     summary = classify(config, out=args.out, resume=args.resume, stem=Path(args.config).stem if args.config else "classify")
+    if not process_state().is_main_process:
+        return 0
     target = summary.get("train_seconds_to_target")
     reached = f"; target {summary['target_accuracy']:.3f} reached after {target:.1f} s" if target is not None else ""
     print(f"best val top-1 {summary.get('best_val_top1', float('nan')):.4f} at epoch {summary.get('best_top1_epoch')} "

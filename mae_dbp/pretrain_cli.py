@@ -6,12 +6,18 @@ import argparse
 from pathlib import Path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="pretraining YAML (configs/pretrain/*.yaml); without it, the built-in ViT-B defaults")
+def add_run_arguments(parser: argparse.ArgumentParser, config_help: str, override_example: str) -> None:
+    """The arguments of a training command (pretrain, classify): --config, --out, --resume, overrides."""
+    parser.add_argument("--config", help=config_help)
     parser.add_argument("--out", help="run directory (default: log.dir/log.name, or the config name + time)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last.pt, with its own config.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted config overrides, e.g. train.epochs=2 data.root=PATH decor.enabled=false")
+                        help=f"dotted config overrides, e.g. {override_example} data.root=PATH decor.enabled=false")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser, "pretraining YAML (configs/pretrain/*.yaml); without it, the built-in ViT-B defaults",
+                      "train.epochs=2")
 
 
 def run(args: argparse.Namespace) -> int:
