@@ -8,7 +8,8 @@ from mae_dbp.decor.apply import (
     FORMS, apply, decor_modules, defer_weight_grads, explicit, finish_weight_grads, fuse, ranks_agree, update, use_form,
 )
 from mae_dbp.decor.cost import fused_is_cheaper, gram_is_cheaper, rows_update_is_cheaper
-from mae_dbp.decor.layers import DecorConv2d, DecorLinear, DecorMixin
+from mae_dbp.decor.conv import DecorConv2d
+from mae_dbp.decor.layers import DecorLinear, DecorMixin
 from mae_dbp.decor.matrix import VARIANTS, DecorSettings, correlation_metric
 
 __all__ = [

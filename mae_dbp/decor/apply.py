@@ -20,7 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mae_dbp.decor.layers import DecorConv2d, DecorLinear, DecorMixin
+from mae_dbp.decor.conv import DecorConv2d
+from mae_dbp.decor.layers import DecorLinear, DecorMixin
 from mae_dbp.decor.matrix import DecorSettings, SampleStats
 from mae_dbp.errors import UserInputError
 
