@@ -33,6 +33,8 @@ def reference_step(r, x, kappa, lr, variant, u=None, v=None):
     if variant == "triangular":
         delta = delta * torch.tril(torch.ones(d, d, dtype=r.dtype))
     if variant == "low_rank":
+        if not u.any():  # the first step starts V at the leading eigenvectors of S
+            v = torch.linalg.eigh(s)[1][:, -v.shape[1]:]
         u_new = u - lr * delta @ v
         v_new = v - lr * delta.T @ u
         return torch.eye(d, dtype=r.dtype) + u_new @ v_new.T, u_new, v_new

@@ -105,11 +105,23 @@ def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
     stats = [layer.take_stats(summable=distributed) for _, layer in layers]
     if distributed:
         stats = _all_reduce_stats(stats, [layer.decor_dim for _, layer in layers])
+    first_low_rank = [layer for _, layer in layers if layer.settings.variant == "low_rank" and not layer.R_u.any()]
     metrics = {}
     for (name, layer), layer_stats in zip(layers, stats):
         if float(layer_stats.count) > 0:
             metrics[name] = layer.apply_update(layer_stats, lr)
+    if distributed and first_low_rank:
+        _broadcast_factors(first_low_rank)
     return metrics
+
+
+def _broadcast_factors(layers: list[DecorMixin]) -> None:
+    """Rank 0's R, U, V for low-rank layers that just took their first step: it starts V at an
+    eigendecomposition, whose last bits may differ between devices; everything after is exact."""
+    for layer in layers:
+        for buffer in (layer.R, layer.R_u, layer.R_v):
+            dist.broadcast(buffer, src=0)
+        layer.invalidate_cache()
 
 
 def ranks_agree(model: nn.Module) -> bool:

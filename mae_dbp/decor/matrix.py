@@ -220,6 +220,11 @@ def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Ten
     U <- U - lr G (R V), V <- V - lr Rᵀ (G U) with R V = V + U (Vᵀ V), Rᵀ M = M + V (Uᵀ M) and
     G M = (1 - kappa) S M + diag(c) M (:func:`_row_scale`); S M costs 2·n·d·rank from the rows
     (S = Zᵀ Z / n) or d²·rank from dense statistics. Equals the dense step (G R) V, (G R)ᵀ U.
+
+    The first step (U = 0, so R = I) first sets V to the ``rank`` leading eigenvectors of S (a d³
+    eigendecomposition, once): the projected step can only move R within span(V), and the
+    strongest correlations (e.g. the common direction of non-centred ReLU activations) lie there,
+    which a random V of rank << d misses.
     """
     count = float(stats.count)
     if isinstance(stats, SampleRows):
@@ -229,6 +234,9 @@ def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Ten
 
         def s_times(m: torch.Tensor) -> torch.Tensor:
             return z.T @ (z @ m) / count
+
+        def dense() -> torch.Tensor:
+            return z.T @ z / count
     else:
         s = stats.zz / count
         variances = torch.diagonal(s)
@@ -236,6 +244,11 @@ def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Ten
 
         def s_times(m: torch.Tensor) -> torch.Tensor:
             return s @ m
+
+        def dense() -> torch.Tensor:
+            return s
+    if not bool(u.any()):
+        v.copy_(torch.linalg.eigh(dense())[1][:, -v.shape[1]:].flip(1))  # eigh sorts ascending
     c = _row_scale(variances, kappa)[:, None]
 
     def g_times(m: torch.Tensor) -> torch.Tensor:
