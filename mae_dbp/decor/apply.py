@@ -105,12 +105,14 @@ def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
     stats = [layer.take_stats(summable=distributed) for _, layer in layers]
     if distributed:
         stats = _all_reduce_stats(stats, [layer.decor_dim for _, layer in layers])
-    first_low_rank = [layer for _, layer in layers if layer.settings.variant == "low_rank" and not layer.R_u.any()]
+    # low-rank layers about to take their first step (checked only where it matters: the check syncs a GPU)
+    first_low_rank = [layer for _, layer in layers
+                      if distributed and layer.settings.variant == "low_rank" and not layer.R_u.any()]
     metrics = {}
     for (name, layer), layer_stats in zip(layers, stats):
         if float(layer_stats.count) > 0:
             metrics[name] = layer.apply_update(layer_stats, lr)
-    if distributed and first_low_rank:
+    if first_low_rank:
         _broadcast_factors(first_low_rank)
     return metrics
 

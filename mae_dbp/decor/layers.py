@@ -256,7 +256,8 @@ class DecorMixin:
                 input_grad=torch.is_grad_enabled() and x.requires_grad, deferred_weight_grad=defer,
             )
         if defer:
-            self._window_fused = fused if self._window_fused is None else self._window_fused
+            if self._window_fused is None:
+                self._window_fused = fused
             self._unfused_in_window |= not fused
         return fused
 
