@@ -178,3 +178,22 @@ def test_bench_zoo_keeps_the_epochs_of_a_run_that_diverged(tmp_path):
     assert _train_until_diverged(lambda config, out: None, None, tmp_path / "b") is None
     with pytest.raises(FloatingPointError):  # diverged before any epoch ended: nothing to compare
         _train_until_diverged(diverges_after(0), None, tmp_path / "c")
+
+
+def test_bench_zoo_runs_a_bp_dbp_pair_with_the_given_decor_settings(toy, tmp_path):
+    """The CLI end to end on a 1-second budget: both runs, the plot, the JSON, DBP's settings in its run."""
+    import yaml
+
+    main(["bench", "zoo", "--data", str(toy), "--budget", "1", "--archs", "mlp", "--batch-size", "32", "--threads", "1", "--variant",
+          "low_rank", "--rank", "4", "--kappa", "0.5", "--sample-frac", "0.5", "--lr", "2e-3", "--out",
+          str(tmp_path / "runs"), "--json", str(tmp_path / "zoo.json")])
+    result = json.loads((tmp_path / "zoo.json").read_text())
+    assert result["settings"]["kappa"] == 0.5 and result["settings"]["sample_frac"] == 0.5
+    (pair,) = result["runs"]["mlp"]
+    assert pair["bp_epochs"] >= 1 and pair["dbp_epochs"] >= 1 and pair["step_time_ratio"] > 0
+    assert (tmp_path / "runs" / "mlp-seed0.png").is_file()
+    configs = {m: yaml.safe_load((tmp_path / "runs" / f"mlp-{m}-seed0" / "config.yaml").read_text()) for m in ("bp", "dbp")}
+    assert not configs["bp"]["decor"]["enabled"] and configs["dbp"]["decor"]["enabled"]
+    assert {k: configs["dbp"]["decor"][k] for k in ("variant", "rank", "kappa", "sample_frac")} == {
+        "variant": "low_rank", "rank": 4, "kappa": 0.5, "sample_frac": 0.5}
+    assert configs["bp"]["train"]["min_lr"] == configs["dbp"]["train"]["min_lr"] == pytest.approx(2e-3)  # constant lr

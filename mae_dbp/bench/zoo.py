@@ -111,13 +111,14 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                   seeds: Sequence[int] = (0,), batch_size: int = 256, lr: float = 1e-3, decor_lr: float = 1e-3,
                   kappa: float = 0.0, threads: int | None = None, out_dir: str | Path | None = None,
                   targets: Sequence[float] = (0.9, 0.95, 0.97, 0.98), variant: str = "standard", rank: int = 16,
-                  sites: Sequence[str] = ("*",)) -> dict:
+                  sites: Sequence[str] = ("*",), sample_frac: float = 0.1) -> dict:
     """BP vs DBP per architecture and seed to ``budget_s`` training seconds each; returns the results.
 
     ``lr`` (W, Adam) and ``decor_lr`` (R) are per-step values at any ``batch_size``; ``threads`` sets
     torch's CPU threads for all runs (default: unchanged); ``targets``: fixed top-1 levels (fractions)
     whose first-reach seconds are reported for both methods; ``variant`` / ``rank`` / ``sites``: DBP's
-    variant and the layers it decorrelates (module-name globs). Runs go to ``out_dir`` (default: a
+    variant and the layers it decorrelates (module-name globs); ``kappa`` / ``sample_frac``: the R
+    rule's whitening weight and the fraction of each batch's rows per R update. Runs go to ``out_dir`` (default: a
     temporary folder, deleted). Result: {"settings", "runs": {arch: [pair per seed]},
     "summary": {arch: medians over seeds, a miss counted as +inf (null: missed in most seeds)}}.
     """
@@ -144,7 +145,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     train = ClassifyTrainConfig(batch_size=batch_size, effective_batch=batch_size, epochs=100000,
                                 base_lr=lr * 256 / batch_size, min_lr=lr, warmup_epochs=0, weight_decay=0.0,
                                 betas=[0.9, 0.999], max_train_seconds=budget_s, guard=GuardConfig(enabled=False))
-    decor = DecorConfig(sites=list(sites), lr=decor_lr, kappa=kappa, variant=variant, rank=rank)
+    decor = DecorConfig(sites=list(sites), lr=decor_lr, kappa=kappa, variant=variant, rank=rank, sample_frac=sample_frac)
     temporary = tempfile.TemporaryDirectory(prefix="bench-zoo-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
     runs: dict[str, list[dict]] = {arch: [] for arch in archs}
@@ -160,7 +161,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                       ("time_fraction", "epoch_fraction", "step_time_ratio", "bp_best_top1", "dbp_best_top1")}
                for arch, pairs in runs.items()}
     settings = {"data": str(data_dir), "budget_s": budget_s, "archs": list(archs), "seeds": list(seeds),
-                "batch_size": batch_size, "lr": lr, "decor_lr": decor_lr, "kappa": kappa, "variant": variant,
+                "batch_size": batch_size, "lr": lr, "decor_lr": decor_lr, "kappa": kappa, "sample_frac": sample_frac, "variant": variant,
                 "rank": rank if variant == "low_rank" else None, "sites": list(sites),
                 "threads": threads or previous_threads, "targets": list(targets), "out_dir": None if temporary else str(root)}
     return {"settings": settings, "runs": runs, "summary": summary}
@@ -209,12 +210,16 @@ def add_arguments(sub) -> None:
     p.add_argument("--rank", type=int, default=16, help="rank of U, V for --variant low_rank (default 16)")
     p.add_argument("--sites", nargs="+", default=["*"], help="module-name globs DBP decorrelates (default: every layer)")
     p.add_argument("--decor-lr", type=float, default=1e-3, help="R learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=1e-3, help="main (Adam) learning rate of both methods (default 1e-3)")
+    p.add_argument("--kappa", type=float, default=0.0, help="R rule's whitening weight (default 0: decorrelate only)")
+    p.add_argument("--sample-frac", type=float, default=0.1, help="fraction of each batch's rows per R update (default 0.1)")
 
 
 def run(args) -> dict:
     """``mae-dbp bench zoo``: runs the bench, prints the table, returns the result (the caller writes --json)."""
     result = run_zoo_bench(args.data, args.budget, archs=args.archs, seeds=args.seeds, batch_size=args.batch_size,
                            threads=args.threads, out_dir=args.out, variant=args.variant, rank=args.rank,
-                           sites=args.sites, decor_lr=args.decor_lr)
+                           sites=args.sites, decor_lr=args.decor_lr, lr=args.lr, kappa=args.kappa,
+                           sample_frac=args.sample_frac)
     print(markdown_table(result))
     return result
