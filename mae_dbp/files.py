@@ -112,7 +112,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict | list) -> None:
     """``data`` as indented JSON (NaN/Inf as null), atomically."""
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n"))
 

@@ -13,7 +13,6 @@ The loop keeps ``best.pt`` at the lowest validation loss (not the highest accura
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from mae_dbp.config import DataConfig, DecorConfig, GuardConfig, LogConfig, TrainConfig, require
 from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
 from mae_dbp.errors import UserInputError
+from mae_dbp.files import write_json
 from mae_dbp.models.zoo import ZooModelConfig, build_classifier, input_size
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
@@ -166,7 +166,7 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
     model = build_classifier(config.model, config.decor)
     with open_run(config, out, resume, stem) as run_dir:
         if process_state().is_main_process:
-            (run_dir / "classes.json").write_text(json.dumps(classes) + "\n")
+            write_json(run_dir / "classes.json", classes)
         task = ClassifyTask(model, classes, config)
         extra = {"arch": config.model.arch, "num_classes": config.model.num_classes, "bad_files": bad,
                  "train_images": len(train_set), "val_images": len(val_set)}
