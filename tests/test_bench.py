@@ -42,3 +42,15 @@ def test_layer_bench_accumulates_micro_batches_with_deferred_weight_gradients():
     result = run_decor_bench(repeats=1, shapes=["vitb_qkv"], tokens=64, micro_batches=3)
     assert result["micro_batches"] == 3 and result["vitb_qkv"]["micro_batches"] == 3
     assert result["vitb_qkv_ratio"] > 0
+
+
+def test_alternating_timer_reverses_the_order_every_round():
+    from mae_dbp.bench.timing import alternating_samples, time_alternating
+
+    calls: list[str] = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    samples = alternating_samples(steps, repeats=3, warmup=1, clock="cpu")
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then A B, B A, A B
+    assert {name: len(values) for name, values in samples.items()} == {"a": 3, "b": 3}
+    assert all(v >= 0 for values in samples.values() for v in values)
+    assert set(time_alternating(steps, repeats=2)) == {"a", "b"}

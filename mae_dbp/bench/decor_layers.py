@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from typing import Callable
 
 import torch
 from torch import nn
 
 from mae_dbp import decor
+from mae_dbp.bench.timing import alternating_samples
 
 SHAPES: dict[str, Callable[[], nn.Module]] = {
     "vitb_qkv": lambda: nn.Linear(768, 2304),
@@ -67,26 +67,6 @@ def _steps(model: nn.Module, x: torch.Tensor, count: int, update: bool, update_l
     return run
 
 
-CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
-
-
-def _time_pairs(plain: Callable[[], None], dbp: Callable[[], None], repeats: int, clock: str = "wall", warmup: int = 1):
-    """Seconds of each block, alternating plain and DBP (the order flips every pair)."""
-    now = CLOCKS[clock]
-    for _ in range(warmup):
-        plain()
-        dbp()
-    times: dict[str, list[float]] = {"plain": [], "dbp": []}
-    for i in range(repeats):
-        for name, run in (("plain", plain), ("dbp", dbp)) if i % 2 == 0 else (("dbp", dbp), ("plain", plain)):
-            start = now()
-            run()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[name].append(now() - start)
-    return times
-
-
 def compare(layer: nn.Module, x: torch.Tensor, repeats: int, update_every: int = 1, form: str = "auto",
             clock: str = "wall", micro_batches: int = 1, **settings) -> dict:
     """Time training steps of the plain layer and its DBP version on input x (see the module
@@ -98,8 +78,8 @@ def compare(layer: nn.Module, x: torch.Tensor, repeats: int, update_every: int =
     decor.defer_weight_grads(wrapped, micro_batches > 1)
     wrapped[0].form = form
     lr = settings.get("lr", 5e-4) * update_every  # the R progress per step of update_every = 1
-    times = _time_pairs(_steps(plain, x, update_every, False, lr, micro_batches),
-                        _steps(wrapped, x, update_every, True, lr, micro_batches), repeats, clock)
+    times = alternating_samples({"plain": _steps(plain, x, update_every, False, lr, micro_batches),
+                                 "dbp": _steps(wrapped, x, update_every, True, lr, micro_batches)}, repeats, clock=clock)
     ratios = sorted(d / p for p, d in zip(times["plain"], times["dbp"]))
     return {
         "plain_s": statistics.median(times["plain"]) / update_every,

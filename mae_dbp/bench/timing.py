@@ -1,4 +1,5 @@
-"""Alternating timer: run two step functions in turns in one process and compare their medians."""
+"""Alternating timer: run step functions in turns in one process, so slow drifts of the machine
+(thermal, a busy neighbour) fall on every contender alike."""
 
 from __future__ import annotations
 
@@ -8,25 +9,34 @@ from typing import Callable
 
 import torch
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
-def time_alternating(
-    steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 1
-) -> dict[str, float]:
-    """Median seconds per call of each step, calling them in turn (A B A B ...) after warm-up.
 
-    Alternating spreads slow drifts of the machine (thermal, other load) over every contender.
-    """
+def alternating_samples(steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 1,
+                        clock: str = "wall") -> dict[str, list[float]]:
+    """Seconds of each call of each step, ``repeats`` rounds after ``warmup`` untimed ones; the
+    order reverses every round (A B, B A, ...), so no step always runs first. ``clock``: "wall"
+    (perf_counter) or "cpu" (this process's CPU time, blind to other processes' load)."""
+    now = CLOCKS[clock]
     for _ in range(warmup):
         for step in steps.values():
             step()
+    order = list(steps.items())
     samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
+    for i in range(repeats):
+        for name, step in order if i % 2 == 0 else order[::-1]:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = now()
             step()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            samples[name].append(now() - start)
+    return samples
+
+
+def time_alternating(steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 1,
+                     clock: str = "wall") -> dict[str, float]:
+    """Median seconds per call of each step (:func:`alternating_samples`)."""
+    return {name: statistics.median(values)
+            for name, values in alternating_samples(steps, repeats, warmup, clock).items()}
