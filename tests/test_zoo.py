@@ -15,6 +15,7 @@ from mae_dbp.config import DecorConfig, load_config, save_config
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.zoo import ZooModelConfig, build_classifier
 from mae_dbp.files import save_checkpoint
+from mae_dbp.train.records import read_csv
 from mae_dbp.export import export_classifier, export_encoder
 from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, classify
 from tests.sizes import tiny_classify
@@ -180,20 +181,44 @@ def test_bench_zoo_keeps_the_epochs_of_a_run_that_diverged(tmp_path):
         _train_until_diverged(diverges_after(0), None, tmp_path / "c")
 
 
-def test_bench_zoo_runs_a_bp_dbp_pair_with_the_given_decor_settings(toy, tmp_path):
-    """The CLI end to end on a 1-second budget: both runs, the plot, the JSON, DBP's settings in its run."""
+def test_bench_zoo_sweeps_the_lr_for_both_and_runs_each_at_its_pick(toy, tmp_path):
+    """The CLI end to end on a 1-second budget: the sweep, the pair at each method's pick, the plot,
+    the JSON, and DBP's settings in its run folder."""
     import yaml
 
-    main(["bench", "zoo", "--data", str(toy), "--budget", "1", "--archs", "mlp", "--batch-size", "32", "--threads", "1", "--variant",
-          "low_rank", "--rank", "4", "--kappa", "0.5", "--sample-frac", "0.5", "--lr", "2e-3", "--out",
-          str(tmp_path / "runs"), "--json", str(tmp_path / "zoo.json")])
+    main(["bench", "zoo", "--data", str(toy), "--budget", "1", "--archs", "mlp", "--batch-size", "32", "--threads", "1",
+          "--variant", "low_rank", "--rank", "4", "--kappa", "0.5", "--sample-frac", "0.5", "--lrs", "1e-3", "2e-3",
+          "--out", str(tmp_path / "runs"), "--json", str(tmp_path / "zoo.json")])
     result = json.loads((tmp_path / "zoo.json").read_text())
     assert result["settings"]["kappa"] == 0.5 and result["settings"]["sample_frac"] == 0.5
     (pair,) = result["runs"]["mlp"]
+    for method in ("bp", "dbp"):
+        sweep = result["sweep"]["mlp"][method]
+        assert sweep["lrs"] == [1e-3, 2e-3] and sweep["chosen"] == sweep["lrs"][sweep["best_top1"].index(max(sweep["best_top1"]))]
+        assert pair[f"{method}_lr"] == sweep["chosen"]
+        best = max(float(r["val_top1"]) for r in read_csv(tmp_path / "runs" / f"mlp-{method}-lr{sweep['chosen']:g}-seed0" / "metrics.csv"))
+        assert pair[f"{method}_best_top1"] == pytest.approx(best)
     assert pair["bp_epochs"] >= 1 and pair["dbp_epochs"] >= 1 and pair["step_time_ratio"] > 0
-    assert (tmp_path / "runs" / "mlp-seed0.png").is_file()
-    configs = {m: yaml.safe_load((tmp_path / "runs" / f"mlp-{m}-seed0" / "config.yaml").read_text()) for m in ("bp", "dbp")}
+    assert len(list((tmp_path / "runs").glob("mlp-*-lr*-seed0"))) == 4 and (tmp_path / "runs" / "mlp-seed0.png").is_file()
+    configs = {m: yaml.safe_load((tmp_path / "runs" / f"mlp-{m}-lr0.002-seed0" / "config.yaml").read_text()) for m in ("bp", "dbp")}
     assert not configs["bp"]["decor"]["enabled"] and configs["dbp"]["decor"]["enabled"]
     assert {k: configs["dbp"]["decor"][k] for k in ("variant", "rank", "kappa", "sample_frac")} == {
         "variant": "low_rank", "rank": 4, "kappa": 0.5, "sample_frac": 0.5}
     assert configs["bp"]["train"]["min_lr"] == configs["dbp"]["train"]["min_lr"] == pytest.approx(2e-3)  # constant lr
+
+
+def test_lr_sweep_alternates_the_methods_and_picks_the_best_median():
+    from mae_dbp.bench.sweep import lr_sweep
+
+    calls = []
+    scores = {("bp", 1): [0.5, 0.9, 0.6], ("bp", 2): [0.7, 0.7, 0.1], ("dbp", 1): [0.2, 0.3, 0.4], ("dbp", 2): [0.8, 0.0, 0.5]}
+
+    def runner(method, lr, seed):
+        calls.append((method, lr))
+        return {"score": scores[(method, lr)][seed]}
+
+    sweep = lr_sweep(runner, {"bp": [1, 2], "dbp": [1, 2]}, [0, 1, 2], key="score", higher_is_better=True)
+    assert calls == [("bp", 1)] * 3 + [("dbp", 1)] * 3 + [("bp", 2)] * 3 + [("dbp", 2)] * 3
+    assert sweep["bp"] == {"lrs": [1, 2], "score": [0.6, 0.7], "chosen": 2}
+    assert sweep["dbp"] == {"lrs": [1, 2], "score": [0.3, 0.5], "chosen": 2}
+    assert lr_sweep(runner, {"bp": [1, 2]}, [0, 1, 2], key="score")["bp"]["chosen"] == 1  # lowest

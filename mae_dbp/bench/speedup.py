@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from mae_dbp.bench.sweep import lr_sweep
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import atomic_write
 
@@ -173,19 +174,6 @@ SUMMARY_KEYS = ("time_fraction", "epoch_fraction", "co2_fraction", "step_time_ra
                 "dbp_cpu_per_wall")
 
 
-def _lr_sweep(runner, methods_lrs: dict[str, list[float]], sweep_seeds: Sequence[int]) -> dict:
-    """{method: {"lrs": [...], "best_val_loss": [median over sweep seeds per lr], "chosen": lr}}."""
-    sweep = {m: {"lrs": list(lrs), "best_val_loss": []} for m, lrs in methods_lrs.items()}
-    for index in range(max(len(lrs) for lrs in methods_lrs.values())):
-        for method, lrs in methods_lrs.items():
-            if index < len(lrs):
-                losses = [runner(method, lrs[index], seed)["best_val_loss"] for seed in sweep_seeds]
-                sweep[method]["best_val_loss"].append(statistics.median(losses))
-    for entry in sweep.values():
-        entry["chosen"] = entry["lrs"][min(range(len(entry["lrs"])), key=lambda i: entry["best_val_loss"][i])]
-    return sweep
-
-
 def default_thresholds(bp_best_losses: Sequence[float], factors: Sequence[float] = (1.10, 1.05, 1.02)) -> list[float]:
     """Fixed loss levels for every seed and method: the median of BP's best losses times ``factors``."""
     middle = statistics.median(bp_best_losses)
@@ -225,7 +213,7 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
     try:
         lrs = {"bp": [s.base_lr * m for m in s.lr_multipliers],
                "dbp": [s.base_lr * m for m in (s.dbp_lr_multipliers or s.lr_multipliers)]}
-        sweep = _lr_sweep(runner, lrs, s.sweep_seeds)
+        sweep = lr_sweep(runner, lrs, s.sweep_seeds, key="best_val_loss")
         results = {}
         for index, seed in enumerate(s.seeds):
             order = METHODS if index % 2 == 0 else METHODS[::-1]  # spread slow drifts of the machine

@@ -10,6 +10,10 @@ times have epoch resolution. Also reported: the same ratio in epochs (learning p
 DBP's per-step cost), the seconds-per-step ratio (DBP's overhead), and both methods' seconds to
 fixed accuracy levels (``targets``; less noisy than one run's best).
 
+With several main lrs (``lrs``), both methods first run at each of them on the sweep seeds and each
+keeps the lr with the highest median best top-1 (:func:`mae_dbp.bench.sweep.lr_sweep`, the same
+sweep for both); the pairs then compare each method at its own lr (sweep runs are reused).
+
 The data folder is ``DIR/train/<class>/*`` + ``DIR/val/<class>/*`` (``data_tools.digits``).
 """
 
@@ -23,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from mae_dbp.bench.sweep import lr_sweep
 from mae_dbp.data.io import list_images, read_image
 from mae_dbp.errors import UserInputError
 
@@ -79,26 +84,49 @@ def _train_until_diverged(classify, config, run_dir: Path) -> int | None:
         return int(read_csv(run_dir / "metrics.csv")[-1]["epoch"])
 
 
-def _run_pair(root: Path, arch: str, seed: int, model: dict, data, train, decor, targets: Sequence[float]) -> dict:
-    """One BP and one DBP run of ``arch`` at ``seed`` (which goes first alternates with the seed, to
-    spread slow drifts of the machine), their accuracy plot, and their comparison."""
+def _runner(root: Path, arch: str, model: dict, data, train, decor):
+    """``run(method, lr, seed)`` -> {"rows", "best_top1", "diverged_after_epoch"} of one training run
+    (cached, so the lr sweep's runs are reused by the pairs); run folders ``{arch}-{method}-lr{lr}-seed{seed}``."""
     from mae_dbp.config import LogConfig
     from mae_dbp.models.zoo import ZooModelConfig
-    from mae_dbp.train import plots
     from mae_dbp.train.classify import ClassifyConfig, classify
     from mae_dbp.train.records import read_csv
 
-    rows, diverged = {}, {}
-    for method in ("bp", "dbp") if seed % 2 == 0 else ("dbp", "bp"):
-        run_dir = root / f"{arch}-{method}-seed{seed}"
-        config = ClassifyConfig(model=ZooModelConfig(**model, **ARCH_MODELS[arch]), data=copy.deepcopy(data),
-                                log=LogConfig(emissions=False, plots=False), train=dataclasses.replace(train, seed=seed),
-                                decor=dataclasses.replace(decor, enabled=method == "dbp", seed=seed))
-        diverged[method] = _train_until_diverged(classify, config, run_dir)
-        rows[method] = read_csv(run_dir / "metrics.csv")
-    plots.accuracy_curves({"BP": rows["bp"], "DBP": rows["dbp"]}, root / f"{arch}-seed{seed}.png")
-    return {"seed": seed, **compare_runs(rows["bp"], rows["dbp"], targets),
-            **{f"{m}_diverged_after_epoch": e for m, e in diverged.items()}}
+    done: dict[tuple, dict] = {}
+
+    def run(method: str, lr: float, seed: int) -> dict:
+        if (method, lr, seed) not in done:
+            run_dir = root / f"{arch}-{method}-lr{lr:g}-seed{seed}"
+            steps = dataclasses.replace(train, seed=seed, base_lr=lr * 256 / train.batch_size, min_lr=lr)
+            config = ClassifyConfig(model=ZooModelConfig(**model, **ARCH_MODELS[arch]), data=copy.deepcopy(data),
+                                    log=LogConfig(emissions=False, plots=False), train=steps,
+                                    decor=dataclasses.replace(decor, enabled=method == "dbp", seed=seed))
+            diverged = _train_until_diverged(classify, config, run_dir)
+            rows = read_csv(run_dir / "metrics.csv")
+            done[(method, lr, seed)] = {"rows": rows, "best_top1": max(r["val_top1"] for r in rows),
+                                        "diverged_after_epoch": diverged}
+        return done[(method, lr, seed)]
+
+    return run
+
+
+def _compare_arch(run, root: Path, arch: str, seeds: Sequence[int], lrs: Sequence[float],
+                  sweep_seeds: Sequence[int], targets: Sequence[float]) -> tuple[list[dict], dict | None]:
+    """The lr sweep (if several lrs), then one BP / DBP pair per seed at each method's lr (which goes
+    first alternates with the seed, to spread slow drifts of the machine) with its accuracy plot."""
+    from mae_dbp.train import plots
+
+    sweep = (lr_sweep(run, {"bp": list(lrs), "dbp": list(lrs)}, sweep_seeds, key="best_top1", higher_is_better=True)
+             if len(lrs) > 1 else None)
+    chosen = {m: sweep[m]["chosen"] if sweep else lrs[0] for m in ("bp", "dbp")}
+    pairs = []
+    for seed in seeds:
+        runs = {m: run(m, chosen[m], seed) for m in (("bp", "dbp") if seed % 2 == 0 else ("dbp", "bp"))}
+        plots.accuracy_curves({"BP": runs["bp"]["rows"], "DBP": runs["dbp"]["rows"]}, root / f"{arch}-seed{seed}.png")
+        pairs.append({"seed": seed, "bp_lr": chosen["bp"], "dbp_lr": chosen["dbp"],
+                      **compare_runs(runs["bp"]["rows"], runs["dbp"]["rows"], targets),
+                      **{f"{m}_diverged_after_epoch": r["diverged_after_epoch"] for m, r in runs.items()}})
+    return pairs, sweep
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -108,19 +136,22 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = ("convnet", "mlp"),
-                  seeds: Sequence[int] = (0,), batch_size: int = 256, lr: float = 1e-3, decor_lr: float = 1e-3,
+                  seeds: Sequence[int] = (0,), batch_size: int = 256, lrs: Sequence[float] = (1e-3,),
+                  sweep_seeds: Sequence[int] | None = None, decor_lr: float = 1e-3,
                   kappa: float = 0.0, threads: int | None = None, out_dir: str | Path | None = None,
                   targets: Sequence[float] = (0.9, 0.95, 0.97, 0.98), variant: str = "standard", rank: int = 16,
                   sites: Sequence[str] = ("*",), sample_frac: float = 0.1) -> dict:
     """BP vs DBP per architecture and seed to ``budget_s`` training seconds each; returns the results.
 
-    ``lr`` (W, Adam) and ``decor_lr`` (R) are per-step values at any ``batch_size``; ``threads`` sets
+    ``lrs`` (W, Adam; several: a sweep on ``sweep_seeds``, default ``seeds``, see the module
+    docstring) and ``decor_lr`` (R) are per-step values at any ``batch_size``; ``threads`` sets
     torch's CPU threads for all runs (default: unchanged); ``targets``: fixed top-1 levels (fractions)
     whose first-reach seconds are reported for both methods; ``variant`` / ``rank`` / ``sites``: DBP's
     variant and the layers it decorrelates (module-name globs); ``kappa`` / ``sample_frac``: the R
     rule's whitening weight and the fraction of each batch's rows per R update. Runs go to ``out_dir`` (default: a
     temporary folder, deleted). Result: {"settings", "runs": {arch: [pair per seed]},
-    "summary": {arch: medians over seeds, a miss counted as +inf (null: missed in most seeds)}}.
+    "sweep": {arch: lr sweep or null}, "summary": {arch: medians over seeds, a miss counted as +inf
+    (null: missed in most seeds)}}.
     """
     import torch
 
@@ -142,17 +173,17 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     model = {"in_chans": int(first.shape[0]), "img_size": int(first.shape[-1])}
     data = ClassifyDataConfig(root=str(data_dir / "train"), val_root=str(data_dir / "val"), cache=True,
                               mean=list(stats["mean"]), std=list(stats["std"]))
-    train = ClassifyTrainConfig(batch_size=batch_size, effective_batch=batch_size, epochs=100000,
-                                base_lr=lr * 256 / batch_size, min_lr=lr, warmup_epochs=0, weight_decay=0.0,
-                                betas=[0.9, 0.999], max_train_seconds=budget_s, guard=GuardConfig(enabled=False))
+    train = ClassifyTrainConfig(batch_size=batch_size, effective_batch=batch_size, epochs=100000, warmup_epochs=0,
+                                weight_decay=0.0, betas=[0.9, 0.999], max_train_seconds=budget_s,
+                                guard=GuardConfig(enabled=False))
     decor = DecorConfig(sites=list(sites), lr=decor_lr, kappa=kappa, variant=variant, rank=rank, sample_frac=sample_frac)
     temporary = tempfile.TemporaryDirectory(prefix="bench-zoo-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
-    runs: dict[str, list[dict]] = {arch: [] for arch in archs}
+    runs, sweeps = {}, {}
     try:
-        for seed in seeds:
-            for arch in archs:
-                runs[arch].append(_run_pair(root, arch, seed, model, data, train, decor, targets))
+        for arch in archs:
+            run = _runner(root, arch, model, data, train, decor)
+            runs[arch], sweeps[arch] = _compare_arch(run, root, arch, seeds, lrs, sweep_seeds or seeds, targets)
     finally:
         torch.set_num_threads(previous_threads)
         if temporary:
@@ -161,10 +192,11 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                       ("time_fraction", "epoch_fraction", "step_time_ratio", "bp_best_top1", "dbp_best_top1")}
                for arch, pairs in runs.items()}
     settings = {"data": str(data_dir), "budget_s": budget_s, "archs": list(archs), "seeds": list(seeds),
-                "batch_size": batch_size, "lr": lr, "decor_lr": decor_lr, "kappa": kappa, "sample_frac": sample_frac, "variant": variant,
+                "batch_size": batch_size, "lrs": list(lrs), "sweep_seeds": list(sweep_seeds or seeds) if len(lrs) > 1 else None,
+                "decor_lr": decor_lr, "kappa": kappa, "sample_frac": sample_frac, "variant": variant,
                 "rank": rank if variant == "low_rank" else None, "sites": list(sites),
                 "threads": threads or previous_threads, "targets": list(targets), "out_dir": None if temporary else str(root)}
-    return {"settings": settings, "runs": runs, "summary": summary}
+    return {"settings": settings, "sweep": sweeps, "runs": runs, "summary": summary}
 
 
 def markdown_table(result: dict) -> str:
@@ -172,16 +204,21 @@ def markdown_table(result: dict) -> str:
     def fmt(value, spec: str) -> str:
         return "never" if value is None else format(value, spec)
 
-    lines = ["| arch | seed | BP best top-1 | BP s to best | DBP s to BP's best | time fraction | epoch fraction "
-             "| DBP best top-1 | DBP / BP s per step | diverged |", "|" + "---|" * 10]
+    lines = ["| arch | seed | lr BP / DBP | BP best top-1 | BP s to best | DBP s to BP's best | time fraction | epoch fraction "
+             "| DBP best top-1 | DBP / BP s per step | diverged |", "|" + "---|" * 11]
     for arch, pairs in result["runs"].items():
         for p in pairs:
             diverged = ", ".join(f"{m.upper()} after epoch {p[f'{m}_diverged_after_epoch']}" for m in ("bp", "dbp")
                                  if p.get(f"{m}_diverged_after_epoch") is not None) or "no"
             lines.append(
-                f"| {arch} | {p['seed']} | {p['bp_best_top1']:.4f} | {p['bp_seconds_to_best']:.1f} | "
+                f"| {arch} | {p['seed']} | {p['bp_lr']:g} / {p['dbp_lr']:g} | {p['bp_best_top1']:.4f} | {p['bp_seconds_to_best']:.1f} | "
                 f"{fmt(p['dbp_seconds_to_bp_best'], '.1f')} | {fmt(p['time_fraction'], '.2f')} | "
                 f"{fmt(p['epoch_fraction'], '.2f')} | {p['dbp_best_top1']:.4f} | {p['step_time_ratio']:.2f} | {diverged} |")
+    for arch, sweep in (result.get("sweep") or {}).items():
+        if sweep:
+            lines += ["", f"{arch} lr sweep (median best top-1 over seeds {result['settings']['sweep_seeds']}): "
+                      + "; ".join(f"{m.upper()} " + ", ".join(f"{lr:g}: {v:.4f}" for lr, v in zip(e["lrs"], e["best_top1"]))
+                                  + f" -> {e['chosen']:g}" for m, e in sweep.items())]
     targets = result["settings"].get("targets") or []
     if targets:
         lines += ["", "| arch | seed | " + " | ".join(f"to {100 * t:g}%: BP / DBP s (epoch)" for t in targets) + " |",
@@ -210,7 +247,10 @@ def add_arguments(sub) -> None:
     p.add_argument("--rank", type=int, default=16, help="rank of U, V for --variant low_rank (default 16)")
     p.add_argument("--sites", nargs="+", default=["*"], help="module-name globs DBP decorrelates (default: every layer)")
     p.add_argument("--decor-lr", type=float, default=1e-3, help="R learning rate (default 1e-3)")
-    p.add_argument("--lr", type=float, default=1e-3, help="main (Adam) learning rate of both methods (default 1e-3)")
+    p.add_argument("--lrs", nargs="+", type=float, default=[1e-3],
+                   help="main (Adam) lr of both methods (default 1e-3); several: the same sweep for both, each "
+                        "method then runs at its lr with the highest median best top-1 over --sweep-seeds")
+    p.add_argument("--sweep-seeds", nargs="+", type=int, default=None, help="seeds of the lr sweep (default: --seeds)")
     p.add_argument("--kappa", type=float, default=0.0, help="R rule's whitening weight (default 0: decorrelate only)")
     p.add_argument("--sample-frac", type=float, default=0.1, help="fraction of each batch's rows per R update (default 0.1)")
 
@@ -219,7 +259,7 @@ def run(args) -> dict:
     """``mae-dbp bench zoo``: runs the bench, prints the table, returns the result (the caller writes --json)."""
     result = run_zoo_bench(args.data, args.budget, archs=args.archs, seeds=args.seeds, batch_size=args.batch_size,
                            threads=args.threads, out_dir=args.out, variant=args.variant, rank=args.rank,
-                           sites=args.sites, decor_lr=args.decor_lr, lr=args.lr, kappa=args.kappa,
+                           sites=args.sites, decor_lr=args.decor_lr, lrs=args.lrs, sweep_seeds=args.sweep_seeds, kappa=args.kappa,
                            sample_frac=args.sample_frac)
     print(markdown_table(result))
     return result
