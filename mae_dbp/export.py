@@ -63,11 +63,15 @@ def locate_checkpoint(source: str | Path) -> tuple[Path, Path]:
     return checkpoint, config
 
 
+def fusion_batch(in_chans: int, img_size: int, seed: int = 0) -> torch.Tensor:
+    """The seeded random images (2, in_chans, img_size, img_size), float32, a fused model is checked on."""
+    return torch.randn(2, in_chans, img_size, img_size, generator=torch.Generator().manual_seed(seed))
+
+
 def check_fusion(encoder: nn.Module, fused: nn.Module, in_chans: int, img_size: int, seed: int = 0) -> float:
     """Max abs difference of ``forward_features`` between the DBP encoder, computed unfused as
-    W (R x) (:func:`mae_dbp.decor.explicit`), and the fused encoder, on a random batch (float32)."""
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(2, in_chans, img_size, img_size, generator=generator)
+    W (R x) (:func:`mae_dbp.decor.explicit`), and the fused encoder, on :func:`fusion_batch`."""
+    images = fusion_batch(in_chans, img_size, seed)
     encoder.eval()
     fused.eval()
     with torch.no_grad(), decor.explicit(encoder):
@@ -185,7 +189,7 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
     model = build_classifier(config.model, config.decor)
     model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
     channels, size, _ = input_size(config.model)
-    batch = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+    batch = fusion_batch(channels, size)
     with torch.no_grad():
         reference = model.eval()(batch)
         fused = decor.fuse(model)(batch)
