@@ -207,6 +207,11 @@ def test_bench_zoo_sweeps_the_lr_for_both_and_runs_each_at_its_pick(toy, tmp_pat
     assert configs["bp"]["train"]["min_lr"] == configs["dbp"]["train"]["min_lr"] == pytest.approx(2e-3)  # constant lr
 
 
+def test_bench_zoo_refuses_sweep_seeds_without_a_sweep(toy, capsys):
+    assert main(["bench", "zoo", "--data", str(toy), "--archs", "mlp", "--lrs", "1e-3", "--sweep-seeds", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "mae-dbp: error: bench zoo: --sweep-seeds needs several --lrs to sweep, got --lrs 0.001"
+
+
 def test_lr_sweep_alternates_the_methods_and_picks_the_best_median():
     from mae_dbp.bench.sweep import lr_sweep
 

@@ -162,6 +162,8 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     data_dir = Path(data_dir)
     if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
         raise UserInputError(f"{data_dir}: expected train/<class>/ and val/<class>/ folders (mae-dbp data digits)")
+    if sweep_seeds and len(lrs) < 2:
+        raise UserInputError(f"bench zoo: --sweep-seeds needs several --lrs to sweep, got --lrs {' '.join(map(str, lrs))}")
     unknown = [a for a in archs if a not in ARCH_MODELS]
     if unknown:
         raise UserInputError(f"bench zoo: unknown arch {unknown[0]!r} (known: {', '.join(ARCH_MODELS)})")
