@@ -111,7 +111,7 @@ def _runner(root: Path, arch: str, model: dict, data, train, decor):
 
 
 def _compare_arch(run, root: Path, arch: str, seeds: Sequence[int], lrs: Sequence[float],
-                  sweep_seeds: Sequence[int], targets: Sequence[float]) -> tuple[list[dict], dict | None]:
+                  sweep_seeds: Sequence[int] | None, targets: Sequence[float]) -> tuple[list[dict], dict | None]:
     """The lr sweep (if several lrs), then one BP / DBP pair per seed at each method's lr (which goes
     first alternates with the seed, to spread slow drifts of the machine) with its accuracy plot."""
     from mae_dbp.train import plots
@@ -164,6 +164,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
         raise UserInputError(f"{data_dir}: expected train/<class>/ and val/<class>/ folders (mae-dbp data digits)")
     if sweep_seeds and len(lrs) < 2:
         raise UserInputError(f"bench zoo: --sweep-seeds needs several --lrs to sweep, got --lrs {' '.join(map(str, lrs))}")
+    sweep_seeds = list(sweep_seeds or seeds) if len(lrs) > 1 else None
     unknown = [a for a in archs if a not in ARCH_MODELS]
     if unknown:
         raise UserInputError(f"bench zoo: unknown arch {unknown[0]!r} (known: {', '.join(ARCH_MODELS)})")
@@ -185,7 +186,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     try:
         for arch in archs:
             run = _runner(root, arch, model, data, train, decor)
-            runs[arch], sweeps[arch] = _compare_arch(run, root, arch, seeds, lrs, sweep_seeds or seeds, targets)
+            runs[arch], sweeps[arch] = _compare_arch(run, root, arch, seeds, lrs, sweep_seeds, targets)
     finally:
         torch.set_num_threads(previous_threads)
         if temporary:
@@ -194,7 +195,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                       ("time_fraction", "epoch_fraction", "step_time_ratio", "bp_best_top1", "dbp_best_top1")}
                for arch, pairs in runs.items()}
     settings = {"data": str(data_dir), "budget_s": budget_s, "archs": list(archs), "seeds": list(seeds),
-                "batch_size": batch_size, "lrs": list(lrs), "sweep_seeds": list(sweep_seeds or seeds) if len(lrs) > 1 else None,
+                "batch_size": batch_size, "lrs": list(lrs), "sweep_seeds": sweep_seeds,
                 "decor_lr": decor_lr, "kappa": kappa, "sample_frac": sample_frac, "variant": variant,
                 "rank": rank if variant == "low_rank" else None, "sites": list(sites),
                 "threads": threads or previous_threads, "targets": list(targets), "out_dir": None if temporary else str(root)}

@@ -22,7 +22,7 @@ from torch import nn
 
 from mae_dbp.decor.conv import DecorConv2d
 from mae_dbp.decor.layers import DecorLinear, DecorMixin
-from mae_dbp.decor.matrix import DecorSettings, SampleStats
+from mae_dbp.decor.matrix import DecorSettings, SampleStats, low_rank_unstarted
 from mae_dbp.errors import UserInputError
 
 _WRAPPERS: dict[type, type] = {nn.Linear: DecorLinear, nn.Conv2d: DecorConv2d}
@@ -107,7 +107,7 @@ def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
         stats = _all_reduce_stats(stats, [layer.decor_dim for _, layer in layers])
     # low-rank layers about to take their first step (checked only where it matters: the check syncs a GPU)
     first_low_rank = [layer for _, layer in layers
-                      if distributed and layer.settings.variant == "low_rank" and not layer.R_u.any()]
+                      if distributed and layer.settings.variant == "low_rank" and low_rank_unstarted(layer.R_u)]
     metrics = {}
     for (name, layer), layer_stats in zip(layers, stats):
         if float(layer_stats.count) > 0:

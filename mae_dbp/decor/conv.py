@@ -43,17 +43,15 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
         return x
 
-    def _out_size(self, padded: torch.Tensor) -> tuple[int, int]:
-        """(H_out, W_out) of the convolution over an already padded input."""
+    def _out_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H_out, W_out) of the convolution over an already padded input of height x width pixels."""
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        return ((padded.shape[-2] - dh * (kh - 1) - 1) // sh + 1, (padded.shape[-1] - dw * (kw - 1) - 1) // sw + 1)
+        return (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
 
     def _forward_rows(self, x: torch.Tensor) -> int:
         """Output positions B·H_out·W_out (the patches R acts on), from x's shape and the padding."""
         left, right, top, bottom = self._reversed_padding_repeated_twice
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        out_h = (x.shape[-2] + top + bottom - dh * (kh - 1) - 1) // sh + 1
-        out_w = (x.shape[-1] + left + right - dw * (kw - 1) - 1) // sw + 1
+        out_h, out_w = self._out_size(x.shape[-2] + top + bottom, x.shape[-1] + left + right)
         return (x.shape[0] if x.dim() == 4 else 1) * out_h * out_w
 
     def _rows_for_update(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +59,7 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         x = self._pad(x)
         batch = x.shape[0]
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
-        out_h, out_w = self._out_size(x)
+        out_h, out_w = self._out_size(*x.shape[-2:])
         idx = self._draw(batch * out_h * out_w).to(x.device)
         b, pos = idx // (out_h * out_w), idx % (out_h * out_w)
         if (kh, kw) == (sh, sw) and (dh, dw) == (1, 1):  # non-overlapping patches (ViT patch embed)
@@ -84,7 +82,7 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         out = torch.einsum("od,bld->bol", self.weight.reshape(self.out_channels, -1), z)
         if self.bias is not None:
             out = out + self.bias[None, :, None]
-        return out.reshape(x.shape[0], self.out_channels, *self._out_size(x))
+        return out.reshape(x.shape[0], self.out_channels, *self._out_size(*x.shape[-2:]))
 
     def fused_plain_module(self) -> nn.Conv2d:
         plain = nn.Conv2d(

@@ -213,6 +213,11 @@ def _step_and_metric(r: torch.Tensor, stats: SampleStats | SampleRows, kappa: fl
     return g @ r, correlation_metric(s), z_sq
 
 
+def low_rank_unstarted(u: torch.Tensor) -> bool:
+    """True while U is all zero (R = I): the next :func:`low_rank_step` is the first, which sets V."""
+    return not bool(u.any())
+
+
 def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Tensor, kappa: float,
                   lr: float) -> float:
     """The ``low_rank`` step in place on the factors, from thin products only; returns the metric.
@@ -247,7 +252,7 @@ def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Ten
 
         def dense() -> torch.Tensor:
             return s
-    if not bool(u.any()):
+    if low_rank_unstarted(u):
         v.copy_(torch.linalg.eigh(dense())[1][:, -v.shape[1]:].flip(1))  # eigh sorts ascending
     c = _row_scale(variances, kappa)[:, None]
 
