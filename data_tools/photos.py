@@ -2,7 +2,10 @@
 
 No download: the photographs are scikit-learn's ``datasets/images/china.jpg`` and ``flower.jpg``
 (``sklearn.datasets.load_sample_images``) and matplotlib's ``mpl-data/sample_data/grace_hopper.jpg``
-and ``Minduka_Present_Blue_Pack.png`` (``matplotlib.cbook.get_sample_data``). Each photo is split
+and ``Minduka_Present_Blue_Pack.png`` (``matplotlib.cbook.get_sample_data``); with ``sources="all"``
+also five colour photographs that ship inside scikit-image (``skimage/data``: astronaut, chelsea,
+coffee, rocket, motorcycle_left), for sets large enough that four photos would
+repeat (the long-horizon benchmark's 4,000 crops). Each photo is split
 into a training region and a held-out vertical strip at its right edge (``val_fraction`` of its width,
 at least one crop wide); seeded random square crops are taken inside each region only, so no
 validation pixel is ever seen in training. Written in the layout ``mae-dbp pretrain`` reads with
@@ -28,6 +31,8 @@ from mae_dbp.data.split import check_fraction
 from mae_dbp.errors import UserInputError
 
 OWNED = ("train", "val", "stats.json", "crops.json")
+SOURCES = ("bundled", "all")  # bundled: scikit-learn's + matplotlib's four; all: + scikit-image's five
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,11 @@ class Region:
     x1: int
 
 
-def photo_paths() -> dict[str, Path]:
-    """Name -> file of every bundled photograph (scikit-learn's need the ``digits`` extra)."""
+def photo_paths(sources: str = "bundled") -> dict[str, Path]:
+    """Name -> file of every photograph of ``sources`` (scikit-learn's need the ``digits`` extra,
+    scikit-image's the ``bench`` extra)."""
+    if sources not in SOURCES:
+        raise UserInputError(f"--sources must be one of {', '.join(SOURCES)}, got {sources!r}")
     import matplotlib.cbook
 
     paths = {name: Path(matplotlib.cbook.get_sample_data(f"{name}{suffix}", asfileobj=False))
@@ -53,6 +61,14 @@ def photo_paths() -> dict[str, Path]:
                              "(or pip install -e '.[digits]')") from None
     for filename in load_sample_images().filenames:
         paths[Path(filename).stem] = Path(filename)
+    if sources == "all":
+        try:
+            import skimage
+        except ImportError:
+            raise UserInputError("--sources all needs scikit-image's photographs: pip install scikit-image "
+                                 "(or pip install -e '.[bench]')") from None
+        for filename in SKIMAGE_PHOTOS:
+            paths[Path(filename).stem] = Path(skimage.__file__).parent / "data" / filename
     return dict(sorted(paths.items()))
 
 
@@ -96,7 +112,8 @@ def _share(counts_total: int, weights: np.ndarray) -> np.ndarray:
 
 
 def write_photos(out: Path | str, size: int = 32, train_crops: int = 2048, val_crops: int = 256,
-                 val_fraction: float = 0.2, scale: float = 1.0, seed: int = 0, force: bool = False) -> dict[str, int]:
+                 val_fraction: float = 0.2, scale: float = 1.0, seed: int = 0, force: bool = False,
+                 sources: str = "bundled") -> dict[str, int]:
     """Write the crop set (see the module docstring); returns {"train": n, "val": n, "photos": n}.
 
     Crops per photo and split: one each, the rest proportional to the region's area. ``scale`` resizes each photo
@@ -109,14 +126,15 @@ def write_photos(out: Path | str, size: int = 32, train_crops: int = 2048, val_c
     if train_crops < 1 or val_crops < 1:
         raise UserInputError(f"need at least one train and one val crop, got {train_crops} / {val_crops}")
     check_fraction(val_fraction, "--val-fraction")
-    photos = {name: load_photo(path, scale) for name, path in photo_paths().items()}
+    photos = {name: load_photo(path, scale) for name, path in photo_paths(sources).items()}
     for name, image in photos.items():
         if image.shape[1] < size:
             raise UserInputError(f"photo {name} is {image.shape[1]} px high: too small for {size} px crops")
     regions = {name: split_regions(name, image.shape[2], size, val_fraction) for name, image in photos.items()}
     out = prepare_output(out, OWNED, force=force)
     rng = np.random.default_rng(seed)
-    manifest = {"size": size, "scale": scale, "seed": seed, "val_fraction": val_fraction, "regions": [], "crops": []}
+    manifest = {"size": size, "scale": scale, "seed": seed, "val_fraction": val_fraction, "sources": sources,
+                "regions": [], "crops": []}
     for split_index, (split, total) in enumerate((("train", train_crops), ("val", val_crops))):
         names = list(photos)
         areas = np.array([(regions[n][split_index].x1 - regions[n][split_index].x0) * photos[n].shape[1]
@@ -144,13 +162,16 @@ def add_arguments(sub) -> None:
                    help="width share of each photo's right-hand strip kept for validation (default 0.2)")
     p.add_argument("--scale", type=float, default=1.0, help="resize each photo by this factor first (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sources", choices=SOURCES, default="bundled",
+                   help="bundled: the 4 photos of scikit-learn and matplotlib (default); all: + 5 of scikit-image")
     p.add_argument("--force", action="store_true", help="replace an existing output")
 
 
 def run(args) -> int:
     """``mae-dbp data photos`` (``args`` from :func:`add_arguments`)."""
     counts = write_photos(args.out, size=args.size, train_crops=args.train_crops, val_crops=args.val_crops,
-                          val_fraction=args.val_fraction, scale=args.scale, seed=args.seed, force=args.force)
+                          val_fraction=args.val_fraction, scale=args.scale, seed=args.seed, force=args.force,
+                          sources=args.sources)
     print(f"wrote {counts['train']} train and {counts['val']} val {args.size}x{args.size} crops of "
           f"{counts['photos']} photos to {args.out}")
     return 0

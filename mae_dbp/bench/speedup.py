@@ -101,18 +101,31 @@ def training_clock(kind: str):
         time.perf_counter = wall_clock
 
 
+def training_key(config) -> dict:
+    """What decides a run's training: the resolved config without ``log`` (where results go) and,
+    for BP, without the ``decor`` settings it ignores (so DBP's defaults can change under cached BP runs)."""
+    from mae_dbp.config import to_dict
+
+    data = to_dict(config)
+    data.pop("log", None)
+    if not data.get("decor", {}).get("enabled", True):
+        data["decor"] = {"enabled": False}
+    return data
+
+
 def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str = "wall") -> dict:
-    """One pretraining run, or the finished run already in ``run_dir`` with the same config file text,
-    overrides and clock."""
+    """One pretraining run, or the finished run already in ``run_dir`` with the same resolved
+    training config (:func:`training_key`) and clock."""
     from mae_dbp.config import load_config
     from mae_dbp.train.pretrain import PretrainConfig, pretrain
     from mae_dbp.train.records import read_csv
 
     record = run_dir / "bench_run.json"
-    config_text = Path(config).read_text() if config else ""
+    resolved = load_config(PretrainConfig, config, overrides)
+    key = training_key(resolved)
     if record.is_file():
         old = json.loads(record.read_text())
-        if old["overrides"] == overrides and old.get("clock") == clock and old.get("config_text") == config_text:
+        if old.get("training") == key and old.get("clock") == clock:
             return old
     if run_dir.exists():
         import shutil
@@ -120,9 +133,9 @@ def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str =
         shutil.rmtree(run_dir)
     wall, cpu = time.monotonic(), time.process_time()
     with training_clock(clock):
-        summary = pretrain(load_config(PretrainConfig, config, overrides), out=run_dir)
+        summary = pretrain(resolved, out=run_dir)
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
-    result = {"overrides": overrides, "clock": clock, "config_text": config_text, "rows": read_csv(run_dir / "metrics.csv"),
+    result = {"overrides": overrides, "clock": clock, "training": key, "rows": read_csv(run_dir / "metrics.csv"),
               "best_val_loss": summary["best_val_loss"], "wall_seconds": wall, "cpu_seconds": cpu,
               "cpu_per_wall": cpu / wall if wall > 0 else math.nan}
     atomic_write(record, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))  # cache: never half-written
