@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("segmentation.cli", "UperNet fine-tuning / testing through mmsegmentation"),
     "classify": ("mae_dbp.classify_cli", "supervised training of the DBP backbone zoo"),
     "data": ("data_tools.cli", "synthetic data, subsets, tiling, validation and statistics"),
-    "bench": ("mae_dbp.bench", "benchmarks that print DBP / BP time ratios"),
+    "bench": ("mae_dbp.bench.cli", "benchmarks that print DBP / BP time ratios"),
 }
 
 

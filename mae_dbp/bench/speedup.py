@@ -30,7 +30,6 @@ from typing import Sequence
 
 from mae_dbp.bench.sweep import lr_sweep
 from mae_dbp.errors import UserInputError
-from mae_dbp.files import atomic_write
 
 METHODS = ("bp", "dbp")
 PHOTO_CONFIG = "tiny_photos_dbp.yaml"  # in the shipped configs/pretrain/
@@ -138,6 +137,8 @@ def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str =
     result = {"overrides": overrides, "clock": clock, "training": key, "rows": read_csv(run_dir / "metrics.csv"),
               "best_val_loss": summary["best_val_loss"], "wall_seconds": wall, "cpu_seconds": cpu,
               "cpu_per_wall": cpu / wall if wall > 0 else math.nan}
+    from mae_dbp.files import atomic_write
+
     atomic_write(record, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))  # cache: never half-written
     return result
 
@@ -253,6 +254,7 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
 def add_arguments(sub) -> None:
     """Register ``speedup`` on the ``mae-dbp bench`` sub-parsers (``--json`` is added by the caller)."""
     p = sub.add_parser("speedup", help="BP vs DBP MAE pretraining: DBP's wall-clock to BP's best val loss")
+    p.set_defaults(_bench_run="mae_dbp.bench.speedup:run")
     p.add_argument("--data", type=Path, required=True, help="folder with train/ and val/ (mae-dbp data photos)")
     p.add_argument("--config", default=PHOTO_CONFIG, help=f"pretraining YAML (default: the shipped {PHOTO_CONFIG})")
     p.add_argument("--budget", type=float, default=300.0, help="wall-clock cap in training seconds per run (default 300)")

@@ -239,6 +239,7 @@ def add_arguments(sub) -> None:
 
     ``--json`` is left to the caller (``mae_dbp.bench`` adds it to every bench)."""
     p = sub.add_parser("zoo", help="BP vs DBP ConvNet / MLP on a small image folder to a fixed time budget")
+    p.set_defaults(_bench_run="mae_dbp.bench.zoo:run")
     p.add_argument("--data", type=Path, required=True, help="folder with train/<class>/ and val/<class>/ (mae-dbp data digits)")
     p.add_argument("--budget", type=float, default=60.0, help="training seconds per run (default 60)")
     p.add_argument("--archs", nargs="+", default=["convnet", "mlp"], choices=sorted(ARCH_MODELS))
