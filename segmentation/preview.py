@@ -48,10 +48,7 @@ def save_preview(image_path: str | Path, prediction: np.ndarray, palette: Sequen
     Panels are upscaled by a whole factor (nearest neighbour, masks stay crisp) until their shorter
     side is at least ``min_side`` pixels, so a 64 x 64 crop is readable.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
     from PIL import Image
 
@@ -65,7 +62,8 @@ def save_preview(image_path: str | Path, prediction: np.ndarray, palette: Sequen
     scale = _panel_scale(*prediction.shape, min_side)
     height, width = prediction.shape[0] * scale, prediction.shape[1] * scale
     dpi = 100
-    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * width / dpi, height / dpi + 0.9), dpi=dpi)
+    fig = Figure(figsize=(len(panels) * width / dpi, height / dpi + 0.9), dpi=dpi)
+    axes = fig.subplots(1, len(panels))
     for ax, (title, panel) in zip(np.atleast_1d(axes), panels):
         ax.imshow(np.kron(panel, np.ones((scale, scale, 1), dtype=np.uint8)), interpolation="nearest")
         ax.set_title(title, fontsize=10)
@@ -78,5 +76,4 @@ def save_preview(image_path: str | Path, prediction: np.ndarray, palette: Sequen
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_file, dpi=dpi)
-    plt.close(fig)
     return out_file

@@ -11,6 +11,8 @@ from mae_dbp.quickstart import run_quickstart
 from tests.sizes import TEST_SIZE
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_quickstart_reduced_size(tmp_path, capsys):
     out = tmp_path / "qs"
     results = run_quickstart(out, TEST_SIZE)
@@ -19,16 +21,21 @@ def test_quickstart_reduced_size(tmp_path, capsys):
         assert [r["seed"] for r in comparison["runs"]] == list(TEST_SIZE.seeds)
         assert set(comparison["verdict"]) == {"time", "loss"} and "no claim" in comparison["verdict"]["loss"]
         assert (out / f"loss_vs_time_{name}.png").is_file()
-    assert set(results["methods"]) == {"bp", "dbp"}
-    for method, numbers in results["methods"].items():
-        assert numbers["best_val_loss"] > 0 and numbers["train_seconds_to_best"] > 0
-        assert numbers["mIoU"] is not None and 0 <= numbers["mIoU"] <= 100
-        assert (out / "export" / method / "model.safetensors").is_file()
-    assert set(results["dbp_time_to_bp_best"]) == {"target", "baseline_seconds", "candidate_seconds", "fraction"}
+    finetune = results["finetune"]  # every seed's wire-bond encoders, exported and fine-tuned
+    assert [r["seed"] for r in finetune["runs"]] == list(TEST_SIZE.seeds)
+    for r in finetune["runs"]:
+        assert 0 <= r["bp_mIoU"] <= 100 and 0 <= r["dbp_mIoU"] <= 100
+        assert r["difference"] == pytest.approx(r["dbp_mIoU"] - r["bp_mIoU"])
+        for method in ("bp", "dbp"):
+            assert (out / "finetune" / f"{method}-seed{r['seed']}" / "export" / "model.safetensors").is_file()
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     report = (out / "report.md").read_text()
-    assert report.index("BP's best validation loss sooner") < report.index("| BP |")  # the comparison leads
-    assert "| photos |" in report and "| synthetic |" in report and "| DBP |" in report
+    assert report.index("short horizon") < report.index("BP's best validation loss sooner") < report.index("BP mIoU")
+    assert "docs/benchmarks.md" in report and finetune["verdict"] in report
+    assert "| photos |" in report and "| synthetic |" in report and "| median (range) |" in report
+    for name in ("photos", "synthetic"):  # both data sets' BP and DBP reconstructions, side by side
+        seed0 = results["comparisons"][name]["runs"][0]
+        assert f"| ![BP](pretrain/{name}/{seed0['bp_run']}/reconstructions.png) | ![DBP](pretrain/{name}/{seed0['dbp_run']}" in report
     for image in [line.split("](")[1].split(")")[0] for line in report.splitlines() if "](" in line]:
         assert (out / image).is_file(), image
     # a rerun into the same folder refuses without --force, and leaves it alone

@@ -147,20 +147,21 @@ def test_digits_tool_writes_class_folders(tmp_path):
         write_digits(tmp_path / "digits")
 
 
-def test_bench_compare_runs_reports_time_to_bps_best():
-    from mae_dbp.bench.zoo import compare_runs
+def test_bench_compare_pair_reports_time_to_bps_best_accuracy():
+    from mae_dbp.bench.compare import TOP1, compare_pair
 
     def rows(points):  # (train_seconds, val_top1) per epoch, 10 steps each
-        return [{"epoch": i + 1, "step": 10 * (i + 1), "train_seconds": s, "val_top1": a} for i, (s, a) in enumerate(points)]
+        return {"rows": [{"epoch": i + 1, "step": 10 * (i + 1), "train_seconds": s, "val_top1": a}
+                         for i, (s, a) in enumerate(points)]}
 
     bp = rows([(1.0, 0.5), (2.0, 0.8), (3.0, 0.9), (4.0, 0.85)])
     dbp = rows([(2.0, 0.7), (4.0, 0.95), (6.0, 0.96)])
-    pair = compare_runs(bp, dbp, targets=(0.75,))
+    pair = compare_pair(bp, dbp, TOP1, levels=(0.75,))
     assert pair["bp_best_top1"] == 0.9 and pair["bp_seconds_to_best"] == 3.0 and pair["dbp_seconds_to_bp_best"] == 4.0
     assert pair["time_fraction"] == pytest.approx(4 / 3) and pair["epoch_fraction"] == pytest.approx(2 / 3)
     assert pair["step_time_ratio"] == pytest.approx((6 / 30) / (4 / 40))
-    assert pair["to_target"]["0.75"] == {"bp_seconds": 2.0, "bp_epoch": 2, "dbp_seconds": 4.0, "dbp_epoch": 2}
-    assert compare_runs(bp, rows([(5.0, 0.6)]))["time_fraction"] is None  # never reached
+    assert pair["to_level"]["0.75"] == {"bp_seconds": 2.0, "bp_epoch": 2, "dbp_seconds": 4.0, "dbp_epoch": 2}
+    assert compare_pair(bp, rows([(5.0, 0.6)]), TOP1)["time_fraction"] is None  # never reached
 
 
 def test_bench_zoo_keeps_the_epochs_of_a_run_that_diverged(tmp_path):
@@ -169,14 +170,14 @@ def test_bench_zoo_keeps_the_epochs_of_a_run_that_diverged(tmp_path):
 
     def diverges_after(epochs: int):
         """The loop's behaviour with the guard off: ``epochs`` rows written, then a non-finite loss."""
-        def train(config, out):
+        def train(config, out, clock):
             if epochs:
                 write_csv(out / "metrics.csv", [{"epoch": e + 1, "val_top1": 0.5} for e in range(epochs)])
             raise FloatingPointError("non-finite training loss (train.guard.enabled is false)")
         return train
 
     assert _train_until_diverged(diverges_after(2), None, tmp_path / "a") == 2
-    assert _train_until_diverged(lambda config, out: None, None, tmp_path / "b") is None
+    assert _train_until_diverged(lambda config, out, clock: None, None, tmp_path / "b") is None
     with pytest.raises(FloatingPointError):  # diverged before any epoch ended: nothing to compare
         _train_until_diverged(diverges_after(0), None, tmp_path / "c")
 

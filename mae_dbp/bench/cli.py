@@ -6,6 +6,7 @@
     mae-dbp bench overhead  [--config F] [--steps N]      our BP MAE vs a straightforward MAE
     mae-dbp bench zoo       --data DIR [--budget S]       ConvNet / MLP: DBP time to BP's best accuracy
     mae-dbp bench speedup   --data DIR [--seeds ...]      MAE pretraining: DBP time to BP's best val loss
+    mae-dbp bench finetune  --speedup JSON --seg-data DIR UperNet mIoU of a speedup run's BP and DBP encoders
     mae-dbp bench all       [--json PATH] [--markdown PATH]
 
 Every bench registers its sub-parser through ``add_arguments(sub)`` in its own module (listed in
@@ -27,7 +28,7 @@ from typing import Callable
 
 TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 # modules with an ``add_arguments(sub)`` registering one or more benches (light imports only)
-BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup")
+BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.finetune")
 
 
 def _add_step_benches(sub) -> None:

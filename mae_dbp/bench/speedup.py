@@ -1,39 +1,46 @@
-"""``bench speedup``: does DBP-MAE reach BP-MAE's best validation loss in less wall-clock time?
+"""``bench speedup``: does DBP-MAE reach BP-MAE's best validation loss in less training time?
 
-Protocol. The same model, data (an image folder with ``train/`` and ``val/``, e.g. ``mae-dbp data
-photos``), seeds, schedule (``epochs`` of warm-up + cosine) and wall-clock cap for both methods,
-through the public :func:`mae_dbp.train.pretrain.pretrain`. Each method first sweeps its main lr
-over the same multipliers of ``base_lr`` on the sweep seeds and keeps the one with the lowest best
-validation loss (median over sweep seeds); then one BP and one DBP run per seed at those lrs, the
-order of the two alternating from seed to seed. Runs whose directory already holds a finished run
-with the same settings are reused (``--out``), so DBP variants can be measured against one BP set.
+Protocol (:mod:`mae_dbp.bench.compare`). The same model, data (an image folder with ``train/`` and
+``val/``, e.g. ``mae-dbp data photos``), seeds, schedule (``epochs`` of warm-up + cosine) and
+training-seconds cap for both methods, through the public :func:`mae_dbp.train.pretrain.pretrain`.
+Each method sweeps its main lr over the same multipliers of ``base_lr`` on the sweep seeds and
+keeps the one with the lowest best validation loss (median over sweep seeds); then one BP and one
+DBP run per seed at those lrs, the order alternating from seed to seed. Runs whose folder already
+holds a finished run of the same training and clock are reused (``--out``).
 
-From each BP / DBP pair (validation loss is measured once per epoch, so times have epoch
-resolution): BP's best loss ``L`` and its training seconds ``T_bp`` (validation excluded) when it
-first reached it; DBP's seconds and epochs to first reach ``L`` as fractions of BP's (below 1:
-DBP is faster; null: never within the budget), seconds of both to fixed loss thresholds, both
-best losses, DBP's kg CO2 to ``L`` against BP's, and each run's process CPU seconds per wall
-second (a contention gauge: ``threads`` on a quiet machine, less when other jobs take the cores).
+Horizons (:mod:`mae_dbp.bench.horizon`): ``short`` (default) runs ``--epochs``; ``long`` computes
+the epochs for at least 1,500 optimizer steps on at least 4,000 training images.
+
+From each BP / DBP pair, validation loss being measured once per epoch:
+
+- epoch resolution (:func:`mae_dbp.bench.compare.compare_pair`): BP's best loss ``L`` and its
+  training seconds when first reached; DBP's seconds and epochs to first reach ``L`` as fractions
+  of BP's (below 1: DBP faster; null: never), seconds to fixed loss levels, both best losses,
+  kg CO2 to ``L``, seconds per step, and each run's CPU seconds per wall second (a contention gauge);
+- between epochs (:mod:`mae_dbp.bench.curves`, the best-so-far curves of both methods read
+  identically, linear between validation points): the speed-up curve (for the loss BP reaches at
+  25, 50, 75 and 100% of its training seconds, DBP's seconds to it as a fraction of BP's), the
+  loss gap at equal training time, and the share of BP's improvement made by a third of its run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from mae_dbp.bench.sweep import lr_sweep
+from mae_dbp.bench import curves, horizon
+from mae_dbp.bench.compare import METHODS, VAL_LOSS, cached_run, compare_pair, median_range, run_pairs, summarize
+from mae_dbp.bench.compare import training_key  # noqa: F401  (the cache key, part of this bench's interface)
 from mae_dbp.errors import UserInputError
 
-METHODS = ("bp", "dbp")
 PHOTO_CONFIG = "tiny_photos_dbp.yaml"  # in the shipped configs/pretrain/
 BEST_LR_MULTIPLIERS = {"bp": 4.0, "dbp": 4.0}  # of train.base_lr 8e-3: each method's sweep pick (docs/benchmarks.md)
+SUMMARY_KEYS = ("time_fraction", "epoch_fraction", "co2_fraction", "step_time_ratio", "bp_best_val_loss",
+                "dbp_best_val_loss", "bp_seconds_to_best", "dbp_seconds_to_bp_best", "bp_cpu_per_wall",
+                "dbp_cpu_per_wall", "bp_improvement_by_third")
+PLATEAU_SHARE = 0.5  # BP "has left its early plateau" by a third of its run when it made this share of its improvement
 
 
 @dataclass
@@ -41,12 +48,13 @@ class SpeedupSettings:
     """What ``bench speedup`` runs. ``base_lr`` is ``train.base_lr`` (per 256 images); each method tries
     ``base_lr x`` each of its multipliers (``dbp_lr_multipliers`` None: the same as BP's, as the
     headline must; narrower only to screen variants). ``overrides`` apply to both methods,
-    ``dbp_overrides`` to DBP only (a variant). ``budget_s`` caps each run's training seconds;
+    ``dbp_overrides`` to DBP only (a variant). ``budget_s`` caps each run's training seconds (None:
+    no cap); ``epochs`` None: the horizon's (short: 14; long: computed from the data);
     ``threads``: torch CPU threads (None: unchanged); ``thresholds`` None: median BP best x 1.10,
-    1.05, 1.02; ``clock``: see :func:`training_clock`; ``plots``: each run's own PNGs."""
+    1.05, 1.02; ``clock``: "wall" or "cpu" (the process's CPU seconds); ``plots``: each run's own PNGs."""
 
-    budget_s: float = 300.0
-    epochs: int = 14
+    budget_s: float | None = 300.0
+    epochs: int | None = horizon.SHORT_EPOCHS
     seeds: Sequence[int] = (0, 1, 2)
     base_lr: float = 8e-3
     lr_multipliers: Sequence[float] = (1.0, 2.0, 4.0)
@@ -59,6 +67,7 @@ class SpeedupSettings:
     emissions: bool = True
     plots: bool = False
     clock: str = "wall"
+    horizon: str = "short"
 
 
 def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: SpeedupSettings) -> list[str]:
@@ -68,7 +77,8 @@ def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: S
         f"data.root={data_dir / 'train'}", f"data.val_root={data_dir / 'val'}",
         *([f"data.stats={stats}"] if stats.is_file() else []),
         f"decor.enabled={method == 'dbp'}", f"train.base_lr={lr}", f"train.seed={seed}", f"decor.seed={seed}",
-        f"train.epochs={settings.epochs}", f"train.max_train_seconds={settings.budget_s}", "train.guard.enabled=false",
+        *([f"train.epochs={settings.epochs}"] if settings.epochs else []),
+        *([f"train.max_train_seconds={settings.budget_s}"] if settings.budget_s else []), "train.guard.enabled=false",
         f"log.emissions={str(settings.emissions).lower()}", f"log.plots={str(settings.plots).lower()}",
         *(settings.dbp_overrides if method == "dbp" else ()), *settings.overrides,
     ]
@@ -81,115 +91,25 @@ def run_name(method: str, lr: float, seed: int, dbp_overrides: Sequence[str] = (
     return name.replace("/", "_").replace('"', "").replace("'", "")[:150]
 
 
-@contextlib.contextmanager
-def training_clock(kind: str):
-    """``wall``: the loop's own ``time.perf_counter``; ``cpu``: the same calls return this process's
-    CPU seconds (all its threads), so a run's ``train_seconds`` count compute it got, not time it
-    waited for cores other jobs held. Run one process per core with 1 torch thread for it to match
-    wall-clock on a quiet machine."""
-    if kind == "wall":
-        yield
-        return
-    if kind != "cpu":
-        raise UserInputError(f"--clock must be wall or cpu, got {kind!r}")
-    wall_clock = time.perf_counter
-    time.perf_counter = time.process_time
-    try:
-        yield
-    finally:
-        time.perf_counter = wall_clock
+def _pretrain(config, run_dir: Path, clock) -> dict:
+    from mae_dbp.train.pretrain import pretrain
 
-
-def training_key(config) -> dict:
-    """What decides a run's training: the resolved config without ``log`` (where results go) and,
-    for BP, without the ``decor`` settings it ignores (so DBP's defaults can change under cached BP runs)."""
-    from mae_dbp.config import to_dict
-
-    data = to_dict(config)
-    data.pop("log", None)
-    if not data.get("decor", {}).get("enabled", True):
-        data["decor"] = {"enabled": False}
-    return data
+    return {"best_val_loss": pretrain(config, out=run_dir, clock=clock)["best_val_loss"]}
 
 
 def _train(config: str | None, overrides: list[str], run_dir: Path, clock: str = "wall") -> dict:
-    """One pretraining run, or the finished run already in ``run_dir`` with the same resolved
-    training config (:func:`training_key`) and clock."""
+    """One pretraining run, or the finished run already in ``run_dir`` (:func:`~mae_dbp.bench.compare.cached_run`)."""
     from mae_dbp.config import load_config
-    from mae_dbp.train.pretrain import PretrainConfig, pretrain
-    from mae_dbp.train.records import read_csv
+    from mae_dbp.train.pretrain import PretrainConfig
 
-    record = run_dir / "bench_run.json"
     resolved = load_config(PretrainConfig, config, overrides)
-    key = training_key(resolved)
-    if record.is_file():
-        old = json.loads(record.read_text())
-        if old.get("training") == key and old.get("clock") == clock:
-            return old
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
-    wall, cpu = time.monotonic(), time.process_time()
-    with training_clock(clock):
-        summary = pretrain(resolved, out=run_dir)
-    wall, cpu = time.monotonic() - wall, time.process_time() - cpu
-    result = {"overrides": overrides, "clock": clock, "training": key, "rows": read_csv(run_dir / "metrics.csv"),
-              "best_val_loss": summary["best_val_loss"], "wall_seconds": wall, "cpu_seconds": cpu,
-              "cpu_per_wall": cpu / wall if wall > 0 else math.nan}
-    from mae_dbp.files import atomic_write
-
-    atomic_write(record, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))  # cache: never half-written
-    return result
-
-
-def first_reach(rows: list[dict], target: float) -> dict | None:
-    """The first epoch row whose validation loss is at or below ``target`` (None: never)."""
-    return next((r for r in rows if math.isfinite(r["val_loss"]) and r["val_loss"] <= target), None)
-
-
-def compare_pair(bp: dict, dbp: dict, thresholds: Sequence[float] = ()) -> dict:
-    """The bench numbers of one BP / DBP pair of :func:`_train` results (see the module docstring)."""
-    bp_rows, dbp_rows = bp["rows"], dbp["rows"]
-    best = min((r for r in bp_rows if math.isfinite(r["val_loss"])), key=lambda r: r["val_loss"])
-    hit = first_reach(dbp_rows, best["val_loss"])
-
-    def ratio(a, b):
-        return a / b if a is not None and b else None
-
-    def per_step(rows):
-        return rows[-1]["train_seconds"] / max(1, rows[-1]["step"])
-
-    return {
-        "bp_best_val_loss": best["val_loss"], "dbp_best_val_loss": min(r["val_loss"] for r in dbp_rows),
-        "bp_seconds_to_best": best["train_seconds"], "bp_epoch_of_best": best["epoch"],
-        "dbp_seconds_to_bp_best": hit["train_seconds"] if hit else None,
-        "dbp_epoch_to_bp_best": hit["epoch"] if hit else None,
-        "time_fraction": ratio(hit and hit["train_seconds"], best["train_seconds"]),
-        "epoch_fraction": ratio(hit and hit["epoch"], best["epoch"]),
-        "bp_kg_co2_to_best": best.get("kg_co2"), "dbp_kg_co2_to_bp_best": hit.get("kg_co2") if hit else None,
-        "co2_fraction": ratio(hit and hit.get("kg_co2"), best.get("kg_co2")),
-        "step_time_ratio": per_step(dbp_rows) / per_step(bp_rows),
-        "bp_cpu_per_wall": bp["cpu_per_wall"], "dbp_cpu_per_wall": dbp["cpu_per_wall"],
-        "to_threshold": {f"{t:.4g}": {f"{m}_seconds": (first_reach(rows, t) or {}).get("train_seconds")
-                                      for m, rows in (("bp", bp_rows), ("dbp", dbp_rows))} for t in thresholds},
-    }
-
-
-def median_range(values: Sequence[float | None]) -> dict:
-    """Median, min and max with None ("never reached") counted as +inf, reported back as None."""
-    ordered = [math.inf if v is None else float(v) for v in values]
-    back = [None if math.isinf(v) else v for v in (statistics.median(ordered), min(ordered), max(ordered))]
-    return {"median": back[0], "min": back[1], "max": back[2], "never": sum(v is None for v in values)}
-
-
-SUMMARY_KEYS = ("time_fraction", "epoch_fraction", "co2_fraction", "step_time_ratio", "bp_best_val_loss",
-                "dbp_best_val_loss", "bp_seconds_to_best", "dbp_seconds_to_bp_best", "bp_cpu_per_wall",
-                "dbp_cpu_per_wall")
+    return cached_run(resolved, run_dir, _pretrain, clock, extra={"overrides": overrides})
 
 
 def default_thresholds(bp_best_losses: Sequence[float], factors: Sequence[float] = (1.10, 1.05, 1.02)) -> list[float]:
     """Fixed loss levels for every seed and method: the median of BP's best losses times ``factors``."""
+    import statistics
+
     middle = statistics.median(bp_best_losses)
     return [round(middle * f, 4) for f in factors]
 
@@ -201,10 +121,48 @@ def shipped_config(name: str = PHOTO_CONFIG) -> str:
     return name if Path(name).is_file() else str(shipped_configs() / "pretrain" / name)
 
 
+def plan_horizon(data_dir: Path, config: str | None, s: SpeedupSettings) -> dict:
+    """The run length: {"horizon", "train_images", "steps_per_epoch", "epochs", "planned_steps"}.
+    ``long``: refuses fewer than 4,000 training images, computes the epochs for >= 1,500 steps (an
+    explicit ``epochs`` must not give fewer)."""
+    from mae_dbp.config import load_config
+    from mae_dbp.train.pretrain import PretrainConfig
+
+    if s.horizon not in horizon.HORIZONS:
+        raise UserInputError(f"--horizon must be one of {', '.join(horizon.HORIZONS)}, got {s.horizon!r}")
+    train_cfg = load_config(PretrainConfig, config, list(s.overrides)).train
+    images = horizon.count_images(data_dir / "train")
+    per_epoch = horizon.steps_per_epoch(images, train_cfg)
+    epochs = s.epochs or (horizon.SHORT_EPOCHS if s.horizon == "short" else None)
+    if s.horizon == "long":
+        horizon.check_long_data(data_dir / "train", images, horizon.LONG_MIN_IMAGES)
+        least, _ = horizon.long_epochs(images, train_cfg, horizon.LONG_MIN_STEPS)
+        if epochs is not None and epochs < least:
+            raise UserInputError(f"--horizon long: --epochs {epochs} gives {epochs * per_epoch} optimizer steps on "
+                                 f"{images} images, fewer than {horizon.LONG_MIN_STEPS} (use {least} or leave it out)")
+        epochs = epochs or least
+    return {"horizon": s.horizon, "train_images": images, "steps_per_epoch": per_epoch, "epochs": epochs,
+            "planned_steps": epochs * per_epoch}
+
+
+def curve_of(record: dict) -> list[tuple[float, float]]:
+    """(training seconds, validation loss) per epoch of a run record."""
+    return [(r["train_seconds"], r["val_loss"]) for r in record["rows"]]
+
+
+def _curve_summary(runs: list[dict]) -> list[dict]:
+    """Per fraction of BP's run: median (range) over seeds of the curve's time fraction and loss gaps."""
+    keys = ("time_fraction", "loss_gap", "relative_loss_gap")
+    return [{"fraction": points[0]["fraction"], **{k: median_range([p[k] for p in points]) for k in keys}}
+            for points in zip(*(r["speedup_curve"] for r in runs))]
+
+
 def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
                       settings: SpeedupSettings | None = None, out_dir: str | Path | None = None) -> dict:
-    """BP vs DBP pretraining (see the module docstring); returns {"settings", "sweep", "runs", "summary",
-    "curves"}. Run directories go to ``out_dir`` (default: a temporary folder, deleted)."""
+    """BP vs DBP pretraining (see the module docstring); returns {"settings", "horizon", "sweep", "runs",
+    "summary", "curves"}. Run directories go to ``out_dir`` (default: a temporary folder, deleted)."""
+    import dataclasses
+
     import torch
 
     s = settings or SpeedupSettings()
@@ -213,6 +171,8 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
         raise UserInputError(f"{data_dir}: expected train/ and val/ image folders (mae-dbp data photos)")
     if len(s.seeds) < 1 or not s.lr_multipliers:
         raise UserInputError("bench speedup needs at least one seed and one lr multiplier")
+    plan = plan_horizon(data_dir, config, s)
+    s = dataclasses.replace(s, epochs=plan["epochs"])
     previous_threads = torch.get_num_threads()
     if s.threads:
         torch.set_num_threads(s.threads)
@@ -224,41 +184,51 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
         print(f"== bench speedup: {name} ==", flush=True)
         return _train(config, run_overrides(data_dir, method, lr, seed, s), root / name, s.clock)
 
+    lrs = {"bp": [s.base_lr * m for m in s.lr_multipliers],
+           "dbp": [s.base_lr * m for m in (s.dbp_lr_multipliers or s.lr_multipliers)]}
     try:
-        lrs = {"bp": [s.base_lr * m for m in s.lr_multipliers],
-               "dbp": [s.base_lr * m for m in (s.dbp_lr_multipliers or s.lr_multipliers)]}
-        sweep = lr_sweep(runner, lrs, s.sweep_seeds, key="best_val_loss")
-        results = {}
-        for index, seed in enumerate(s.seeds):
-            order = METHODS if index % 2 == 0 else METHODS[::-1]  # spread slow drifts of the machine
-            for method in order:
-                results[(method, seed)] = runner(method, sweep[method]["chosen"], seed)
+        sweep, results = run_pairs(runner, lrs, s.seeds, s.sweep_seeds, VAL_LOSS)
     finally:
         torch.set_num_threads(previous_threads)
         if temporary:
             temporary.cleanup()
-    levels = list(s.thresholds) if s.thresholds else default_thresholds([
-        min(r["val_loss"] for r in results[("bp", seed)]["rows"]) for seed in s.seeds])
-    runs = [{"seed": seed, "bp_run": run_name("bp", sweep["bp"]["chosen"], seed),
-             "dbp_run": run_name("dbp", sweep["dbp"]["chosen"], seed, s.dbp_overrides),
-             **compare_pair(results[("bp", seed)], results[("dbp", seed)], levels)} for seed in s.seeds]
-    curves = {m: {str(seed): [(r["train_seconds"], r["val_loss"]) for r in results[(m, seed)]["rows"]]
-                  for seed in s.seeds} for m in METHODS}
+    levels = list(s.thresholds) if s.thresholds else default_thresholds(
+        [VAL_LOSS.best(results[("bp", seed)]["rows"])["val_loss"] for seed in s.seeds])
+    runs = []
+    for seed in s.seeds:
+        bp, dbp = results[("bp", seed)], results[("dbp", seed)]
+        runs.append({"seed": seed, "bp_run": run_name("bp", sweep["bp"]["chosen"], seed),
+                     "dbp_run": run_name("dbp", sweep["dbp"]["chosen"], seed, s.dbp_overrides),
+                     **compare_pair(bp, dbp, VAL_LOSS, levels),
+                     "bp_steps": bp["rows"][-1]["step"], "dbp_steps": dbp["rows"][-1]["step"],
+                     "speedup_curve": curves.speedup_curve(curve_of(bp), curve_of(dbp)),
+                     "bp_improvement_by_third": curves.improvement_share(curve_of(bp))})
     recorded = {**asdict(s), "threads": s.threads or previous_threads, "thresholds": levels,
                 "dbp_lr_multipliers": list(s.dbp_lr_multipliers or s.lr_multipliers)}
     recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in recorded.items()}
     settings_out = {"data": str(data_dir), "config": config, **recorded, "out_dir": None if temporary else str(root)}
-    summary = {key: median_range([r[key] for r in runs]) for key in SUMMARY_KEYS}
-    return {"settings": settings_out, "sweep": sweep, "runs": runs, "summary": summary, "curves": curves}
+    summary = {**summarize(runs, SUMMARY_KEYS), "speedup_curve": _curve_summary(runs)}
+    share = summary["bp_improvement_by_third"]["median"]
+    plan["bp_left_plateau_by_third"] = None if share is None else share >= PLATEAU_SHARE
+    plan["runs_cut_short"] = [f"{m}-seed{r['seed']}" for r in runs for m in METHODS if r[f"{m}_steps"] < plan["planned_steps"]]
+    curves_out = {m: {str(seed): curve_of(results[(m, seed)]) for seed in s.seeds} for m in METHODS}
+    return {"settings": settings_out, "horizon": plan, "sweep": sweep, "runs": runs, "summary": summary,
+            "curves": curves_out}
+
 
 def add_arguments(sub) -> None:
     """Register ``speedup`` on the ``mae-dbp bench`` sub-parsers (``--json`` is added by the caller)."""
-    p = sub.add_parser("speedup", help="BP vs DBP MAE pretraining: DBP's wall-clock to BP's best val loss")
+    p = sub.add_parser("speedup", help="BP vs DBP MAE pretraining: DBP's training time to BP's best val loss")
     p.set_defaults(_bench_run="mae_dbp.bench.speedup:run")
     p.add_argument("--data", type=Path, required=True, help="folder with train/ and val/ (mae-dbp data photos)")
     p.add_argument("--config", default=PHOTO_CONFIG, help=f"pretraining YAML (default: the shipped {PHOTO_CONFIG})")
-    p.add_argument("--budget", type=float, default=300.0, help="wall-clock cap in training seconds per run (default 300)")
-    p.add_argument("--epochs", type=int, default=14, help="schedule length in epochs (warm-up + cosine; default 14)")
+    p.add_argument("--horizon", choices=horizon.HORIZONS, default="short",
+                   help="short (default): --epochs as given; long: >= 1,500 optimizer steps on >= 4,000 training "
+                        "images, the epochs computed from the data and the config's effective batch")
+    p.add_argument("--budget", type=float, default=None,
+                   help="cap in training seconds per run (default: 300 for --horizon short, none for long)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"schedule length in epochs (warm-up + cosine; default {horizon.SHORT_EPOCHS}, or computed for long)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one BP / DBP pair per seed")
     p.add_argument("--base-lr", type=float, default=8e-3, help="train.base_lr the multipliers scale (default 8e-3)")
     p.add_argument("--lr-multipliers", nargs="+", type=float, default=[1.0, 2.0, 4.0],
@@ -276,21 +246,32 @@ def add_arguments(sub) -> None:
     p.add_argument("--out", type=Path, default=None, help="keep (and reuse) the run directories here")
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables as markdown")
     p.add_argument("--plot", type=Path, default=None, help="PNG of val loss vs training seconds")
+    p.add_argument("--curve-plot", type=Path, default=None,
+                   help="PNG of the speed-up curve and the loss gap at equal training time")
+
+
+def settings_from_args(args) -> SpeedupSettings:
+    """The :class:`SpeedupSettings` of ``mae-dbp bench speedup`` arguments."""
+    budget = args.budget if args.budget is not None else (300.0 if args.horizon == "short" else None)
+    return SpeedupSettings(
+        budget_s=budget, epochs=args.epochs, seeds=args.seeds, base_lr=args.base_lr, lr_multipliers=args.lr_multipliers,
+        dbp_lr_multipliers=args.dbp_lr_multipliers, sweep_seeds=args.sweep_seeds, threads=args.threads,
+        thresholds=args.thresholds, dbp_overrides=args.dbp, emissions=not args.no_emissions, clock=args.clock,
+        horizon=args.horizon)
 
 
 def run(args) -> dict:
-    """``mae-dbp bench speedup``: runs the bench, prints the tables, writes --markdown / --plot."""
-    from mae_dbp.bench.speedup_report import loss_plot, markdown_table
+    """``mae-dbp bench speedup``: runs the bench, prints the tables, writes --markdown / --plot / --curve-plot."""
+    from mae_dbp.bench.speedup_report import curve_plot, loss_plot, markdown_report
 
-    settings = SpeedupSettings(
-        budget_s=args.budget, epochs=args.epochs, seeds=args.seeds, base_lr=args.base_lr, lr_multipliers=args.lr_multipliers,
-        dbp_lr_multipliers=args.dbp_lr_multipliers, sweep_seeds=args.sweep_seeds, threads=args.threads,
-        thresholds=args.thresholds, dbp_overrides=args.dbp, emissions=not args.no_emissions, clock=args.clock)
-    result = run_speedup_bench(args.data, args.config, settings, args.out)
-    table = markdown_table(result)
-    print(table)
-    for path, write in ((args.markdown, lambda p: p.write_text(table)), (args.plot, lambda p: loss_plot(result, p))):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write(path)
+    result = run_speedup_bench(args.data, args.config, settings_from_args(args), args.out)
+    text = markdown_report(result)
+    print(text)
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text)
+    if args.plot is not None:
+        loss_plot(result, args.plot)
+    if args.curve_plot is not None:
+        curve_plot(result, args.curve_plot)
     return result

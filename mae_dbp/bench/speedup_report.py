@@ -1,56 +1,85 @@
-"""``bench speedup`` output: a markdown table and a PNG of validation loss against training seconds."""
+"""``bench speedup`` output: markdown tables, a PNG of validation loss against training seconds and
+a PNG of the speed-up curve with the loss gap at equal training time."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from mae_dbp.bench.report import fmt, markdown_table, range_cell
 
 COLORS = {"bp": "tab:blue", "dbp": "tab:orange"}
 
 
-def _fmt(value, spec: str) -> str:
-    return "never" if value is None else format(value, spec)
-
-
-def _range(entry: dict, spec: str) -> str:
-    text = f"{_fmt(entry['median'], spec)} ({_fmt(entry['min'], spec)} - {_fmt(entry['max'], spec)})"
-    return text + (f", never in {entry['never']}" if entry["never"] else "")
-
-
-def markdown_table(result: dict) -> str:
-    """Headline (median and range over seeds), the lr sweep, and the per-seed numbers."""
-    s, settings = result["summary"], result["settings"]
-    lines = [
-        "| measure | median (range) over seeds |", "| --- | --- |",
-        f"| clock of the training seconds | {settings.get('clock', 'wall')} |",
-        f"| DBP seconds to BP's best val loss / BP's | **{_range(s['time_fraction'], '.2f')}** |",
-        f"| same in epochs | {_range(s['epoch_fraction'], '.2f')} |",
-        f"| DBP kg CO2 to BP's best / BP's | {_range(s['co2_fraction'], '.2f')} |",
-        f"| best val loss, BP | {_range(s['bp_best_val_loss'], '.4f')} |",
-        f"| best val loss, DBP | {_range(s['dbp_best_val_loss'], '.4f')} |",
-        f"| DBP / BP seconds per step | {_range(s['step_time_ratio'], '.2f')} |",
-        f"| CPU s per wall s, BP / DBP (threads: {settings['threads']}) | "
-        f"{_range(s['bp_cpu_per_wall'], '.2f')} / {_range(s['dbp_cpu_per_wall'], '.2f')} |",
-        "", "lr sweep (train.base_lr; best val loss, median over sweep seeds " + str(settings["sweep_seeds"]) + "):", "",
-        "| method | best val loss at each base lr | chosen |", "| --- | --- | --- |",
+def _headline(result: dict) -> str:
+    s, settings, plan = result["summary"], result["settings"], result.get("horizon", {})
+    rows = [
+        ("horizon", f"{plan.get('horizon', 'short')}: {plan.get('epochs', settings['epochs'])} epochs x "
+                    f"{plan.get('steps_per_epoch', '?')} steps = {plan.get('planned_steps', '?')} optimizer steps on "
+                    f"{plan.get('train_images', '?')} training images"),
+        ("clock of the training seconds", settings.get("clock", "wall")),
+        ("DBP seconds to BP's best val loss / BP's (epoch resolution)", f"**{range_cell(s['time_fraction'], '.2f')}**"),
+        ("same in epochs", range_cell(s["epoch_fraction"], ".2f")),
+        ("DBP kg CO2 to BP's best / BP's", range_cell(s["co2_fraction"], ".2f")),
+        ("best val loss, BP", range_cell(s["bp_best_val_loss"], ".4f")),
+        ("best val loss, DBP", range_cell(s["dbp_best_val_loss"], ".4f")),
+        ("DBP / BP seconds per step", range_cell(s["step_time_ratio"], ".2f")),
+        (f"CPU s per wall s, BP / DBP (threads: {settings['threads']})",
+         f"{range_cell(s['bp_cpu_per_wall'], '.2f')} / {range_cell(s['dbp_cpu_per_wall'], '.2f')}"),
+        ("share of BP's improvement (first validation to best) made by 1/3 of its run",
+         range_cell(s["bp_improvement_by_third"], ".2f")),
     ]
-    for method, entry in result["sweep"].items():
-        cells = ", ".join(f"{lr:g}: {v:.4f}" for lr, v in zip(entry["lrs"], entry["best_val_loss"]))
-        lines.append(f"| {method.upper()} | {cells} | {entry['chosen']:g} |")
+    return markdown_table(["measure", "median (range) over seeds"], rows)
+
+
+def plateau_sentence(result: dict) -> str:
+    """Whether BP left its early plateau by the first third of its run, in words, from the curve."""
+    entry = result["summary"]["bp_improvement_by_third"]
+    if entry["median"] is None:
+        return "BP's validation loss did not improve during its run: no plateau reading."
+    share = f"{100 * entry['median']:.0f}% (range {fmt(entry['min'], '.0%')} - {fmt(entry['max'], '.0%')}) of its improvement"
+    if result.get("horizon", {}).get("bp_left_plateau_by_third"):
+        return f"BP left its early plateau by the first third of its run: {share} was done by then."
+    return (f"BP had not clearly left its early plateau by the first third of its run: only {share} was done by "
+            "then, so this run measures mostly the plateau escape.")
+
+
+def curve_table(result: dict) -> str:
+    """The speed-up curve and the loss gap at equal training time, median (range) over seeds."""
+    rows = [[f"{100 * p['fraction']:.0f}%", f"**{range_cell(p['time_fraction'], '.2f')}**",
+             range_cell(p["loss_gap"], "+.4f"), range_cell(p["relative_loss_gap"], "+.1%")]
+            for p in result["summary"]["speedup_curve"]]
+    return markdown_table(["BP's run done", "DBP s to BP's loss there / BP's s", "loss gap DBP - BP at that time",
+                           "relative gap"], rows)
+
+
+def markdown_report(result: dict) -> str:
+    """Headline (median and range over seeds), the speed-up curve, the lr sweep, the per-seed numbers."""
+    settings, plan = result["settings"], result.get("horizon", {})
+    parts = [_headline(result), "", plateau_sentence(result)]
+    if plan.get("runs_cut_short"):
+        parts += ["", f"Cut short by the --budget before the schedule ended: {', '.join(plan['runs_cut_short'])}."]
+    parts += ["", "Speed-up curve: for the loss BP's best-so-far curve reaches at each share of its training seconds, "
+              "the training seconds DBP's best-so-far curve takes to first reach it as a fraction of BP's, and DBP's "
+              "loss minus BP's at that same time (both curves read identically: linear between validation points).",
+              "", curve_table(result), "",
+              f"lr sweep (train.base_lr; best val loss, median over sweep seeds {settings['sweep_seeds']}):", ""]
+    parts.append(markdown_table(["method", "best val loss at each base lr", "chosen"], [
+        [m.upper(), ", ".join(f"{lr:g}: {v:.4f}" for lr, v in zip(e["lrs"], e["best_val_loss"])), f"{e['chosen']:g}"]
+        for m, e in result["sweep"].items()]))
     levels = settings["thresholds"]
-    lines += ["", "| seed | BP best (s, epoch) | DBP best | DBP s to BP's best | time frac. | epoch frac. | "
-              + " | ".join(f"to {t:.4g}: BP / DBP s" for t in levels) + " |", "|" + "---|" * (6 + len(levels))]
+    header = ["seed", "BP best (s, epoch)", "DBP best", "DBP s to BP's best", "time frac.", "epoch frac.",
+              *[f"to {t:.4g}: BP / DBP s" for t in levels], *[f"curve {100 * f:.0f}%" for f in (0.25, 0.5, 0.75, 1.0)]]
+    rows = []
     for r in result["runs"]:
-        cells = [f"{_fmt(c['bp_seconds'], '.1f')} / {_fmt(c['dbp_seconds'], '.1f')}" for c in r["to_threshold"].values()]
-        lines.append(f"| {r['seed']} | {r['bp_best_val_loss']:.4f} ({r['bp_seconds_to_best']:.1f}, {r['bp_epoch_of_best']:.0f}) "
-                     f"| {r['dbp_best_val_loss']:.4f} | {_fmt(r['dbp_seconds_to_bp_best'], '.1f')} | "
-                     f"{_fmt(r['time_fraction'], '.2f')} | {_fmt(r['epoch_fraction'], '.2f')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        reach = [f"{fmt(c['bp_seconds'], '.1f')} / {fmt(c['dbp_seconds'], '.1f')}" for c in r["to_level"].values()]
+        curve = [fmt(p["time_fraction"], ".2f") for p in r["speedup_curve"]]
+        rows.append([r["seed"], f"{r['bp_best_val_loss']:.4f} ({r['bp_seconds_to_best']:.1f}, {r['bp_epoch_of_best']:.0f})",
+                     f"{r['dbp_best_val_loss']:.4f}", fmt(r["dbp_seconds_to_bp_best"], ".1f"), fmt(r["time_fraction"], ".2f"),
+                     fmt(r["epoch_fraction"], ".2f"), *reach, *curve])
+    parts += ["", markdown_table(header, rows)]
+    return "\n".join(parts) + "\n"
 
 
 def median_curve(curves: list[list[tuple[float, float]]], points: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -61,9 +90,16 @@ def median_curve(curves: list[list[tuple[float, float]]], points: int = 100) -> 
     return grid, np.median(np.stack(values), axis=0)
 
 
+def _clock_label(result: dict) -> str:
+    clock = "process CPU" if result["settings"].get("clock") == "cpu" else "wall-clock"
+    return f"training {clock} seconds (validation excluded)"
+
+
 def loss_plot(result: dict, path: Path, title: str = "BP vs DBP MAE pretraining") -> Path:
     """Validation loss vs training seconds: each seed a thin line, the median over seeds bold."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    from mae_dbp.train.plots import figure, save
+
+    fig, ax = figure(7, 4.5)
     for method, by_seed in result["curves"].items():
         curves = [c for c in by_seed.values() if c]
         for curve in curves:
@@ -73,13 +109,36 @@ def loss_plot(result: dict, path: Path, title: str = "BP vs DBP MAE pretraining"
             ax.plot(grid, middle, color=COLORS[method], lw=2.5, label=f"{method.upper()} (median of {len(curves)} seeds)")
     for level in result["settings"]["thresholds"]:
         ax.axhline(level, color="grey", lw=0.6, ls=":")
-    clock = "process CPU" if result["settings"].get("clock") == "cpu" else "wall-clock"
-    ax.set_xlabel(f"training {clock} seconds (validation excluded)")
+    ax.set_xlabel(_clock_label(result))
     ax.set_ylabel("validation loss (masked patches)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
+
+
+def curve_plot(result: dict, path: Path, title: str = "DBP vs BP over BP's run") -> Path:
+    """Left: the speed-up curve (DBP's seconds to BP's loss / BP's) per seed and median; right: the
+    relative loss gap DBP - BP at equal training time (%), per seed and median."""
+    from mae_dbp.train.plots import figure, save
+
+    fig, (left, right) = figure(11, 4.2, 1, 2)
+    for ax, key, scale in ((left, "time_fraction", 1.0), (right, "relative_loss_gap", 100.0)):
+        for run in result["runs"]:
+            points = [(100 * p["fraction"], scale * p[key]) for p in run["speedup_curve"] if p[key] is not None]
+            if points:
+                ax.plot(*zip(*points), color="tab:orange", lw=0.8, alpha=0.5, marker=".")
+        middle = [(100 * p["fraction"], scale * p[key]["median"]) for p in result["summary"]["speedup_curve"]
+                  if p[key]["median"] is not None]
+        if middle:
+            ax.plot(*zip(*middle), color="tab:orange", lw=2.5, marker="o", label=f"median of {len(result['runs'])} seeds")
+        ax.axhline(1.0 if key == "time_fraction" else 0.0, color="tab:blue", lw=1, ls="--", label="BP")
+        ax.set_xlabel("share of BP's training seconds (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    left.set_ylabel("DBP seconds to BP's loss / BP's seconds")
+    left.set_title("speed-up curve (below 1: DBP sooner)")
+    right.set_ylabel("(DBP - BP) / BP best-so-far val loss (%)")
+    right.set_title("loss gap at equal training time")
+    fig.suptitle(title)
+    return save(fig, path)

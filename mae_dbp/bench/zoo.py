@@ -12,7 +12,9 @@ fixed accuracy levels (``targets``; less noisy than one run's best).
 
 With several main lrs (``lrs``), both methods first run at each of them on the sweep seeds and each
 keeps the lr with the highest median best top-1 (:func:`mae_dbp.bench.sweep.lr_sweep`, the same
-sweep for both); the pairs then compare each method at its own lr (sweep runs are reused).
+sweep for both); the pairs then compare each method at its own lr (sweep runs are reused). The
+protocol, the pair numbers, the medians and the run cache are those of ``bench speedup``
+(:mod:`mae_dbp.bench.compare`), with top-1 accuracy (higher is better) as the metric.
 
 The data folder is ``DIR/train/<class>/*`` + ``DIR/val/<class>/*`` (``data_tools.digits``).
 """
@@ -21,13 +23,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import statistics
 import tempfile
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from mae_dbp.bench.sweep import lr_sweep
+from mae_dbp.bench.compare import METHODS, TOP1, cached_run, compare_pair, run_pairs, summarize
+from mae_dbp.bench.report import fmt, markdown_table as table
 from mae_dbp.data.io import list_images, read_image
 from mae_dbp.errors import UserInputError
 
@@ -38,43 +40,12 @@ ARCH_MODELS: dict[str, dict] = {
 }
 
 
-def _first_at_least(rows: list[dict], accuracy: float) -> dict | None:
-    return next((r for r in rows if r["val_top1"] >= accuracy), None)
-
-
-def compare_runs(bp_rows: list[dict], dbp_rows: list[dict], targets: Sequence[float] = ()) -> dict:
-    """The bench numbers of one BP / DBP pair from their metrics rows (see the module docstring)."""
-    best = max(bp_rows, key=lambda r: r["val_top1"])
-    reached = _first_at_least(dbp_rows, best["val_top1"])
-
-    def reach(rows: list[dict], target: float, key: str) -> float | None:
-        hit = _first_at_least(rows, target)
-        return hit[key] if hit else None
-
-    def per_step(rows: list[dict]) -> float:
-        return rows[-1]["train_seconds"] / max(1, rows[-1]["step"])
-
-    return {
-        "bp_best_top1": best["val_top1"], "bp_seconds_to_best": best["train_seconds"], "bp_epoch_of_best": best["epoch"],
-        "dbp_best_top1": max(r["val_top1"] for r in dbp_rows),
-        "dbp_seconds_to_bp_best": reached["train_seconds"] if reached else None,
-        "dbp_epoch_to_bp_best": reached["epoch"] if reached else None,
-        "time_fraction": reached["train_seconds"] / best["train_seconds"] if reached else None,
-        "epoch_fraction": reached["epoch"] / best["epoch"] if reached else None,
-        "bp_epochs": bp_rows[-1]["epoch"], "dbp_epochs": dbp_rows[-1]["epoch"],
-        "bp_seconds_per_step": per_step(bp_rows), "dbp_seconds_per_step": per_step(dbp_rows),
-        "step_time_ratio": per_step(dbp_rows) / per_step(bp_rows),
-        "to_target": {f"{t:g}": {f"{m}_{unit}": reach(rows, t, key) for m, rows in (("bp", bp_rows), ("dbp", dbp_rows))
-                                 for unit, key in (("seconds", "train_seconds"), ("epoch", "epoch"))} for t in targets},
-    }
-
-
-def _train_until_diverged(classify, config, run_dir: Path) -> int | None:
+def _train_until_diverged(classify, config, run_dir: Path, clock: Callable[[], float] = time.perf_counter) -> int | None:
     """Train one run; if its loss turns non-finite (Adam on a memorised small set can blow up late,
     BP and DBP alike; the guard is off here), the run ends there and its finished epochs count.
     Returns the last finished epoch of a diverged run, None for a run that ended normally."""
     try:
-        classify(config, out=run_dir)
+        classify(config, out=run_dir, clock=clock)
         return None
     except FloatingPointError:
         if not (run_dir / "metrics.csv").is_file():
@@ -84,55 +55,48 @@ def _train_until_diverged(classify, config, run_dir: Path) -> int | None:
         return int(read_csv(run_dir / "metrics.csv")[-1]["epoch"])
 
 
-def _runner(root: Path, arch: str, model: dict, data, train, decor):
-    """``run(method, lr, seed)`` -> {"rows", "best_top1", "diverged_after_epoch"} of one training run
-    (cached, so the lr sweep's runs are reused by the pairs); run folders ``{arch}-{method}-lr{lr}-seed{seed}``."""
+def _classify(config, run_dir: Path, clock: Callable[[], float]) -> dict:
+    from mae_dbp.train.classify import classify
+
+    return {"diverged_after_epoch": _train_until_diverged(classify, config, run_dir, clock)}
+
+
+def _runner(root: Path, arch: str, model: dict, data, train, decor, clock: str):
+    """``run(method, lr, seed)`` -> the :func:`~mae_dbp.bench.compare.cached_run` record of one
+    training run (with ``diverged_after_epoch``); run folders ``{arch}-{method}-lr{lr}-seed{seed}``."""
     from mae_dbp.config import LogConfig
     from mae_dbp.models.zoo import ZooModelConfig
-    from mae_dbp.train.classify import ClassifyConfig, classify
-    from mae_dbp.train.records import read_csv
-
-    done: dict[tuple, dict] = {}
+    from mae_dbp.train.classify import ClassifyConfig
 
     def run(method: str, lr: float, seed: int) -> dict:
-        if (method, lr, seed) not in done:
-            run_dir = root / f"{arch}-{method}-lr{lr:g}-seed{seed}"
-            steps = dataclasses.replace(train, seed=seed, base_lr=lr * 256 / train.batch_size, min_lr=lr)
-            config = ClassifyConfig(model=ZooModelConfig(**model, **ARCH_MODELS[arch]), data=copy.deepcopy(data),
-                                    log=LogConfig(emissions=False, plots=False), train=steps,
-                                    decor=dataclasses.replace(decor, enabled=method == "dbp", seed=seed))
-            diverged = _train_until_diverged(classify, config, run_dir)
-            rows = read_csv(run_dir / "metrics.csv")
-            done[(method, lr, seed)] = {"rows": rows, "best_top1": max(r["val_top1"] for r in rows),
-                                        "diverged_after_epoch": diverged}
-        return done[(method, lr, seed)]
+        steps = dataclasses.replace(train, seed=seed, base_lr=lr * 256 / train.batch_size, min_lr=lr)
+        config = ClassifyConfig(model=ZooModelConfig(**model, **ARCH_MODELS[arch]), data=copy.deepcopy(data),
+                                log=LogConfig(emissions=False, plots=False), train=steps,
+                                decor=dataclasses.replace(decor, enabled=method == "dbp", seed=seed))
+        return cached_run(config, root / f"{arch}-{method}-lr{lr:g}-seed{seed}", _classify, clock)
 
     return run
 
 
 def _compare_arch(run, root: Path, arch: str, seeds: Sequence[int], lrs: Sequence[float],
                   sweep_seeds: Sequence[int] | None, targets: Sequence[float]) -> tuple[list[dict], dict | None]:
-    """The lr sweep (if several lrs), then one BP / DBP pair per seed at each method's lr (which goes
-    first alternates with the seed, to spread slow drifts of the machine) with its accuracy plot."""
+    """The lr sweep (if several lrs) and one BP / DBP pair per seed at each method's lr
+    (:func:`~mae_dbp.bench.compare.run_pairs`), with each pair's accuracy plot."""
     from mae_dbp.train import plots
 
-    sweep = (lr_sweep(run, {"bp": list(lrs), "dbp": list(lrs)}, sweep_seeds, key="best_top1", higher_is_better=True)
-             if len(lrs) > 1 else None)
-    chosen = {m: sweep[m]["chosen"] if sweep else lrs[0] for m in ("bp", "dbp")}
+    sweep, results = run_pairs(run, {"bp": list(lrs), "dbp": list(lrs)}, seeds, sweep_seeds, TOP1)
+    chosen = {m: sweep[m]["chosen"] if sweep else lrs[0] for m in METHODS}
     pairs = []
     for seed in seeds:
-        runs = {m: run(m, chosen[m], seed) for m in (("bp", "dbp") if seed % 2 == 0 else ("dbp", "bp"))}
+        runs = {m: results[(m, seed)] for m in METHODS}
         plots.accuracy_curves({"BP": runs["bp"]["rows"], "DBP": runs["dbp"]["rows"]}, root / f"{arch}-seed{seed}.png")
         pairs.append({"seed": seed, "bp_lr": chosen["bp"], "dbp_lr": chosen["dbp"],
-                      **compare_runs(runs["bp"]["rows"], runs["dbp"]["rows"], targets),
-                      **{f"{m}_diverged_after_epoch": r["diverged_after_epoch"] for m, r in runs.items()}})
+                      **compare_pair(runs["bp"], runs["dbp"], TOP1, targets),
+                      **{f"{m}_diverged_after_epoch": r.get("diverged_after_epoch") for m, r in runs.items()}})
     return pairs, sweep
 
 
-def _median(values: list[float | None]) -> float | None:
-    """Median with None ("never reached") counted as +inf; None if the median itself is never."""
-    middle = statistics.median([math.inf if v is None else v for v in values])
-    return None if math.isinf(middle) else middle
+SUMMARY_KEYS = ("time_fraction", "epoch_fraction", "step_time_ratio", "bp_best_top1", "dbp_best_top1")
 
 
 def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = ("convnet", "mlp"),
@@ -140,7 +104,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                   sweep_seeds: Sequence[int] | None = None, decor_lr: float = 1e-3,
                   kappa: float = 0.0, threads: int | None = None, out_dir: str | Path | None = None,
                   targets: Sequence[float] = (0.9, 0.95, 0.97, 0.98), variant: str = "standard", rank: int = 16,
-                  sites: Sequence[str] = ("*",), sample_frac: float = 0.1) -> dict:
+                  sites: Sequence[str] = ("*",), sample_frac: float = 0.1, clock: str = "wall") -> dict:
     """BP vs DBP per architecture and seed to ``budget_s`` training seconds each; returns the results.
 
     ``lrs`` (W, Adam; several: a sweep on ``sweep_seeds``, default ``seeds``, see the module
@@ -148,10 +112,11 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     torch's CPU threads for all runs (default: unchanged); ``targets``: fixed top-1 levels (fractions)
     whose first-reach seconds are reported for both methods; ``variant`` / ``rank`` / ``sites``: DBP's
     variant and the layers it decorrelates (module-name globs); ``kappa`` / ``sample_frac``: the R
-    rule's whitening weight and the fraction of each batch's rows per R update. Runs go to ``out_dir`` (default: a
-    temporary folder, deleted). Result: {"settings", "runs": {arch: [pair per seed]},
-    "sweep": {arch: lr sweep or null}, "summary": {arch: medians over seeds, a miss counted as +inf
-    (null: missed in most seeds)}}.
+    rule's whitening weight and the fraction of each batch's rows per R update; ``clock``: "wall" or
+    "cpu" (the process's CPU seconds). Runs go to ``out_dir`` (default: a temporary folder, deleted;
+    a finished run there with the same training is reused). Result: {"settings", "runs": {arch:
+    [pair per seed]}, "sweep": {arch: lr sweep or null}, "summary": {arch: {key: median, min, max
+    over seeds, a miss counted as +inf}}}.
     """
     import torch
 
@@ -185,53 +150,46 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     runs, sweeps = {}, {}
     try:
         for arch in archs:
-            run = _runner(root, arch, model, data, train, decor)
+            run = _runner(root, arch, model, data, train, decor, clock)
             runs[arch], sweeps[arch] = _compare_arch(run, root, arch, seeds, lrs, sweep_seeds, targets)
     finally:
         torch.set_num_threads(previous_threads)
         if temporary:
             temporary.cleanup()
-    summary = {arch: {key: _median([p[key] for p in pairs]) for key in
-                      ("time_fraction", "epoch_fraction", "step_time_ratio", "bp_best_top1", "dbp_best_top1")}
-               for arch, pairs in runs.items()}
+    summary = {arch: summarize(pairs, SUMMARY_KEYS) for arch, pairs in runs.items()}
     settings = {"data": str(data_dir), "budget_s": budget_s, "archs": list(archs), "seeds": list(seeds),
                 "batch_size": batch_size, "lrs": list(lrs), "sweep_seeds": sweep_seeds,
                 "decor_lr": decor_lr, "kappa": kappa, "sample_frac": sample_frac, "variant": variant,
                 "rank": rank if variant == "low_rank" else None, "sites": list(sites),
-                "threads": threads or previous_threads, "targets": list(targets), "out_dir": None if temporary else str(root)}
+                "threads": threads or previous_threads, "targets": list(targets), "clock": clock, "out_dir": None if temporary else str(root)}
     return {"settings": settings, "sweep": sweeps, "runs": runs, "summary": summary}
 
 
 def markdown_table(result: dict) -> str:
-    """The per-seed pairs of a :func:`run_zoo_bench` result as a markdown table."""
-    def fmt(value, spec: str) -> str:
-        return "never" if value is None else format(value, spec)
-
-    lines = ["| arch | seed | lr BP / DBP | BP best top-1 | BP s to best | DBP s to BP's best | time fraction | epoch fraction "
-             "| DBP best top-1 | DBP / BP s per step | diverged |", "|" + "---|" * 11]
+    """A :func:`run_zoo_bench` result as markdown: the per-seed pairs, the sweeps, times to the targets."""
+    rows = []
     for arch, pairs in result["runs"].items():
         for p in pairs:
-            diverged = ", ".join(f"{m.upper()} after epoch {p[f'{m}_diverged_after_epoch']}" for m in ("bp", "dbp")
+            diverged = ", ".join(f"{m.upper()} after epoch {p[f'{m}_diverged_after_epoch']}" for m in METHODS
                                  if p.get(f"{m}_diverged_after_epoch") is not None) or "no"
-            lines.append(
-                f"| {arch} | {p['seed']} | {p['bp_lr']:g} / {p['dbp_lr']:g} | {p['bp_best_top1']:.4f} | {p['bp_seconds_to_best']:.1f} | "
-                f"{fmt(p['dbp_seconds_to_bp_best'], '.1f')} | {fmt(p['time_fraction'], '.2f')} | "
-                f"{fmt(p['epoch_fraction'], '.2f')} | {p['dbp_best_top1']:.4f} | {p['step_time_ratio']:.2f} | {diverged} |")
+            rows.append([arch, p["seed"], f"{p['bp_lr']:g} / {p['dbp_lr']:g}", f"{p['bp_best_top1']:.4f}",
+                         f"{p['bp_seconds_to_best']:.1f}", fmt(p["dbp_seconds_to_bp_best"], ".1f"),
+                         fmt(p["time_fraction"], ".2f"), fmt(p["epoch_fraction"], ".2f"), f"{p['dbp_best_top1']:.4f}",
+                         f"{p['step_time_ratio']:.2f}", diverged])
+    parts = [table(["arch", "seed", "lr BP / DBP", "BP best top-1", "BP s to best", "DBP s to BP's best", "time fraction",
+                    "epoch fraction", "DBP best top-1", "DBP / BP s per step", "diverged"], rows)]
     for arch, sweep in (result.get("sweep") or {}).items():
         if sweep:
-            lines += ["", f"{arch} lr sweep (median best top-1 over seeds {result['settings']['sweep_seeds']}): "
+            parts += ["", f"{arch} lr sweep (median best top-1 over seeds {result['settings']['sweep_seeds']}): "
                       + "; ".join(f"{m.upper()} " + ", ".join(f"{lr:g}: {v:.4f}" for lr, v in zip(e["lrs"], e["best_top1"]))
                                   + f" -> {e['chosen']:g}" for m, e in sweep.items())]
     targets = result["settings"].get("targets") or []
     if targets:
-        lines += ["", "| arch | seed | " + " | ".join(f"to {100 * t:g}%: BP / DBP s (epoch)" for t in targets) + " |",
-                  "|" + "---|" * (2 + len(targets))]
-        for arch, pairs in result["runs"].items():
-            for p in pairs:
-                cells = [f"{fmt(c['bp_seconds'], '.1f')} ({fmt(c['bp_epoch'], '.0f')}) / "
-                         f"{fmt(c['dbp_seconds'], '.1f')} ({fmt(c['dbp_epoch'], '.0f')})" for c in p["to_target"].values()]
-                lines.append(f"| {arch} | {p['seed']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows = [[arch, p["seed"], *[f"{fmt(c['bp_seconds'], '.1f')} ({fmt(c['bp_epoch'], '.0f')}) / "
+                                    f"{fmt(c['dbp_seconds'], '.1f')} ({fmt(c['dbp_epoch'], '.0f')})" for c in p["to_level"].values()]]
+                for arch, pairs in result["runs"].items() for p in pairs]
+        parts += ["", table(["arch", "seed", *[f"to {100 * t:g}%: BP / DBP s (epoch)" for t in targets]], rows)]
+    return "\n".join(parts)
 
 
 def add_arguments(sub) -> None:
@@ -257,6 +215,8 @@ def add_arguments(sub) -> None:
     p.add_argument("--sweep-seeds", nargs="+", type=int, default=None, help="seeds of the lr sweep (default: --seeds)")
     p.add_argument("--kappa", type=float, default=0.0, help="R rule's whitening weight (default 0: decorrelate only)")
     p.add_argument("--sample-frac", type=float, default=0.1, help="fraction of each batch's rows per R update (default 0.1)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time runs by wall-clock (default) or by this process's CPU seconds (robust to other jobs)")
 
 
 def run(args) -> dict:
@@ -264,6 +224,6 @@ def run(args) -> dict:
     result = run_zoo_bench(args.data, args.budget, archs=args.archs, seeds=args.seeds, batch_size=args.batch_size,
                            threads=args.threads, out_dir=args.out, variant=args.variant, rank=args.rank,
                            sites=args.sites, decor_lr=args.decor_lr, lrs=args.lrs, sweep_seeds=args.sweep_seeds, kappa=args.kappa,
-                           sample_frac=args.sample_frac)
+                           sample_frac=args.sample_frac, clock=args.clock)
     print(markdown_table(result))
     return result

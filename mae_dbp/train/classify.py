@@ -13,9 +13,10 @@ The loop keeps ``best.pt`` at the lowest validation loss (not the highest accura
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -147,10 +148,11 @@ class ClassifyTask(Task):
 
 
 def classify(config: ClassifyConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-             stem: str = "classify") -> dict:
+             stem: str = "classify", clock: Callable[[], float] = time.perf_counter) -> dict:
     """Train a zoo classifier; returns the summary (also run_dir/summary.json).
 
-    ``resume`` continues a run directory (with ``config``, or else the run's own config.yaml).
+    ``resume`` continues a run directory (with ``config``, or else the run's own config.yaml);
+    ``clock`` (seconds) measures the training time.
     """
     config = job_config(ClassifyConfig, config, resume)
     torch.manual_seed(config.train.seed)
@@ -171,5 +173,5 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
         extra = {"arch": config.model.arch, "num_classes": config.model.num_classes, "bad_files": bad,
                  "train_images": len(train_set), "val_images": len(val_set)}
         policy = DecorPolicy(model, config.decor)
-        return fit(config, task, policy, train_set, val_set, run_dir, resume=resume is not None, extra_summary=extra)
+        return fit(config, task, policy, train_set, val_set, run_dir, resume=resume is not None, extra_summary=extra, clock=clock)
 

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
@@ -245,12 +245,13 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
         run.state.step += 1
 
 
-def train_one_epoch(run: Run, task: Task, epoch: int) -> float:
-    """One pass over the training data (or until the time budget); returns the mean loss over ranks."""
+def train_one_epoch(run: Run, task: Task, epoch: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    """One pass over the training data (or until the time budget); returns the mean loss over ranks.
+    ``clock`` (seconds) times it into ``train_seconds`` (e.g. ``time.process_time`` for CPU seconds)."""
     acc, budget = run.accelerator, run.train_cfg.max_train_seconds
     run.model.train()
     run.train_loader.set_epoch(epoch)  # the seedable sampler's shuffle of this epoch, also after a resume
-    losses, start = [], time.perf_counter()
+    losses, start = [], clock()
     bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{run.train_cfg.epochs}", disable=not run.main, leave=False)
     for batch, index in bar:
         with acc.accumulate(run.model):
@@ -263,9 +264,9 @@ def train_one_epoch(run: Run, task: Task, epoch: int) -> float:
         losses.append(loss.detach())
         if run.main and len(losses) % 10 == 1:
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{run.lr:.2e}")
-        if budget and _out_of_time(acc, run.state.train_seconds + time.perf_counter() - start, budget):
+        if budget and _out_of_time(acc, run.state.train_seconds + clock() - start, budget):
             break
-    run.state.train_seconds += time.perf_counter() - start
+    run.state.train_seconds += clock() - start
     return float(acc.reduce(torch.stack(losses).mean(), "mean")) if losses else math.nan
 
 
@@ -318,8 +319,9 @@ def summarize(run: Run, task: Task, emissions: TrainingEmissions) -> dict:
 
 
 def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Dataset, run_dir: Path,
-        resume: bool = False, extra_summary: dict | None = None) -> dict:
-    """Train ``task.model`` as ``config.train`` says; returns the summary (also run_dir/summary.json)."""
+        resume: bool = False, extra_summary: dict | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Train ``task.model`` as ``config.train`` says; returns the summary (also run_dir/summary.json).
+    ``clock`` measures the training seconds (and the ``max_train_seconds`` budget)."""
     run = setup(config, task, policy, train_set, val_set, run_dir, resume)
     log, train_cfg, state = config.log, config.train, run.state
     records = RunRecords(run_dir, enabled=run.main, plots=log.plots)
@@ -332,7 +334,7 @@ def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Da
     while state.epoch < stop_epoch and not (budget and state.train_seconds >= budget):
         epoch = state.epoch + 1
         emissions.start(f"train_epoch_{epoch}")
-        train_loss = train_one_epoch(run, task, epoch)
+        train_loss = train_one_epoch(run, task, epoch, clock)
         emissions.stop()
         state.kg_co2, state.kwh = emissions.kg_co2, emissions.kwh
         policy.check_ranks(epoch, run.accelerator.num_processes)

@@ -1,5 +1,9 @@
 """PNG plots a person would rather look at than read: loss vs wall-clock, decorrelation, images;
-for classification runs accuracy vs wall-clock and the confusion matrix."""
+for classification runs accuracy vs wall-clock and the confusion matrix.
+
+Figures are :class:`matplotlib.figure.Figure` objects written by their own canvas: no pyplot, no
+backend chosen at import (a notebook user's backend stays theirs), nothing left open.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,24 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mae_dbp.data.display import stretch  # noqa: E402
+from mae_dbp.data.display import stretch
 
 
-def _save(fig, path: Path, dpi: int = 110) -> Path:
+def figure(width: float, height: float, rows: int = 1, columns: int = 1, squeeze: bool = True):
+    """(Figure, axes) of ``rows`` x ``columns`` subplots (``Figure.subplots``), not attached to pyplot."""
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(rows, columns, squeeze=squeeze)
+
+
+def save(fig: Figure, path: Path, dpi: int = 110) -> Path:
+    """Lay out ``fig`` and write it as PNG to ``path`` (its folder made)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
@@ -34,7 +44,7 @@ def _seconds_axis(rows_by_run: dict[str, list[dict]]) -> tuple[float, str]:
 def loss_curves(rows_by_run: dict[str, list[dict]], path: Path, metric: str = "val_loss") -> Path:
     """Train and validation loss against training wall-clock (validation excluded), one line per run."""
     scale, unit = _seconds_axis(rows_by_run)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = figure(11, 4, 1, 2)
     for name, rows in rows_by_run.items():
         t = [r["train_seconds"] / scale for r in rows]
         axes[0].plot(t, [r["train_loss"] for r in rows], marker=".", label=name)
@@ -44,14 +54,14 @@ def loss_curves(rows_by_run: dict[str, list[dict]], path: Path, metric: str = "v
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def decorrelation(site_rows: list[dict], path: Path) -> Path:
     """Mean squared off-diagonal correlation of each DBP layer's input z, per epoch (log scale)."""
     sites = [k for k in site_rows[0] if k not in ("epoch", "step")]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.cm.viridis(np.linspace(0, 1, max(1, len(sites))))
+    fig, ax = figure(7, 4.5)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 1, max(1, len(sites))))
     for color, site in zip(colors, sites):
         values = [r.get(site, math.nan) for r in site_rows]
         ax.plot([r["epoch"] for r in site_rows], values, color=color, label=site, lw=1.2)
@@ -62,7 +72,7 @@ def decorrelation(site_rows: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3, which="both")
     if len(sites) <= 12:
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def image_grid(columns: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
@@ -70,7 +80,7 @@ def image_grid(columns: dict[str, np.ndarray], path: Path, title: str = "") -> P
     else channel 0, contrast-stretched between the 1st and 99th percentile."""
     names = list(columns)
     n = len(columns[names[0]])
-    fig, axes = plt.subplots(n, len(names), figsize=(2.2 * len(names), 2.2 * n), squeeze=False)
+    fig, axes = figure(2.2 * len(names), 2.2 * n, n, len(names), squeeze=False)
     for i in range(n):
         for j, name in enumerate(names):
             ax = axes[i][j]
@@ -82,7 +92,7 @@ def image_grid(columns: dict[str, np.ndarray], path: Path, title: str = "") -> P
                 ax.set_title(name, fontsize=9)
     if title:
         fig.suptitle(title)
-    return _save(fig, path, dpi=100)
+    return save(fig, path, dpi=100)
 
 
 def accuracy_curves(rows_by_run: dict[str, list[dict]], path: Path, target: float | None = None) -> Path:
@@ -91,8 +101,8 @@ def accuracy_curves(rows_by_run: dict[str, list[dict]], path: Path, target: floa
     ``rows_by_run``: run name -> metrics rows holding ``train_seconds``, ``val_top1``, ``val_top5``
     (fractions in [0, 1]); ``target`` (fraction) draws a horizontal line.
     """
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for color, (name, rows) in zip(plt.cm.tab10.colors, rows_by_run.items()):
+    fig, ax = figure(7, 4.5)
+    for color, (name, rows) in zip(matplotlib.colormaps["tab10"].colors, rows_by_run.items()):
         seconds = [r["train_seconds"] for r in rows]
         ax.plot(seconds, [100 * r["val_top1"] for r in rows], marker=".", color=color, label=f"{name} top-1")
         ax.plot(seconds, [100 * r["val_top5"] for r in rows], ls="--", color=color, alpha=0.6, label=f"{name} top-5")
@@ -103,7 +113,7 @@ def accuracy_curves(rows_by_run: dict[str, list[dict]], path: Path, target: floa
     ax.set_title("validation accuracy vs training time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: str = "") -> Path:
@@ -112,7 +122,7 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: 
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1.0)
     k = len(classes)
     side = min(14.0, 2.5 + 0.45 * k)
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig, ax = figure(side, side)
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     if k <= 30:
         ax.set_xticks(range(k), classes, rotation=90, fontsize=7)
@@ -126,4 +136,4 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: 
     ax.set_ylabel("true class")
     ax.set_title(title or "validation confusion matrix (row-normalised)")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path)
+    return save(fig, path)

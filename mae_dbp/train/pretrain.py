@@ -7,8 +7,10 @@ validation image), so validation losses compare across runs and methods.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -90,11 +92,12 @@ def build_model(config: PretrainConfig) -> tuple[MaskedAutoencoder, list[str]]:
 
 
 def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
-             stem: str = "pretrain") -> dict:
+             stem: str = "pretrain", clock: Callable[[], float] = time.perf_counter) -> dict:
     """Run MAE pretraining; returns the summary dict.
 
     ``resume`` continues a run directory (with ``config``, or else the run's own config.yaml);
-    ``stem`` names a new run directory when neither ``out`` nor ``log.name`` is given.
+    ``stem`` names a new run directory when neither ``out`` nor ``log.name`` is given; ``clock``
+    (seconds) measures the training time (``time.process_time``: the process's CPU seconds).
     """
     config = job_config(PretrainConfig, config, resume)
     with open_run(config, out, resume, stem) as run_dir:
@@ -106,4 +109,4 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
         extra = {"bad_files": bad, "train_images": len(train_set), "val_images": len(val_set)}
         policy = DecorPolicy(model.encoder, config.decor)
         return fit(config, task, policy, train_set, WithIndex(val_set), run_dir,
-                   resume=resume is not None, extra_summary=extra)
+                   resume=resume is not None, extra_summary=extra, clock=clock)
