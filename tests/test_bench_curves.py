@@ -102,3 +102,24 @@ def test_plot_modules_leave_the_users_matplotlib_backend_alone():
              "segmentation.preview, sys; print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["svg", "False"]
+
+
+def test_a_result_from_before_the_curves_is_reported_with_its_curve_computed():
+    """A bench speedup process started on the older code ends by calling speedup_report.markdown_table
+    on its old-format result: the report computes the curve from the result's recorded curves."""
+    from mae_dbp.bench.compare import median_range
+    from mae_dbp.bench.speedup_report import markdown_table
+
+    keys = ("time_fraction", "epoch_fraction", "co2_fraction", "step_time_ratio", "bp_best_val_loss",
+            "dbp_best_val_loss", "bp_seconds_to_best", "dbp_seconds_to_bp_best", "bp_cpu_per_wall", "dbp_cpu_per_wall")
+    run = {"seed": 0, "bp_run": "bp-lr1-seed0", "dbp_run": "dbp-lr1-seed0", "bp_best_val_loss": 0.10,
+           "dbp_best_val_loss": 0.05, "bp_seconds_to_best": 40.0, "bp_epoch_of_best": 4, "dbp_seconds_to_bp_best": 45.0,
+           "time_fraction": 1.125, "epoch_fraction": 1.25, "to_threshold": {"0.3": {"bp_seconds": 20.0, "dbp_seconds": 15.0}},
+           **{k: 1.0 for k in ("co2_fraction", "step_time_ratio", "bp_cpu_per_wall", "dbp_cpu_per_wall")}}
+    old = {"settings": {"clock": "cpu", "threads": 1, "sweep_seeds": [0], "thresholds": [0.3], "epochs": 4},
+           "sweep": {m: {"lrs": [1.0], "best_val_loss": [0.1], "chosen": 1.0} for m in ("bp", "dbp")},
+           "runs": [run], "summary": {k: median_range([run[k]]) for k in keys},
+           "curves": {"bp": {"0": [list(p) for p in BP]}, "dbp": {"0": [list(p) for p in DBP]}}}
+    text = markdown_table(old)
+    assert "| 50% | **0.62 (0.62 - 0.62)** | -0.0750 (-0.0750 - -0.0750) | -25.0% (-25.0% - -25.0%) |" in text
+    assert "| 20.0 / 15.0 |" in text and "only 11% (range 11% - 11%) of its improvement" in text

@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Sequence
 
 
-def fmt(value: float | None, spec: str) -> str:
-    """``value`` formatted by ``spec``; None (never reached / not measured) as "never"."""
-    return "never" if value is None else format(value, spec)
+def fmt(value: float | None, spec: str, missing: str = "never") -> str:
+    """``value`` formatted by ``spec``; None as ``missing`` ("never" reached; "n/a": not measured)."""
+    return missing if value is None else format(value, spec)
 
 
-def range_cell(entry: dict, spec: str) -> str:
+def range_cell(entry: dict, spec: str, missing: str = "never") -> str:
     """A :func:`~mae_dbp.bench.compare.median_range` entry as "median (min - max)[, never in k]"."""
-    text = f"{fmt(entry['median'], spec)} ({fmt(entry['min'], spec)} - {fmt(entry['max'], spec)})"
-    return text + (f", never in {entry['never']}" if entry.get("never") else "")
+    text = " ".join((fmt(entry["median"], spec, missing), f"({fmt(entry['min'], spec, missing)} -",
+                     f"{fmt(entry['max'], spec, missing)})"))
+    return text + (f", {missing} in {entry['never']}" if entry.get("never") else "")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mae_dbp.bench.report import fmt, markdown_table, range_cell
+from mae_dbp.bench.report import fmt, range_cell
+from mae_dbp.bench.report import markdown_table as table
 
 COLORS = {"bp": "tab:blue", "dbp": "tab:orange"}
 
@@ -30,7 +31,7 @@ def _headline(result: dict) -> str:
         ("share of BP's improvement (first validation to best) made by 1/3 of its run",
          range_cell(s["bp_improvement_by_third"], ".2f")),
     ]
-    return markdown_table(["measure", "median (range) over seeds"], rows)
+    return table(["measure", "median (range) over seeds"], rows)
 
 
 def plateau_sentence(result: dict) -> str:
@@ -48,10 +49,11 @@ def plateau_sentence(result: dict) -> str:
 def curve_table(result: dict) -> str:
     """The speed-up curve and the loss gap at equal training time, median (range) over seeds."""
     rows = [[f"{100 * p['fraction']:.0f}%", f"**{range_cell(p['time_fraction'], '.2f')}**",
-             range_cell(p["loss_gap"], "+.4f"), range_cell(p["relative_loss_gap"], "+.1%")]
+             range_cell(p["loss_gap"], "+.4f", "n/a"), range_cell(p["relative_loss_gap"], "+.1%", "n/a")]
             for p in result["summary"]["speedup_curve"]]
-    return markdown_table(["BP's run done", "DBP s to BP's loss there / BP's s", "loss gap DBP - BP at that time",
-                           "relative gap"], rows)
+    return table(["BP's run done", "DBP s to BP's loss there / BP's s", "loss gap DBP - BP at that time",
+                  "relative gap"], rows) + ("\n\nn/a: DBP's curve does not reach that time (no extrapolation)."
+                                            if any("n/a" in r[2] for r in rows) else "")
 
 
 def markdown_report(result: dict) -> str:
@@ -65,7 +67,7 @@ def markdown_report(result: dict) -> str:
               "loss minus BP's at that same time (both curves read identically: linear between validation points).",
               "", curve_table(result), "",
               f"lr sweep (train.base_lr; best val loss, median over sweep seeds {settings['sweep_seeds']}):", ""]
-    parts.append(markdown_table(["method", "best val loss at each base lr", "chosen"], [
+    parts.append(table(["method", "best val loss at each base lr", "chosen"], [
         [m.upper(), ", ".join(f"{lr:g}: {v:.4f}" for lr, v in zip(e["lrs"], e["best_val_loss"])), f"{e['chosen']:g}"]
         for m, e in result["sweep"].items()]))
     levels = settings["thresholds"]
@@ -78,8 +80,34 @@ def markdown_report(result: dict) -> str:
         rows.append([r["seed"], f"{r['bp_best_val_loss']:.4f} ({r['bp_seconds_to_best']:.1f}, {r['bp_epoch_of_best']:.0f})",
                      f"{r['dbp_best_val_loss']:.4f}", fmt(r["dbp_seconds_to_bp_best"], ".1f"), fmt(r["time_fraction"], ".2f"),
                      fmt(r["epoch_fraction"], ".2f"), *reach, *curve])
-    parts += ["", markdown_table(header, rows)]
+    parts += ["", table(header, rows)]
     return "\n".join(parts) + "\n"
+
+
+def with_curves(result: dict) -> dict:
+    """A result of a ``bench speedup`` from before the speed-up curve (a process started on the
+    older code, or its JSON) completed from its recorded per-seed curves: each run's speed-up curve
+    and plateau share, their summaries, ``to_level`` for ``to_threshold``."""
+    from mae_dbp.bench import curves
+    from mae_dbp.bench.compare import median_range
+    from mae_dbp.bench.speedup import _curve_summary
+
+    if "speedup_curve" in result["summary"]:
+        return result
+    runs = []
+    for run in result["runs"]:
+        bp, dbp = (result["curves"][m][str(run["seed"])] for m in ("bp", "dbp"))
+        levels = {k: {"bp_epoch": None, "dbp_epoch": None, **v} for k, v in run.get("to_threshold", {}).items()}
+        runs.append({"to_level": levels, **run, "speedup_curve": curves.speedup_curve(bp, dbp),
+                     "bp_improvement_by_third": curves.improvement_share(bp)})
+    summary = {**result["summary"], "speedup_curve": _curve_summary(runs),
+               "bp_improvement_by_third": median_range([r["bp_improvement_by_third"] for r in runs])}
+    return {**result, "runs": runs, "summary": summary}
+
+
+def markdown_table(result: dict) -> str:
+    """:func:`markdown_report` of a result that may predate the speed-up curve (:func:`with_curves`)."""
+    return markdown_report(with_curves(result))
 
 
 def median_curve(curves: list[list[tuple[float, float]]], points: int = 100) -> tuple[np.ndarray, np.ndarray]:
