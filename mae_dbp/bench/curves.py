@@ -88,3 +88,13 @@ def improvement_share(curve: Curve, fraction: float = 1 / 3) -> float | None:
         return None
     at = loss_at(points, fraction * points[-1][0])
     return None if at is None else (points[0][1] - at) / (points[0][1] - points[-1][1])
+
+
+def curve_summary(runs: Sequence[dict]) -> list[dict]:
+    """Per fraction of BP's run: :func:`~mae_dbp.bench.compare.median_range` over the runs'
+    ``speedup_curve`` of the time fraction and the loss gaps."""
+    from mae_dbp.bench.compare import median_range
+
+    keys = ("time_fraction", "loss_gap", "relative_loss_gap")
+    return [{"fraction": points[0]["fraction"], **{k: median_range([p[k] for p in points]) for k in keys}}
+            for points in zip(*(r["speedup_curve"] for r in runs))]

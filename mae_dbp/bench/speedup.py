@@ -150,13 +150,6 @@ def curve_of(record: dict) -> list[tuple[float, float]]:
     return [(r["train_seconds"], r["val_loss"]) for r in record["rows"]]
 
 
-def _curve_summary(runs: list[dict]) -> list[dict]:
-    """Per fraction of BP's run: median (range) over seeds of the curve's time fraction and loss gaps."""
-    keys = ("time_fraction", "loss_gap", "relative_loss_gap")
-    return [{"fraction": points[0]["fraction"], **{k: median_range([p[k] for p in points]) for k in keys}}
-            for points in zip(*(r["speedup_curve"] for r in runs))]
-
-
 def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
                       settings: SpeedupSettings | None = None, out_dir: str | Path | None = None) -> dict:
     """BP vs DBP pretraining (see the module docstring); returns {"settings", "horizon", "sweep", "runs",
@@ -207,7 +200,7 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
                 "dbp_lr_multipliers": list(s.dbp_lr_multipliers or s.lr_multipliers)}
     recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in recorded.items()}
     settings_out = {"data": str(data_dir), "config": config, **recorded, "out_dir": None if temporary else str(root)}
-    summary = {**summarize(runs, SUMMARY_KEYS), "speedup_curve": _curve_summary(runs)}
+    summary = {**summarize(runs, SUMMARY_KEYS), "speedup_curve": curves.curve_summary(runs)}
     share = summary["bp_improvement_by_third"]["median"]
     plan["bp_left_plateau_by_third"] = None if share is None else share >= PLATEAU_SHARE
     plan["runs_cut_short"] = [f"{m}-seed{r['seed']}" for r in runs for m in METHODS if r[f"{m}_steps"] < plan["planned_steps"]]

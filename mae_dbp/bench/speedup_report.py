@@ -90,7 +90,6 @@ def with_curves(result: dict) -> dict:
     and plateau share, their summaries, ``to_level`` for ``to_threshold``."""
     from mae_dbp.bench import curves
     from mae_dbp.bench.compare import median_range
-    from mae_dbp.bench.speedup import _curve_summary
 
     if "speedup_curve" in result["summary"]:
         return result
@@ -100,7 +99,7 @@ def with_curves(result: dict) -> dict:
         levels = {k: {"bp_epoch": None, "dbp_epoch": None, **v} for k, v in run.get("to_threshold", {}).items()}
         runs.append({"to_level": levels, **run, "speedup_curve": curves.speedup_curve(bp, dbp),
                      "bp_improvement_by_third": curves.improvement_share(bp)})
-    summary = {**result["summary"], "speedup_curve": _curve_summary(runs),
+    summary = {**result["summary"], "speedup_curve": curves.curve_summary(runs),
                "bp_improvement_by_third": median_range([r["bp_improvement_by_third"] for r in runs])}
     return {**result, "runs": runs, "summary": summary}
 
