@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from mae_dbp.bench import device
+
 TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 # modules with an ``add_arguments(sub)`` registering one or more benches (light imports only)
 BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.finetune")
@@ -47,6 +49,7 @@ def _add_step_benches(sub) -> None:
     p.add_argument("--rank", type=int, default=16, help="rank of U, V for --variant low_rank (default 16)")
     p.add_argument("--micro-batches", type=int, default=1,
                    help="forward + backward passes accumulated per optimizer step (default 1; the ViT-B recipe: 16)")
+    device.add_arguments(p)
     for name, text, count in (("pretrain", "MAE training step with DBP vs BP (same model, data, seed)", "steps"),
                               ("inference", "fused exported encoder vs the plain timm ViT", "repeats"),
                               ("overhead", "our MAE (BP mode) vs a straightforward timm MAE", "steps")):
@@ -56,6 +59,8 @@ def _add_step_benches(sub) -> None:
         p.add_argument(f"--{count}", type=int, default=20, help=f"timed {count} per contender (default 20)")
         p.add_argument("--batch-size", type=int, help="override train.batch_size")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+        if name != "overhead":
+            device.add_arguments(p)
     p = sub.add_parser("all", help="decor, pretrain, inference and overhead in one process")
     p.set_defaults(_bench_run="mae_dbp.bench.cli:run_all")
     p.add_argument("--config", default=TINY, help=f"pretraining YAML for the model benchmarks (default {TINY})")
@@ -123,21 +128,25 @@ def run_decor(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     result = run_decor_bench(repeats=args.repeats, update_every=args.update_every, shapes=args.shapes,
                              forms=tuple(args.forms), clock=args.clock, variant=args.variant, rank=args.rank,
-                             micro_batches=args.micro_batches)
+                             micro_batches=args.micro_batches, device=args.device, dtype=args.dtype,
+                             compile=args.compile)
     print(markdown_table(result))
     return result
 
 
 def run_pretrain(args: argparse.Namespace) -> dict:
-    from mae_dbp.bench.pretrain_step import run_pretrain_bench
+    from mae_dbp.bench.pretrain_step import markdown_table, run_pretrain_bench
 
-    return run_pretrain_bench(_config(args), args.steps, args.batch_size)
+    result = run_pretrain_bench(_config(args), args.steps, args.batch_size, args.device, args.dtype, args.compile)
+    print(markdown_table(result))
+    return result
 
 
 def run_inference(args: argparse.Namespace) -> dict:
     from mae_dbp.bench.framework import run_inference_bench
 
-    return run_inference_bench(_config(args), args.repeats, args.batch_size or 32)
+    return run_inference_bench(_config(args), args.repeats, args.batch_size or 32, args.device, args.dtype,
+                               args.compile)
 
 
 def run_overhead(args: argparse.Namespace) -> dict:

@@ -1,36 +1,54 @@
 """``bench pretrain``: MAE training-step time with DBP vs BP, same model and data, alternating.
 
-A step is what the trainer does per optimizer step: forward, backward, AdamW step and (DBP) the R
-update through the trainer's :class:`~mae_dbp.train.decor_policy.DecorPolicy` (its R lr, every
-``decor.update_every``-th step). Both models are built from the same config and seed; inputs are
-random images of the model's size and the configured batch (the data pipeline is the same for both
-and is left out).
+A step is what the trainer does per optimizer step: forward (under ``--dtype`` autocast), backward,
+AdamW step (fused where torch has it for the device) and (DBP) the R update through the trainer's
+:class:`~mae_dbp.train.decor_policy.DecorPolicy` (its R lr, every ``decor.update_every``-th step).
+Both models are built from the same config and seed; inputs are random images of the model's size
+and the configured batch on ``--device`` (the data pipeline is the same for both and is left out).
+
+With ``compile``, two more contenders run the same models under ``torch.compile`` (the whole MAE,
+as ``train.compile`` does); each contender first runs ``warmup`` steps on its own (compiling,
+peak memory), where dynamo's counters give its graph breaks and graphs; every frame compiled after
+those steps counts as a recompile (:class:`~mae_dbp.bench.compile_stats.CompileWatch`).
 """
 
 from __future__ import annotations
 
 import copy
+import time
+from typing import Callable
 
 import torch
 
+from mae_dbp.bench.compile_stats import CompileWatch
+from mae_dbp.bench.device import (autocast, device_record, peak_memory_gib, reset_peak_memory, resolve_device,
+                                  synchronize)
 from mae_dbp.bench.timing import time_alternating
 from mae_dbp.config import GuardConfig
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard
+from mae_dbp.train.optim import adamw
 from mae_dbp.train.pretrain import PretrainConfig, build_model
 from mae_dbp.train.schedules import WarmupCosine
 
+WARMUP_STEPS = 3  # compiling happens here; frames compiled later are recompiles
 
-def training_step(model: torch.nn.Module, images: torch.Tensor, policy: DecorPolicy | None = None):
-    """A closure running one optimizer step; with a ``policy``, the R step after it as the trainer
-    does (the policy's R lr and ``update_every``; a constant main lr of 1e-4)."""
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
+
+def training_step(model: torch.nn.Module, images: torch.Tensor, policy: DecorPolicy | None = None,
+                  dtype: str = "float32", forward: torch.nn.Module | None = None) -> Callable[[], None]:
+    """A closure running one optimizer step of ``model`` (through ``forward``, e.g. its compiled
+    version, when given); with a ``policy``, the R step after it as the trainer does (the policy's
+    R lr and ``update_every``; a constant main lr of 1e-4)."""
+    optimizer = adamw([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95),
+                      device=images.device)
     schedule, guard = WarmupCosine(1e-4, total_steps=10**9, floor=1e-4), InstabilityGuard(GuardConfig(enabled=False))
     model.train()
+    forward = model if forward is None else forward
     steps = [0]
 
     def step() -> None:
-        loss = model(images)[0]
+        with autocast(images.device, dtype):
+            loss = forward(images)[0]
         loss.backward()
         if policy is not None:
             policy.before_step()
@@ -43,25 +61,78 @@ def training_step(model: torch.nn.Module, images: torch.Tensor, policy: DecorPol
     return step
 
 
-def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | None = None) -> dict:
-    """{"bp_step_s", "dbp_step_s", "overhead_ratio", ...} for the config's model and batch size."""
+def _models(config: PretrainConfig, device: torch.device) -> dict[str, tuple[torch.nn.Module, DecorPolicy | None]]:
+    """{"bp": (model, None), "dbp": (model, policy)}, both from seed 0, on ``device``."""
+    models = {}
+    for name, enabled in (("bp", False), ("dbp", True)):
+        cfg = copy.deepcopy(config)
+        cfg.decor.enabled = enabled
+        torch.manual_seed(0)
+        model = build_model(cfg)[0].to(device)
+        models[name] = (model, DecorPolicy(model.encoder, cfg.decor) if enabled else None)
+    return models
+
+
+def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | None = None, device: str = "auto",
+                       dtype: str = "float32", compile: bool = False, warmup: int = WARMUP_STEPS) -> dict:
+    """{"bp_step_s", "dbp_step_s", "overhead_ratio", ...} for the config's model and batch size; with
+    ``compile`` also the compiled contenders, their ratios and compile counts (module docstring)."""
+    where = resolve_device(device)
     batch = batch_size or config.train.batch_size
-    dbp_cfg = copy.deepcopy(config)
-    dbp_cfg.decor.enabled = True
-    bp_cfg = copy.deepcopy(config)
-    bp_cfg.decor.enabled = False
-    torch.manual_seed(0)
-    dbp_model, sites = build_model(dbp_cfg)
-    torch.manual_seed(0)
-    bp_model, _ = build_model(bp_cfg)
-    images = torch.randn(batch, dbp_model.in_chans, dbp_model.img_size, dbp_model.img_size)
-    k = dbp_cfg.decor.update_every  # a timed sample is a block of k steps, so it holds one R update
-    steps_of = {"bp": training_step(bp_model, images),
-                "dbp": training_step(dbp_model, images, DecorPolicy(dbp_model.encoder, dbp_cfg.decor))}
-    blocks = {name: (lambda step=step: [step() for _ in range(k)]) for name, step in steps_of.items()}
-    times = {name: seconds / k for name, seconds in time_alternating(blocks, repeats=steps, warmup=2).items()}
-    return {
+    contenders: dict[str, tuple[torch.nn.Module, DecorPolicy | None, torch.nn.Module | None]] = {
+        name: (model, policy, None) for name, (model, policy) in _models(config, where).items()}
+    if compile:
+        for name, (model, policy) in _models(config, where).items():
+            contenders[f"{name}_compiled"] = (model, policy, torch.compile(model))
+    dbp_model = contenders["dbp"][0]
+    images = torch.randn(batch, dbp_model.in_chans, dbp_model.img_size, dbp_model.img_size, device=where)
+    k = config.decor.update_every  # a timed sample is a block of k steps, so it holds one R update
+    blocks, watches, first = {}, {}, {}
+    for name, (model, policy, compiled) in contenders.items():
+        step = training_step(model, images, policy, dtype, compiled)
+        watch = CompileWatch()
+        if compiled is not None:
+            watch.start()
+        reset_peak_memory(where)
+        began = time.perf_counter()
+        for _ in range(warmup):  # alone, so compiling and peak memory belong to this contender
+            step()
+        synchronize(where)
+        first[name] = {"first_steps_s": time.perf_counter() - began, "peak_mem_gib": peak_memory_gib(where)}
+        if compiled is not None:
+            watch.warmed_up()
+            watches[name] = watch
+            step = watch.watch(step)
+        blocks[name] = (lambda step=step: [step() for _ in range(k)])
+    times = {name: seconds / k for name, seconds in
+             time_alternating(blocks, repeats=steps, warmup=1, device=where).items()}
+    result = {
         "bp_step_s": times["bp"], "dbp_step_s": times["dbp"], "overhead_ratio": times["dbp"] / times["bp"],
-        "batch_size": batch, "encoder": config.model.encoder, "decor_sites": len(sites),
-        "threads": torch.get_num_threads(), "update_every": k,
+        "batch_size": batch, "encoder": config.model.encoder, "img_size": dbp_model.img_size,
+        "decor_sites": len(contenders["dbp"][1].summary()["decor_sites"]), "update_every": k,
+        "warmup_steps": warmup, "steps": steps, **device_record(where, dtype, compile), "contenders": first,
     }
+    if compile:
+        result.update({
+            "bp_compiled_step_s": times["bp_compiled"], "dbp_compiled_step_s": times["dbp_compiled"],
+            "compiled_ratio": times["dbp_compiled"] / times["bp_compiled"],
+            "dbp_compiled_vs_eager": times["dbp_compiled"] / times["dbp"],
+            "bp_compiled_vs_eager": times["bp_compiled"] / times["bp"],
+            "compile_counts": {name.removesuffix("_compiled"): watch.record() for name, watch in watches.items()},
+        })
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    """One row per contender: s/step, vs eager BP, first steps, peak memory, graph breaks, recompiles."""
+    counts = result.get("compile_counts", {})
+    lines = ["| contender | s/step | / eager BP | first steps s | peak GiB | graph breaks | graphs | recompiles after "
+             f"{result['warmup_steps']} steps |", "|---|---|---|---|---|---|---|---|"]
+    for name, first in result["contenders"].items():
+        seconds = result[f"{name}_step_s"]
+        c = counts.get(name.removesuffix("_compiled"), {}) if name.endswith("_compiled") else {}
+        peak = "-" if first["peak_mem_gib"] is None else f"{first['peak_mem_gib']:.2f}"
+        lines.append(f"| {name} | {seconds:.4f} | {seconds / result['bp_step_s']:.3f} | {first['first_steps_s']:.1f} | "
+                     f"{peak} | {c.get('graph_breaks', '-')} | {c.get('graphs', '-')} | "
+                     f"{c.get('recompiles_after_warmup', '-')} |")
+    return "\n".join(lines)

@@ -9,15 +9,19 @@ from typing import Callable
 
 import torch
 
+from mae_dbp.bench.device import resolve_device, synchronize
+
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def alternating_samples(steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 1,
-                        clock: str = "wall") -> dict[str, list[float]]:
+                        clock: str = "wall", device: torch.device | None = None) -> dict[str, list[float]]:
     """Seconds of each call of each step, ``repeats`` rounds after ``warmup`` untimed ones; the
     order reverses every round (A B, B A, ...), so no step always runs first. ``clock``: "wall"
-    (perf_counter) or "cpu" (this process's CPU time, blind to other processes' load)."""
+    (perf_counter) or "cpu" (this process's CPU time, blind to other processes' load). The clock is
+    read after the work queued on ``device`` finished (default: the CUDA device when there is one)."""
     now = CLOCKS[clock]
+    device = device or resolve_device("auto")
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -25,18 +29,16 @@ def alternating_samples(steps: dict[str, Callable[[], None]], repeats: int, warm
     samples: dict[str, list[float]] = {name: [] for name in steps}
     for i in range(repeats):
         for name, step in order if i % 2 == 0 else order[::-1]:
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            synchronize(device)
             start = now()
             step()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
+            synchronize(device)
             samples[name].append(now() - start)
     return samples
 
 
 def time_alternating(steps: dict[str, Callable[[], None]], repeats: int, warmup: int = 1,
-                     clock: str = "wall") -> dict[str, float]:
+                     clock: str = "wall", device: torch.device | None = None) -> dict[str, float]:
     """Median seconds per call of each step (:func:`alternating_samples`)."""
     return {name: statistics.median(values)
-            for name, values in alternating_samples(steps, repeats, warmup, clock).items()}
+            for name, values in alternating_samples(steps, repeats, warmup, clock, device).items()}
