@@ -4,6 +4,7 @@
     mae-dbp data validate DIR [--channels C] [--bit-depth B] [--size PX] [--min-size PX]
     mae-dbp data tile DIR --out DIR --tile PX [--overlap PX] [--val-fraction F] [--seed S]
     mae-dbp data stats DIR --out FILE.json
+    mae-dbp data shard DIR --out DIR [--tile PX] [--overlap PX] [--shard-size MB] [--seed S]
     mae-dbp data subset imagenet|ade20k SRC --out DIR --fraction F [--seed S] [--mode symlink|list]
     mae-dbp data digits --out DIR [--size PX] [--val-fraction F] [--seed S]
     mae-dbp data photos --out DIR [--size PX] [--train-crops N] [--val-crops N] [--val-fraction F] [--scale F]
@@ -47,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of source images for val")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("shard", help="WebDataset tar shards of the raw images (or tiles) with a manifest")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="output folder (shard-*.tar, manifest.json)")
+    p.add_argument("--tile", type=int, default=None, help="cut tiles of this side in px (default: whole images)")
+    p.add_argument("--overlap", type=int, default=0, help="overlap of neighbouring tiles in px")
+    p.add_argument("--shard-size", type=float, default=512.0, help="MB of pixels per shard (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample order across shards")
+
     p = sub.add_parser("stats", help="per-channel mean/std in raw pixel units, as JSON")
     p.add_argument("dir", type=Path)
     p.add_argument("--out", type=Path, required=True, help="JSON file to write (e.g. DIR/stats.json)")
@@ -62,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     digits.add_arguments(sub)  # brings its own --force
     photos.add_arguments(sub)  # brings its own --force
-    for name in ("synthetic", "tile", "stats", "subset"):
+    for name in ("synthetic", "tile", "shard", "stats", "subset"):
         sub.choices[name].add_argument("--force", action="store_true", help="replace an existing output")
     for p in sub.choices.values():
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -99,6 +108,15 @@ def _tile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(args: argparse.Namespace) -> int:
+    from data_tools.shard import write_shards
+
+    manifest = write_shards(args.dir, args.out, tile=args.tile, overlap=args.overlap, shard_mb=args.shard_size,
+                            seed=args.seed, force=args.force, progress=not args.no_progress)
+    print(f"wrote {manifest['samples']} samples in {len(manifest['shards'])} shards to {args.out}")
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     from data_tools.stats import compute_stats
 
@@ -119,6 +137,6 @@ def _subset(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen data tool; 0 on success, 1 when validation finds problems."""
-    tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "stats": _stats, "subset": _subset,
-             "digits": digits.run, "photos": photos.run}
+    tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "shard": _shard, "stats": _stats,
+             "subset": _subset, "digits": digits.run, "photos": photos.run}
     return tools[args.data_command](args)

@@ -76,7 +76,8 @@ class DecorConfig:
 
 @dataclass
 class DataConfig:
-    """An image folder (``root``) and its validation split; pixel statistics in raw units."""
+    """An image folder (``root``) or WebDataset ``shards``, the validation split; pixel statistics in
+    raw units; how training crops are read (crop-first, k crops per read, the stream's shuffle buffer)."""
 
     root: Optional[str] = None
     val_root: Optional[str] = None  # null: a seeded val_fraction of root
@@ -88,9 +89,15 @@ class DataConfig:
     skip_bad: bool = False
     num_workers: int = 0
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # area fraction of the random crop
+    crop_first: bool = True  # training crops read only their window (false: decode the whole image first)
+    crops_per_image: int = 1  # k random crops per read; an epoch still reads every image once (k x the crops)
+    shuffle_buffer: int = 0  # crops mixed per loader worker when streaming (0: max(2, k) x train.batch_size)
+    shards: Optional[str] = None  # WebDataset shards (a folder with manifest.json, or a pattern) instead of root
 
     def __post_init__(self) -> None:
         require(self.num_workers >= 0, "data.num_workers", "an int >= 0", self.num_workers)
+        require(self.crops_per_image >= 1, "data.crops_per_image", "an int >= 1", self.crops_per_image)
+        require(self.shuffle_buffer >= 0, "data.shuffle_buffer", "an int >= 0 (0: automatic)", self.shuffle_buffer)
         scale = list(self.crop_scale)
         require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "data.crop_scale", "[low, high] with 0 < low <= high <= 1",
                 scale)

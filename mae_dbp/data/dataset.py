@@ -1,8 +1,10 @@
 """Image-folder datasets for training: flat folders or class sub-folders, any channel count.
 
 Files are read by :func:`mae_dbp.data.io.read_image` (png / jpg / tif, 8/16-bit, float) and
-returned as float32 ``(C, H, W)`` tensors in raw pixel units before the transform. A float image
-with NaN/Inf pixels is a bad file like an unreadable one (named, or skipped with ``skip_bad``).
+returned as float32 ``(C, H, W)`` tensors in raw pixel units before the transform. With a
+:class:`~mae_dbp.data.crops.CropFirst` transform (training, ``data.crop_first``) only the crop's
+window is read and converted (:mod:`mae_dbp.data.window`). A float image with NaN/Inf pixels is a
+bad file like an unreadable one (named, or skipped with ``skip_bad``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from torch.utils.data import Dataset
 
 from mae_dbp.config import DataConfig
 from mae_dbp.data.checks import header_warnings
+from mae_dbp.data.crops import CropFirst
 from mae_dbp.data.io import image_folder, list_images, read_image
+from mae_dbp.data.shards import open_shards
 from mae_dbp.data.split import check_fraction, pick
+from mae_dbp.data.stream import CropStream
 from mae_dbp.data.transforms import build_transform, channel_stats
+from mae_dbp.data.window import open_window
 from mae_dbp.errors import UserInputError
 
 
@@ -69,6 +75,7 @@ class ImageFolderDataset(Dataset):
         self.bad_files: list[str] = []
         self.bad_reasons: dict[str, str] = {}
         self.warnings: list[str] = []
+        self.bytes_read = 0  # bytes the reader asked for, over all samples (this process)
         self.classes, labels = label_paths(paths, root)
         self.samples: list[tuple[Path, int]] = list(zip(paths, labels))
         if self.skip_bad:
@@ -117,21 +124,31 @@ class ImageFolderDataset(Dataset):
 
     def load(self, index: int) -> Tensor:
         """The raw image ``index`` as float32 (C, H, W), before the transform."""
-        array = read_image(self.samples[index][0], self.channels)
+        path = self.samples[index][0]
+        array = read_image(path, self.channels)
+        self.bytes_read += path.stat().st_size
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+    def sample(self, index: int) -> Tensor:
+        """Image ``index`` through the transform: window-first for a :class:`CropFirst` transform."""
+        if isinstance(self.transform, CropFirst):
+            with open_window(self.samples[index][0], self.channels) as reader:
+                image = self.transform.crops(reader, 1)[0]
+            self.bytes_read += reader.bytes_read
+            return image
+        image = self.load(index)
+        return self.transform(image) if self.transform is not None else image
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         for step in range(len(self.samples)):
             i = (index + step) % len(self.samples)
             try:
-                image = self.load(i)
+                image = self.sample(i)
             except UserInputError as error:
                 if not self.skip_bad:
                     raise
                 self._record(self.samples[i][0], error)
                 continue
-            if self.transform is not None:
-                image = self.transform(image)
             return image, self.samples[i][1]
         raise UserInputError(f"no readable images left in the dataset (bad: {len(self.bad_files)})")
 
@@ -161,24 +178,36 @@ def print_warnings(lines: Sequence[str]) -> None:
 
 
 def train_val_datasets(data_cfg: DataConfig, channels: int, img_size: int, augment: bool = True,
-                       ) -> tuple[ImageFolderDataset, ImageFolderDataset]:
-    """Train / validation datasets of normalised float32 ``(C, H, W)`` images of ``img_size`` px
-    from a config ``data`` section: ``val_root``, or a seeded ``val_fraction`` of ``root``.
+                       ) -> tuple[ImageFolderDataset | CropStream, ImageFolderDataset]:
+    """Train / validation sets of normalised float32 ``(C, H, W)`` images of ``img_size`` px from a
+    config ``data`` section: ``val_root``, or a seeded ``val_fraction`` of ``root``.
 
     ``channels`` and ``img_size`` are what the model takes (its builder owns them). Training images
-    get a random resized crop + flip when ``augment``, else the validation transform (resize +
-    centre crop). Loads one image of each first, so a folder of the wrong channel count fails
-    before any training starts. Prints one warning line per kind of data that would silently train
-    badly (:func:`mae_dbp.data.checks.header_warnings`); the lines are also kept in ``train.warnings``.
+    get a random resized crop + flip when ``augment`` (read window-first unless ``crop_first`` is
+    false), else the validation transform (resize + centre crop). ``crops_per_image > 1`` or
+    ``shards`` make the training set a :class:`CropStream` (shards need ``val_root``). Loads one
+    image of each first, so a folder of the wrong channel count fails before any training starts.
+    Prints one warning line per kind of data that would silently train badly
+    (:func:`mae_dbp.data.checks.header_warnings`); the lines are also kept in ``train.warnings``.
     """
-    if not data_cfg.root:
+    if not data_cfg.root and not data_cfg.shards:
         raise UserInputError("data.root: expected a folder of images, got None")
+    if data_cfg.shards and not data_cfg.val_root:
+        raise UserInputError("data.val_root: expected a folder of validation images with data.shards, got None")
     mean, std = channel_stats(data_cfg, channels)
     val_tf = build_transform(False, img_size, mean, std, channels=channels)
-    train_tf = (build_transform(True, img_size, mean, std, channels=channels, scale=tuple(data_cfg.crop_scale))
-                if augment else val_tf)
+    crop = CropFirst(img_size, mean, std, channels=channels, scale=tuple(data_cfg.crop_scale))
+    whole = build_transform(True, img_size, mean, std, channels=channels, scale=tuple(data_cfg.crop_scale))
+    train_tf = (crop if data_cfg.crop_first else whole) if augment else val_tf
     kwargs = dict(channels=channels, skip_bad=data_cfg.skip_bad)
-    if data_cfg.val_root:
+    stream = dict(k=data_cfg.crops_per_image, buffer=data_cfg.shuffle_buffer, skip_bad=data_cfg.skip_bad)
+    if data_cfg.shards:
+        shards = open_shards(data_cfg.shards)
+        if shards.channels != channels:
+            raise UserInputError(f"{data_cfg.shards}: the shards hold {shards.channels}-channel images, the model "
+                                 f"takes {channels} (model.in_chans)")
+        train, val = CropStream(crop, channels, shards=shards, **stream), ImageFolderDataset(data_cfg.val_root, transform=val_tf, **kwargs)
+    elif data_cfg.val_root:
         train = ImageFolderDataset(data_cfg.root, transform=train_tf, **kwargs)
         val = ImageFolderDataset(data_cfg.val_root, transform=val_tf, **kwargs)
     else:
@@ -186,8 +215,11 @@ def train_val_datasets(data_cfg: DataConfig, channels: int, img_size: int, augme
         train_paths, val_paths = split_train_val(list_images(root), data_cfg.val_fraction, data_cfg.val_seed)
         train = ImageFolderDataset(train_paths, transform=train_tf, root=root, **kwargs)
         val = ImageFolderDataset(val_paths, transform=val_tf, root=root, **kwargs)
+    if isinstance(train, ImageFolderDataset) and data_cfg.crops_per_image > 1 and augment:
+        train = CropStream(crop, channels, paths=train.paths, labels=train.targets, **stream)
     for dataset in (train, val):
-        dataset[0]
-    train.warnings = header_warnings(train.paths + val.paths, img_size)
+        dataset.check_first() if isinstance(dataset, CropStream) else dataset[0]
+    paths = val.paths + (train.paths if train.paths is not None else [])
+    train.warnings = header_warnings(paths, img_size)
     print_warnings(train.warnings)
     return train, val

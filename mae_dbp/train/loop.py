@@ -22,10 +22,11 @@ from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataPara
 from accelerate.utils import broadcast, set_seed
 from timm.optim import param_groups_weight_decay
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from mae_dbp.config import LogConfig, TrainConfig
+from mae_dbp.data.loader import build_train_loader
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import load_checkpoint, save_checkpoint
 from mae_dbp.train.decor_policy import DecorPolicy
@@ -173,11 +174,11 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
     accelerator = build_accelerator(train_cfg, config.log, run_dir)
     set_seed(train_cfg.seed)
     micro, accelerator.gradient_accumulation_steps = batch_plan(train_cfg, accelerator.num_processes)
-    indexed = WithIndex(train_set)
+    indexed = train_set if isinstance(train_set, IterableDataset) else WithIndex(train_set)
     workers = config.data.num_workers
-    train_loader = DataLoader(indexed, batch_size=micro, shuffle=True, drop_last=True, num_workers=workers)
+    train_loader, _ = build_train_loader(indexed, config.data, micro, accelerator, train_cfg.seed)
     val_loader = DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=workers)
-    per_epoch = len(train_loader) // (accelerator.gradient_accumulation_steps * accelerator.num_processes)
+    per_epoch = len(train_loader) // accelerator.gradient_accumulation_steps  # per process: all step together
     if per_epoch == 0:
         raise UserInputError(f"train set has {len(train_set)} images, fewer than train.batch_size / one optimizer "
                              f"step (train.effective_batch={train_cfg.effective_batch})")
@@ -185,7 +186,7 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
     schedule = WarmupCosine(peak, per_epoch * train_cfg.epochs, round(train_cfg.warmup_epochs * per_epoch), train_cfg.min_lr)
     groups = param_groups_weight_decay(task.model, train_cfg.weight_decay, no_weight_decay_list=task.no_weight_decay())
     optimizer = torch.optim.AdamW(groups, lr=peak, betas=tuple(train_cfg.betas))
-    model, optimizer, train_loader, val_loader = accelerator.prepare(task.model, optimizer, train_loader, val_loader)
+    model, optimizer, val_loader = accelerator.prepare(task.model, optimizer, val_loader)
     run = Run(accelerator, model, optimizer, train_loader, val_loader, indexed, schedule,
               InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=peak)
     policy.start(accelerator.gradient_accumulation_steps)

@@ -106,7 +106,8 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
         train_set, val_set = train_val_datasets(config.data, model.in_chans, model.img_size)
         task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images)
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
-        extra = {"bad_files": bad, "train_images": len(train_set), "val_images": len(val_set)}
+        images = getattr(train_set, "images", len(train_set))  # a CropStream's length counts crops
+        extra = {"bad_files": bad, "train_images": images, "val_images": len(val_set)}
         policy = DecorPolicy(model.encoder, config.decor)
         return fit(config, task, policy, train_set, WithIndex(val_set), run_dir,
                    resume=resume is not None, extra_summary=extra, clock=clock)

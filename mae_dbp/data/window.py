@@ -1,0 +1,204 @@
+"""Crop-first reads: one window of an image without decoding (or converting) the rest.
+
+:func:`open_window` opens a file (or the bytes of a shard member) and returns an
+:class:`ImageWindows`: the image's ``(C, H, W)`` shape and dtype from its header, and
+:meth:`ImageWindows.read` giving the window ``(C, h, w)`` in the file's own integer dtype. How a
+window is read depends on how the file stores its pixels:
+
+* ``memmap``: uncompressed, contiguous TIFF (what tifffile and most cameras write): the window is
+  cut from ``tifffile.memmap`` (bytes in memory: a zero-copy ``numpy.frombuffer`` view), so only
+  its rows are touched;
+* ``segments``: tiled or striped TIFF, compressed or not: only the tiles / strips that meet the
+  window are read and decoded (tifffile's ``TiffPage.decode``);
+* ``full``: any other layout (PNG, JPEG, multi-page or odd TIFFs): the whole image is decoded once
+  (:func:`mae_dbp.data.io.read_image`) and windows are cut from it.
+
+``bytes_read`` counts the bytes the reader asks for (window rows x row bytes for ``memmap``, the
+stored size of the segments for ``segments``, the whole file for ``full``): with the page cache
+warm, this is what a read costs; the kernel's own counters (``/proc/self/io``) see neither page
+cache hits nor memory-mapped reads. Every failure is a :class:`UserInputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mae_dbp.data.io import TIFF_SUFFIXES, _one_line, _read_pil, _read_tiff, check_finite, read_image
+from mae_dbp.errors import UserInputError
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+class ImageWindows:
+    """Windows of one image: ``shape`` ``(C, H, W)``, ``dtype``, ``kind`` and :meth:`read`."""
+
+    kind = "full"
+
+    def __init__(self, name: str, array: np.ndarray, nbytes: int) -> None:
+        self.name, self._array = name, array  # (C, H, W) or (H, W, C) view, see _chw
+        self.shape: tuple[int, int, int] = tuple(int(v) for v in self._chw(array).shape)
+        self.dtype = array.dtype
+        self.bytes_read = nbytes
+
+    @staticmethod
+    def _chw(array: np.ndarray) -> np.ndarray:
+        return array
+
+    def _cut(self, top: int, left: int, height: int, width: int) -> np.ndarray:
+        return self._array[:, top:top + height, left:left + width]
+
+    def close(self) -> None:
+        """Release the file (segment readers keep it open between windows)."""
+
+    def __enter__(self) -> "ImageWindows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self, top: int, left: int, height: int, width: int) -> np.ndarray:
+        """The window rows ``top:top+height``, columns ``left:left+width`` (px) as ``(C, h, w)``
+        in the file's dtype (possibly a strided view; channels may be the fastest axis)."""
+        _, h, w = self.shape
+        if not (0 <= top and 0 <= left and 0 < height and 0 < width and top + height <= h and left + width <= w):
+            raise ValueError(f"window {top}+{height} x {left}+{width} outside the {h}x{w} image")
+        try:
+            return self._cut(top, left, height, width)
+        except UserInputError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a window that cannot be read is a bad file
+            raise UserInputError(f"{self.name}: cannot read the window at row {top}, column {left} "
+                                 f"({height}x{width} px): {_one_line(error)}") from error
+
+
+class _MemmapWindows(ImageWindows):
+    """Contiguous uncompressed TIFF: windows cut from a memory map (HWC, CHW or HW on disk)."""
+
+    kind = "memmap"
+
+    def __init__(self, name: str, array: np.ndarray, axes: str) -> None:
+        self._hwc = axes.endswith("S") and array.ndim == 3
+        array = array[None] if array.ndim == 2 else array
+        super().__init__(name, array, 0)
+
+    def _chw(self, array: np.ndarray) -> np.ndarray:
+        return np.moveaxis(array, -1, 0) if self._hwc else array
+
+    def _cut(self, top: int, left: int, height: int, width: int) -> np.ndarray:
+        if self._hwc:
+            window = self._array[top:top + height, left:left + width]
+            self.bytes_read += window.nbytes
+            return np.moveaxis(window, -1, 0)
+        window = self._array[:, top:top + height, left:left + width]
+        self.bytes_read += window.nbytes
+        return window
+
+
+class _SegmentWindows(ImageWindows):
+    """Tiled or striped TIFF page: only the segments that meet a window are read and decoded."""
+
+    kind = "segments"
+
+    def __init__(self, name: str, tif, page) -> None:  # tifffile.TiffFile, tifffile.TiffPage
+        self._tif, self._page = tif, page
+        self._planes = page.samplesperpixel if page.planarconfig == 2 else 1
+        self._samples = page.samplesperpixel
+        self.name, self.dtype, self.bytes_read = name, np.dtype(page.dtype), 0
+        self.shape = (self._samples, int(page.imagelength), int(page.imagewidth))
+        if page.is_tiled:
+            self._seg_h, self._seg_w = int(page.tilelength), int(page.tilewidth)
+        else:
+            self._seg_h, self._seg_w = int(page.rowsperstrip), int(page.imagewidth)
+        self._rows = math.ceil(self.shape[1] / self._seg_h)
+        self._cols = math.ceil(self.shape[2] / self._seg_w)
+        if len(page.dataoffsets) != self._planes * self._rows * self._cols:
+            raise ValueError(f"{len(page.dataoffsets)} segments for a {self._rows}x{self._cols} grid")
+
+    def _cut(self, top: int, left: int, height: int, width: int) -> np.ndarray:
+        page, out = self._page, np.empty((height, width, self._samples), self.dtype)
+        rows = range(top // self._seg_h, (top + height - 1) // self._seg_h + 1)
+        cols = range(left // self._seg_w, (left + width - 1) // self._seg_w + 1)
+        indices = [(p * self._rows + r) * self._cols + c for p in range(self._planes) for r in rows for c in cols]
+        offsets = [page.dataoffsets[i] for i in indices]
+        counts = [page.databytecounts[i] for i in indices]
+        size = self._tif.filehandle.size
+        if any(o + n > size for o, n in zip(offsets, counts)):
+            raise ValueError("the file ends before the window's data (truncated?)")
+        self.bytes_read += int(sum(counts))
+        for data, index in self._tif.filehandle.read_segments(offsets, counts, indices, sort=True):
+            segment, (plane, _, y, x, _), _ = page.decode(data, index, jpegtables=page.jpegtables)
+            if segment is None:
+                raise ValueError(f"segment {index} is empty")
+            y0, x0 = max(y, top), max(x, left)
+            y1, x1 = min(y + segment.shape[1], top + height), min(x + segment.shape[2], left + width)
+            channels = slice(plane, plane + 1) if self._planes > 1 else slice(None)
+            out[y0 - top:y1 - top, x0 - left:x1 - left, channels] = segment[0, y0 - y:y1 - y, x0 - x:x1 - x]
+        return np.moveaxis(out, -1, 0)
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+def _open_tiff(name: str, source: Path | bytes) -> ImageWindows | None:
+    """A memmap or segment reader for a one-page integer TIFF, or None (use a full read)."""
+    import tifffile
+
+    tif = tifffile.TiffFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    series = tif.series[0]
+    page = series.keyframe
+    integer = np.issubdtype(np.dtype(series.dtype), np.integer)
+    if not integer or len(series.shape) not in (2, 3):
+        tif.close()
+        return None
+    if series.dataoffset is not None and page.compression == 1:  # contiguous and uncompressed
+        # what tifffile.memmap does, at the offset this parse found (no second parse of the file)
+        shape, offset, axes = tuple(series.shape), series.dataoffset, series.axes
+        dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
+        tif.close()
+        if isinstance(source, bytes):
+            array = np.frombuffer(source, dtype, math.prod(shape), offset).reshape(shape)
+        else:
+            array = np.memmap(source, dtype, mode="r", offset=offset, shape=shape)
+        return _MemmapWindows(name, array, axes)
+    if len(series.pages) == 1 and series.axes in ("YX", "YXS", "SYX"):
+        return _SegmentWindows(name, tif, page)
+    tif.close()
+    return None
+
+
+def open_window(source: Path | str | bytes, channels: int | None = None, name: str | None = None) -> ImageWindows:
+    """An :class:`ImageWindows` for a file path, or for a TIFF / PNG / JPEG file's ``bytes``
+    (then ``name`` names it in messages). ``channels``: the required channel count."""
+    name = str(name if name is not None else source)
+    path = None if isinstance(source, bytes) else Path(source)
+    reader: ImageWindows | None = None
+    try:
+        if path is not None and not path.is_file():
+            raise UserInputError(f"{path}: cannot read image (file does not exist)")
+        suffix = Path(name).suffix.lower()
+        tiff = source[:4] in TIFF_MAGIC if isinstance(source, bytes) else suffix in TIFF_SUFFIXES
+        if tiff:
+            reader = _open_tiff(name, source if isinstance(source, bytes) else path)
+        if reader is None:
+            if path is not None:
+                array, nbytes = read_image(path, finite=False), path.stat().st_size
+            else:
+                decode = _read_tiff if tiff else _read_pil
+                array, nbytes = decode(io.BytesIO(source)), len(source)
+            check_finite(name, array)
+            reader = ImageWindows(name, array, nbytes)
+    except UserInputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any decoder failure is a bad file
+        raise UserInputError(f"{name}: cannot read image ({_one_line(error)})") from error
+    if channels is not None and reader.shape[0] != channels:
+        raise UserInputError(f"{name}: expected {channels} channels, found {reader.shape[0]}")
+    if min(reader.shape) == 0:
+        raise UserInputError(f"{name}: cannot read image (empty image {reader.shape})")
+    return reader
+
