@@ -21,7 +21,7 @@ import numpy as np
 from data_tools.output import prepare_output
 from data_tools.tile import tile_starts
 from mae_dbp.data.io import image_folder, list_images, read_header
-from mae_dbp.data.shards import FORMAT, IMAGE_EXT, MANIFEST, META_EXT
+from mae_dbp.data.shards import FORMAT, IMAGE_EXT, MANIFEST, META_EXT, webdataset
 from mae_dbp.data.window import open_window
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import atomic_write, write_json
@@ -70,13 +70,13 @@ def write_shards(folder: Path | str, out: Path | str, tile: int | None = None, o
     ``tile`` / ``overlap`` in px (None: whole images); ``shard_mb``: about this many MB of pixels
     per shard (at least one sample each).
     """
-    import webdataset as wds
     from tqdm import tqdm
 
     if tile is not None and (tile < 1 or not 0 <= overlap < tile):
         raise UserInputError(f"need --tile >= 1 and 0 <= --overlap < --tile, got tile={tile}, overlap={overlap}")
     if shard_mb <= 0:
         raise UserInputError(f"--shard-size: expected MB > 0, got {shard_mb}")
+    wds = webdataset()
     folder = Path(folder)
     samples, channels, dtype = plan_samples(folder, tile, overlap)
     sample_bytes = samples[0][4] * samples[0][5] * channels * np.dtype(dtype).itemsize

@@ -230,6 +230,33 @@ def export_of_classify_run(ws: Workspace) -> list[str]:
     return ["export", str(run), "--out", str(ws.dir / "export")]
 
 
+def crops_per_image_zero(ws: Workspace) -> list[str]:
+    return ws.pretrain(ws.data, "data.crops_per_image=0")
+
+
+def window_cannot_be_read(ws: Workspace) -> list[str]:
+    """A tiled TIFF whose header reads but whose tiles are cut off: the crop window fails."""
+    import tifffile
+
+    data = ws.data_copy()
+    path = data / "zz_window.tif"
+    tifffile.imwrite(path, np.full((32, 32, 2), 30000, np.uint16), tile=(16, 16), photometric="minisblack",
+                     planarconfig="contig")
+    with tifffile.TiffFile(path) as tif:
+        start = min(tif.pages[0].dataoffsets)
+    path.write_bytes(path.read_bytes()[:start + 10])
+    return ws.pretrain(data)
+
+
+def truncated_shard(ws: Workspace) -> list[str]:
+    from data_tools.shard import write_shards
+
+    write_shards(ws.data, ws.dir / "shards", shard_mb=0.02, progress=False)  # 4 images of 4 KB per shard
+    shard = ws.dir / "shards" / "shard-00001.tar"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    return ws.pretrain(ws.data, f"data.shards={ws.dir / 'shards'}", f"data.val_root={ws.data}", "data.root=null")
+
+
 CASES = [
     Case("NaN pixel in a float TIFF", nan_pixel, lambda ws: "zz_nan.tif"),
     Case("Inf pixel in a float TIFF", inf_pixel, lambda ws: "zz_inf.tif"),
@@ -261,6 +288,9 @@ CASES = [
     Case("segment --cfg-options key that names nothing", seg_option_naming_nothing,
          lambda ws: "train_cfg.max_iters", leaves_files=True),
     Case("data tile writing 0 validation tiles", tile_without_validation, lambda ws: "0 val tiles", "warning", True),
+    Case("data.crops_per_image=0", crops_per_image_zero, lambda ws: "data.crops_per_image"),
+    Case("TIFF whose crop window cannot be read", window_cannot_be_read, lambda ws: "zz_window.tif"),
+    Case("truncated shard", truncated_shard, lambda ws: "shard-00001.tar", leaves_files=True),
 ]
 
 

@@ -7,6 +7,7 @@
     mae-dbp bench zoo       --data DIR [--budget S]       ConvNet / MLP: DBP time to BP's best accuracy
     mae-dbp bench speedup   --data DIR [--seeds ...]      MAE pretraining: DBP time to BP's best val loss
     mae-dbp bench finetune  --speedup JSON --seg-data DIR UperNet mIoU of a speedup run's BP and DBP encoders
+    mae-dbp bench data      [--config F] [--workers 1 2]  training data path: images/s, MB read, vs the step
     mae-dbp bench all       [--json PATH] [--markdown PATH]
 
 Every bench registers its sub-parser through ``add_arguments(sub)`` in its own module (listed in
@@ -30,7 +31,7 @@ from mae_dbp.bench import device
 
 TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 # modules with an ``add_arguments(sub)`` registering one or more benches (light imports only)
-BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.finetune")
+BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.finetune", "mae_dbp.bench.data_loader")
 
 
 def _add_step_benches(sub) -> None:

@@ -58,16 +58,25 @@ class ShardSet:
         return [f"{s.url}:{k}" for s in self.shards for k in s.keys]
 
 
-def _read_text(url: str) -> str:
-    from webdataset.gopen import gopen
+def webdataset():
+    """The ``webdataset`` module, or one line saying how to install it (the ``data`` extra)."""
+    try:
+        import webdataset as wds
+    except ImportError as error:
+        raise UserInputError("data.shards / mae-dbp data shard need the webdataset package: "
+                             "pip install 'mae-dbp[data]'") from error
+    return wds
 
-    with gopen(url, "rb") as stream:
+
+def _read_text(url: str) -> str:
+    with webdataset().gopen(url, "rb") as stream:
         return stream.read().decode()
 
 
 def open_shards(spec: str) -> ShardSet:
     """The :class:`ShardSet` of a shard folder or pattern (``data.shards``), from its manifest."""
-    from braceexpand import braceexpand
+    webdataset()
+    from braceexpand import braceexpand  # a dependency of webdataset
 
     local = Path(spec)
     if local.is_dir():
@@ -97,8 +106,7 @@ def open_shards(spec: str) -> ShardSet:
 def shard_samples(shard: Shard) -> Iterator[tuple[str, bytes]]:
     """``(key, TIFF bytes)`` of each sample of ``shard`` in stored order; a shard that cannot be
     read, ends early or holds other keys than the manifest's is an error naming it."""
-    from webdataset.tariterators import tarfile_samples
-
+    tarfile_samples = webdataset().tariterators.tarfile_samples
     expected = iter(shard.keys)
     seen = 0
     try:

@@ -43,6 +43,7 @@ class StreamPlan:
     rank: int = 0
     world: int = 1
     seed: int = 0
+    batches: int | None = None  # batches per epoch if not the images' share (benchmarks: a long epoch)
 
 
 class CropStream(IterableDataset):
@@ -62,6 +63,7 @@ class CropStream(IterableDataset):
         self.plan, self.epoch = StreamPlan(1), 0
         self.bad_files: list[str] = []
         self.warnings: list[str] = []
+        self.bytes_read = 0  # bytes asked of files / shard streams (this process)
 
     # -- sizes -------------------------------------------------------------------------------
 
@@ -76,6 +78,8 @@ class CropStream(IterableDataset):
 
     def batches_per_epoch(self) -> int:
         """Batches per rank and epoch: this rank's share of the images x k, in whole batches."""
+        if self.plan.batches is not None:
+            return self.plan.batches
         return (self.images // self.plan.world) * self.k // self.plan.batch_size
 
     def sources(self) -> int:
@@ -89,7 +93,7 @@ class CropStream(IterableDataset):
     def check_first(self) -> None:
         """Open the first image (folder) or the first sample of the first shard: a wrong channel
         count or an unreadable file fails before training starts."""
-        opener, _ = next(self._images(0))
+        opener, _, _ = next(self._images(0))
         opener().close()
 
     def configure(self, plan: StreamPlan) -> None:
@@ -118,15 +122,16 @@ class CropStream(IterableDataset):
         seed = int(np.random.default_rng([plan.seed, self.epoch, plan.rank, worker]).integers(2**62))
         return mine[worker::workers] if worker < active else [], quota, seed
 
-    def _images(self, source: int) -> Iterator[tuple[Callable[[], ImageWindows], int]]:
-        """An opener of each image of one source, with its image index (a damaged shard raises)."""
+    def _images(self, source: int) -> Iterator[tuple[Callable[[], ImageWindows], int, int | None]]:
+        """An opener of each image of one source, its image index and the bytes already read for it
+        (a shard member is read whole; None: the window reader counts). A damaged shard raises."""
         if self.paths is not None:
-            yield partial(open_window, self.paths[source], self.channels), source
+            yield partial(open_window, self.paths[source], self.channels), source, None
             return
         start = sum(s.count for s in self.shards.shards[:source])
         shard = self.shards.shards[source]
         for offset, (key, data) in enumerate(shard_samples(shard)):
-            yield partial(open_window, data, self.channels, name=f"{shard.url}:{key}.{IMAGE_EXT}"), start + offset
+            yield partial(open_window, data, self.channels, name=f"{shard.url}:{key}.{IMAGE_EXT}"), start + offset, len(data)
 
     def _crops(self, sources: list[int], generator: torch.Generator) -> Iterator[tuple | None]:
         """Crops of ``sources`` in order, pass after pass (``None`` ends a pass); a bad image is
@@ -134,10 +139,11 @@ class CropStream(IterableDataset):
         while True:
             produced = False
             for source in sources:
-                for opener, index in self._images(source):
+                for opener, index, nbytes in self._images(source):
                     try:
                         with opener() as reader:
                             crops = self.crop.crops(reader, self.k, generator)
+                        self.bytes_read += reader.bytes_read if nbytes is None else nbytes
                     except UserInputError as error:
                         if not self.skip_bad:
                             raise

@@ -1,0 +1,194 @@
+"""``mae-dbp bench data``: the training data path as configured against the model's own step.
+
+    mae-dbp bench data --config CONFIG [KEY=VALUE ...] [--workers 1 2 4] [--images N] [--repeats R]
+
+Builds the training set exactly as pretraining does (``train_val_datasets``: crop-first or whole
+image, ``data.crops_per_image``, ``data.shards``) and measures:
+
+* **MB read per sample**: one in-process pass over ``--images`` samples, counting the bytes the
+  readers ask for (:mod:`mae_dbp.data.window`: window rows for memory-mapped TIFF, stored segments
+  for tiled TIFF, whole files otherwise, whole tar members for shards). With the page cache warm
+  that is the read's cost; ``/proc/self/io`` would show neither page-cache hits nor memory-mapped
+  reads. The same pass gives the CPU ms per sample (one thread: this process's CPU clock, blind to
+  other load) and the rate one dedicated core would give;
+* **images/s for each ``--workers`` count**: the training DataLoader (``data.num_workers`` = N,
+  the config's micro-batch), wall clock over ``--images`` samples after the workers started and
+  filled their buffers; ``--repeats`` times, median and range;
+* **the training step** (forward, backward, AdamW, R update as in ``bench pretrain``) at the
+  config's batch (``--step-batch`` to shrink it on a CPU), ``--steps`` timed steps, on ``--device``;
+
+and ends with one line: ``loader-bound: the loader gives X img/s, the step takes Y img/s`` (X: the
+most workers measured) or ``step-bound: ...``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
+
+
+def add_arguments(sub) -> None:
+    """Register ``data`` on the ``mae-dbp bench`` sub-parsers (``--json`` is added by the caller)."""
+    p = sub.add_parser("data", help="training data path (images/s per worker count, MB read per sample) vs the step")
+    p.set_defaults(_bench_run="mae_dbp.bench.data_loader:run")
+    p.add_argument("--config", default=TINY, help=f"pretraining YAML (default {TINY})")
+    p.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="DataLoader worker counts (default 1 2)")
+    p.add_argument("--images", type=int, default=128, help="samples timed per measurement (default 128)")
+    p.add_argument("--repeats", type=int, default=3, help="measurements per worker count (default 3)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps (default 3; 0: no step)")
+    p.add_argument("--step-batch", type=int, default=None, help="batch of the step (default train.batch_size)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="device of the step")
+    p.add_argument("--markdown", type=Path, help="also write the table as markdown")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+
+
+def describe(config) -> str:
+    """The data path in words, e.g. ``folder, crop-first, k=4``."""
+    data = config.data
+    where = f"shards {data.shards}" if data.shards else f"folder {data.root}"
+    how = "crop-first" if data.crop_first or data.shards or data.crops_per_image > 1 else "whole image"
+    return f"{where}, {how}, crops_per_image {data.crops_per_image}"
+
+
+def _loader(train_set, batch: int, workers: int, samples: int, seed: int):
+    """A training DataLoader over at least ``samples`` samples (a long epoch, so no restart is timed)."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from mae_dbp.data.stream import CropStream, StreamPlan
+
+    if isinstance(train_set, CropStream):
+        train_set.configure(StreamPlan(batch, seed=seed, batches=-(-samples // batch) + 2 * max(workers, 1) + 2))
+        return DataLoader(train_set, batch_size=batch, num_workers=workers)
+    sampler = RandomSampler(train_set, replacement=True, num_samples=samples + batch * (2 * max(workers, 1) + 2))
+    return DataLoader(train_set, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
+
+
+def loader_rate(train_set, batch: int, workers: int, samples: int, seed: int = 0) -> float:
+    """Images/s of the training DataLoader with ``workers`` workers, wall clock, after warm-up
+    (each worker's first batch: start-up and, streaming, the shuffle buffer's fill)."""
+    batches = iter(_loader(train_set, batch, workers, samples, seed))
+    for _ in range(max(workers, 1)):
+        next(batches)
+    timed = -(-samples // batch)
+    start = time.perf_counter()
+    for _ in range(timed):
+        next(batches)
+    seconds = time.perf_counter() - start
+    del batches
+    return timed * batch / seconds
+
+
+def read_cost(train_set, samples: int, seed: int = 0) -> dict:
+    """MB the readers ask for per sample and CPU ms per sample, one in-process pass (1 thread)."""
+    import torch
+
+    from mae_dbp.data.stream import CropStream, StreamPlan
+
+    torch.manual_seed(seed)
+    if isinstance(train_set, CropStream):
+        train_set.configure(StreamPlan(1, seed=seed, batches=samples))
+        items = iter(train_set)
+    else:
+        order = torch.randint(len(train_set), (samples,)).tolist()
+        items = (train_set[i] for i in order)
+    next(items)  # first call: imports, caches
+    before, start = train_set.bytes_read, time.process_time()
+    count = sum(1 for _ in zip(range(samples), items))
+    cpu = (time.process_time() - start) / count
+    return {"mb_per_sample": (train_set.bytes_read - before) / count / 1e6, "cpu_ms_per_sample": cpu * 1e3,
+            "one_core_images_per_s": 1.0 / cpu, "samples": count}
+
+
+def step_rate(config, batch: int, steps: int, device: str) -> dict:
+    """Images/s of the training step (``bench pretrain``'s step with DBP as configured) at ``batch``."""
+    import torch
+
+    from mae_dbp.bench.pretrain_step import training_step
+    from mae_dbp.train.decor_policy import DecorPolicy
+    from mae_dbp.train.pretrain import build_model
+
+    where = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    torch.manual_seed(0)
+    model, _ = build_model(config)
+    model.to(where)
+    images = torch.randn(batch, model.in_chans, model.img_size, model.img_size, device=where)
+    policy = DecorPolicy(model.encoder, config.decor) if config.decor.enabled else None
+    step = training_step(model, images, policy)
+    step()  # warm-up
+    times = []
+    for _ in range(steps):
+        if where.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if where.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {"batch": batch, "device": where.type, "step_s": seconds, "images_per_s": batch / seconds, "steps": steps,
+            "decor": config.decor.enabled}
+
+
+def run_data_bench(config, workers: list[int], samples: int, repeats: int, steps: int, step_batch: int | None,
+                   device: str = "auto") -> dict:
+    """All of ``bench data`` for a loaded pretraining config; returns the result dict."""
+    import torch
+
+    from mae_dbp.data.dataset import train_val_datasets
+    from mae_dbp.train.loop import batch_plan
+
+    torch.set_num_threads(1)
+    train_set, _ = train_val_datasets(config.data, config.model.in_chans, config.model.img_size)
+    micro, _ = batch_plan(config.train, 1)
+    result = {"path": describe(config), "img_size": config.model.img_size, "loader_batch": micro,
+              **read_cost(train_set, min(samples, 64)), "workers": {}}
+    for n in workers:
+        rates = [loader_rate(train_set, micro, n, samples) for _ in range(repeats)]
+        result["workers"][str(n)] = {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
+                                     "runs": rates}
+    loader = result["workers"][str(max(workers))]["median"]
+    if steps > 0:
+        result["step"] = step_rate(config, step_batch or config.train.batch_size, steps, device)
+        step = result["step"]["images_per_s"]
+        bound = "loader-bound" if loader < step else "step-bound"
+        result["verdict"] = f"{bound}: the loader gives {loader:.0f} img/s, the step takes {step:.0f} img/s"
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    """The ``bench data`` result as a markdown table and its verdict line."""
+    lines = [f"data path: {result['path']} ({result['img_size']} px crops, loader batch {result['loader_batch']})", "",
+             "| measure | value |", "| --- | --- |",
+             f"| MB read per sample | {result['mb_per_sample']:.3g} |",
+             f"| CPU ms per sample (one thread) | {result['cpu_ms_per_sample']:.3g} |",
+             f"| images/s of one dedicated core | {result['one_core_images_per_s']:.0f} |"]
+    for n, rate in result["workers"].items():
+        lines.append(f"| images/s, {n} worker(s) (median, range) | {rate['median']:.0f} ({rate['min']:.0f}-{rate['max']:.0f}) |")
+    if "step" in result:
+        step = result["step"]
+        lines.append(f"| training step, batch {step['batch']} on {step['device']} | {step['images_per_s']:.1f} images/s |")
+        lines += ["", result["verdict"]]
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> dict:
+    """``mae-dbp bench data``: measure, print the table (and the verdict), return the result."""
+    from mae_dbp.config import load_config
+    from mae_dbp.errors import UserInputError
+    from mae_dbp.train.pretrain import PretrainConfig
+
+    if min(args.workers) < 0 or args.images < 1 or args.repeats < 1 or args.steps < 0:
+        raise UserInputError("bench data: --workers >= 0, --images and --repeats >= 1, --steps >= 0")
+    config = load_config(PretrainConfig, args.config, args.overrides)
+    result = run_data_bench(config, list(args.workers), args.images, args.repeats, args.steps, args.step_batch,
+                            args.device)
+    table = markdown_table(result)
+    print(table)
+    if args.markdown:
+        from mae_dbp.files import atomic_write
+
+        atomic_write(args.markdown, lambda tmp: tmp.write_text(table))
+    return result
