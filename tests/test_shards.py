@@ -84,6 +84,7 @@ def test_a_truncated_shard_is_an_error_naming_it(source, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.dist
 def test_two_cpu_ranks_read_disjoint_samples(source, tmp_path):
     """torchrun starts two gloo ranks; each builds the loader as the training loop does."""
     write_shards(source, tmp_path / "s", tile=24, shard_mb=0.01, progress=False)  # 24 tiles, 4 per shard

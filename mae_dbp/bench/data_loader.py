@@ -154,7 +154,7 @@ def run_data_bench(config, workers: list[int], samples: int, repeats: int, steps
         result["step"] = step_rate(config, step_batch or config.train.batch_size, steps, device)
         step = result["step"]["images_per_s"]
         bound = "loader-bound" if loader < step else "step-bound"
-        result["verdict"] = f"{bound}: the loader gives {loader:.0f} img/s, the step takes {step:.0f} img/s"
+        result["verdict"] = f"{bound}: the loader gives {loader:.3g} img/s, the step takes {step:.3g} img/s"
     return result
 
 
