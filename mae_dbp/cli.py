@@ -3,7 +3,7 @@
 Each sub-command lives in its own module with two functions, ``add_arguments(parser)`` and
 ``run(args) -> int``. Those modules import torch, timm or mmseg only inside ``run`` so that
 ``mae-dbp --help`` stays fast. Bad user input (:class:`~mae_dbp.errors.UserInputError`, a missing
-file or an output that already exists) is printed as one ``mae-dbp: error: ...`` line, exit code 2.
+file, an output that already exists, or a bad DBP setting: :class:`~mae_dbp.decor.DecorError`) is printed as one ``mae-dbp: error: ...`` line, exit code 2.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from mae_dbp import __version__
+from mae_dbp.decor.errors import DecorError
 from mae_dbp.errors import UserInputError
 
 # sub-command -> (module, one-line help)
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (UserInputError, FileNotFoundError, FileExistsError) as error:
+    except (UserInputError, DecorError, FileNotFoundError, FileExistsError) as error:
         print(f"mae-dbp: error: {error}", file=sys.stderr)
         return 2
 

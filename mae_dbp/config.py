@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
+from mae_dbp.decor.settings import DecorSettings
 from mae_dbp.errors import UserInputError
 
 C = TypeVar("C")
@@ -40,38 +41,42 @@ def require(ok: bool, key: str, expected: str, value: Any) -> None:
 
 
 @dataclass
-class DecorConfig:
-    """DBP on the layers that ``sites`` (module-name globs) choose, and the R learning rate's schedule.
+class DecorConfig(DecorSettings):
+    """DBP on the layers that ``sites`` (module-name globs) choose, and how the trainer drives R.
 
-    ``lr`` is the base R step; the trainer's :class:`~mae_dbp.train.decor_policy.DecorPolicy` is
-    its only reader. kappa / sample_frac / variant / rank / seed are checked by
-    :class:`mae_dbp.decor.DecorSettings` when the model is built.
+    The per-layer fields (kappa, lr, lr_scale, sample_frac, variant, rank, seed) and their checks
+    are :class:`mae_dbp.decor.DecorSettings`'; ``lr`` is the base R step, which the trainer's
+    :class:`~mae_dbp.train.decor_policy.DecorPolicy` scales by ``lr_schedule`` (its only reader).
+    ``site_lr_scale`` {site glob: multiplier} gives some sites a larger or smaller R step.
+    ``until`` (warm start): decorrelate only for the first part of training, then fuse R into W
+    and continue as plain BP — a number below 1 is a fraction of the optimizer steps, 1 or more an
+    epoch (after which the switch happens); null: DBP to the end.
     """
 
     enabled: bool = True
     sites: list[str] = field(default_factory=lambda: list(ENCODER_SITES))
-    kappa: float = 0.0
-    lr: float = 5e-4
-    sample_frac: float = 0.1
-    variant: str = "standard"
-    rank: int = 16
+    site_lr_scale: dict[str, float] = field(default_factory=dict)
     lr_schedule: str = "constant"  # one of DECOR_SCHEDULES
-    seed: int = 0
     update_every: int = 1  # R step every k optimizer steps, from the subsamples of all k (lr x k)
     warmup_steps: int = 0  # R lr ramps linearly from 0 over its first N optimizer steps (0: no R warm-up)
     defer_weight_grad: bool = True  # accumulating micro-batches: one Rᵀ per optimizer step (false for FSDP / ZeRO)
+    until: Optional[float] = None  # warm start: fraction of the steps (< 1) or epoch (>= 1) to switch to plain BP
 
     def __post_init__(self) -> None:
-        require(self.lr >= 0, "decor.lr", "a number >= 0", self.lr)
+        super().__post_init__()
         require(self.update_every >= 1, "decor.update_every", "an int >= 1", self.update_every)
         require(self.warmup_steps >= 0, "decor.warmup_steps", "an int >= 0", self.warmup_steps)
         require(self.lr_schedule in DECOR_SCHEDULES, "decor.lr_schedule", f"one of {', '.join(DECOR_SCHEDULES)}",
                 self.lr_schedule)
+        require(all(v >= 0 for v in self.site_lr_scale.values()), "decor.site_lr_scale", "multipliers >= 0",
+                dict(self.site_lr_scale))
+        require(self.until is None or (0 < self.until < 1 or float(self.until).is_integer()), "decor.until",
+                "null, a fraction in (0, 1) or a whole epoch >= 1", self.until)
 
     def layer_settings(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`mae_dbp.decor.apply` (everything per layer; not the R lr)."""
-        return {"kappa": self.kappa, "sample_frac": self.sample_frac, "variant": self.variant, "rank": self.rank,
-                "seed": self.seed}
+        """Keyword arguments of :func:`mae_dbp.decor.apply`: the per-layer settings (with the base R
+        lr, so a layer's repr shows it) and ``lr_scales``."""
+        return {**self.layer_fields(), "lr_scales": dict(self.site_lr_scale)}
 
 
 @dataclass

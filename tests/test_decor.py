@@ -78,7 +78,7 @@ def test_metric_is_mean_squared_offdiagonal_correlation():
     s = x.T @ x / len(x)
     corr = s / torch.sqrt(torch.outer(torch.diag(s), torch.diag(s)))
     off = corr[~torch.eye(5, dtype=torch.bool)]
-    assert metric == pytest.approx(float((off**2).mean()), rel=1e-9)
+    assert float(metric) == pytest.approx(float((off**2).mean()), rel=1e-9)
 
 
 @pytest.mark.parametrize("kappa", [0.0, 0.5])
@@ -117,9 +117,9 @@ def test_conv_wrapper_matches_unfold_reference(stride, padding, dilation):
     torch.testing.assert_close(out, ref.reshape(out.shape), rtol=1e-10, atol=1e-10)
     # the stored sample (all positions, sample_frac=1) is exactly the set of unfold patches
     expected = patches.permute(0, 2, 1).reshape(-1, 27)
-    assert wrapped._count == expected.shape[0]
-    torch.testing.assert_close(wrapped.kept_gram(), expected.T @ expected)
-    sample = wrapped.kept_rows()
+    assert wrapped.subsample.kept_count() == expected.shape[0]
+    torch.testing.assert_close(wrapped.subsample.kept_gram(), expected.T @ expected)
+    sample = wrapped.subsample.kept_rows()
     assert (sample is None) == decor.gram_is_cheaper(expected.shape[0], 27)  # many rows: kept as XᵀX only
     if sample is not None:  # same multiset of rows: equal sorted row fingerprints
         fingerprint = torch.linspace(1, 2, 27, dtype=torch.float64)
@@ -212,7 +212,7 @@ def test_state_dict_round_trip():
     other.load_state_dict(torch.load(buffer, weights_only=True))
     for (_, a), (_, b) in zip(decor.decor_modules(model), decor.decor_modules(other)):
         assert torch.equal(a.R, b.R) and torch.equal(a.R_u, b.R_u) and torch.equal(a.R_v, b.R_v)
-        assert torch.equal(a._generator.get_state(), b._generator.get_state())
+        assert a.subsample.seed == b.subsample.seed
     x = torch.randn(3, 5)
     with torch.no_grad():
         torch.testing.assert_close(model[0](x), other[0](x))
@@ -222,7 +222,7 @@ def test_subsample_size_and_determinism():
     def sample(seed):
         layer = DecorLinear.wrap(nn.Linear(8, 2), decor.DecorSettings(sample_frac=0.1, seed=seed)).train()
         layer(torch.arange(800.0).reshape(100, 8))
-        return layer.kept_rows()
+        return layer.subsample.kept_rows()
 
     a, b, c = sample(0), sample(0), sample(1)
     assert a.shape == (10, 8) and torch.equal(a, b) and not torch.equal(a, c)
@@ -230,7 +230,7 @@ def test_subsample_size_and_determinism():
     layer = DecorLinear.wrap(nn.Linear(3, 2), decor.DecorSettings()).train()
     with torch.no_grad():
         layer(torch.randn(10, 3))
-    assert layer.kept_rows() is None  # no sample outside training with gradients
+    assert layer.subsample.kept_rows() is None  # no sample outside training with gradients
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -242,10 +242,10 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="groups=1"):
         decor.apply(model, ["2"])
     for frac in (0.0, 1.5, -0.1):
-        with pytest.raises(ValueError, match="sample_frac must be in"):
+        with pytest.raises(ValueError, match=r"decor.sample_frac: expected a number in \(0, 1\]"):
             decor.apply(model, ["0"], sample_frac=frac)
-    with pytest.raises(ValueError, match="rank must be >= 1"):
+    with pytest.raises(ValueError, match="decor.rank: expected an int >= 1"):
         decor.apply(model, ["0"], variant="low_rank", rank=0)
-    with pytest.raises(ValueError, match="variant must be one of"):
+    with pytest.raises(ValueError, match="decor.variant: expected one of"):
         decor.apply(model, ["0"], variant="nope")
     assert type(model[0]) is nn.Linear  # nothing was wrapped by the failed calls

@@ -153,7 +153,7 @@ def test_auto_form_follows_the_shape_rule_in_training():
     assert (model[0].last_form, model[2].last_form) == ("unfused", "fused")
     assert not decor.fused_is_cheaper(8, 64, 64, cached=False, input_grad=False)
     assert decor.fused_is_cheaper(8, 64, 4, cached=False)
-    assert model[0]._fused is None  # the unfused layer never built A
+    assert model[0].forms.fused is None  # the unfused layer never built A
     model(torch.randn(512, 64)).sum().backward()  # many rows: fused everywhere
     assert (model[0].last_form, model[2].last_form) == ("fused", "fused")
 
@@ -176,11 +176,11 @@ def test_k_step_statistics_equal_one_update_on_the_concatenated_rows(rows_per_st
     batches = [correlated(rows_per_step, d, seed=10 + i) for i in range(k)]
     for x in batches:  # k optimizer steps' forwards, no update in between
         model(x)
-    assert layer._count == k * rows_per_step
+    assert layer.subsample.kept_count() == k * rows_per_step
     decor.update(model)
     expected, _, _ = reference_step(r, torch.cat(batches), kappa, lr, variant, u, v)
     torch.testing.assert_close(layer.R, expected, rtol=1e-10, atol=1e-12)
-    assert layer._count == 0 and layer.kept_gram() is None  # forgotten after the update
+    assert layer.subsample.kept_count() == 0 and layer.subsample.kept_gram() is None  # forgotten after the update
 
 
 def test_subsampled_rows_of_all_micro_batches_are_used():
@@ -206,8 +206,8 @@ def test_rows_path_metric_equals_dense_metric():
     r = torch.eye(30, dtype=torch.float64)
     rows_metric = update_r(r.clone(), SampleRows(z, (z * z).sum()), settings, 0.0)
     dense_metric = update_r(r.clone(), SampleStats(z.T @ z, (z * z).sum(), torch.tensor(7.0, dtype=torch.float64)), settings, 0.0)
-    assert rows_metric == pytest.approx(dense_metric, rel=1e-10)
-    assert dense_metric == pytest.approx(decor.correlation_metric(s), rel=1e-12)
+    assert float(rows_metric) == pytest.approx(float(dense_metric), rel=1e-10)
+    assert float(dense_metric) == pytest.approx(float(decor.correlation_metric(s)), rel=1e-12)
 
 
 @pytest.mark.parametrize("n", [5, 50])  # kept as rows / folded into XᵀX
@@ -256,7 +256,7 @@ def test_build_of_a_is_spread_over_the_forwards_that_share_it():
             picks.append(layer.last_form)
         assert picks == ["unfused"] * 7 + ["fused"] * 3
         assert decor.fused_is_cheaper(8, 64, 64, cached=False, forwards_per_build=8, weight_grad=False, input_grad=False)
-        assert layer._fused is not None  # built at the 8th forward, reused after
+        assert layer.forms.fused is not None  # built at the 8th forward, reused after
 
 
 def test_policy_updates_every_k_steps_from_all_their_subsamples():

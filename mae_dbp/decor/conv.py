@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mae_dbp.decor.errors import DecorError
 from mae_dbp.decor.layers import DecorMixin
-from mae_dbp.decor.matrix import DecorSettings, times_rt
-from mae_dbp.errors import UserInputError
+from mae_dbp.decor.matrix import times_rt
+from mae_dbp.decor.settings import DecorSettings
 
 
 class DecorConv2d(DecorMixin, nn.Conv2d):
@@ -24,7 +25,7 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
     @classmethod
     def wrap(cls, conv: nn.Conv2d, settings: DecorSettings) -> "DecorConv2d":
         if conv.groups != 1:
-            raise UserInputError(f"DBP on Conv2d needs groups=1, got groups={conv.groups}")
+            raise DecorError(f"DBP on Conv2d needs groups=1, got groups={conv.groups}")
         module = cls(
             conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
             padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
@@ -60,7 +61,7 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
         batch = x.shape[0]
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         out_h, out_w = self._out_size(*x.shape[-2:])
-        idx = self._draw(batch * out_h * out_w).to(x.device)
+        idx = self.subsample.draw(batch * out_h * out_w, x.device)
         b, pos = idx // (out_h * out_w), idx % (out_h * out_w)
         if (kh, kw) == (sh, sw) and (dh, dw) == (1, 1):  # non-overlapping patches (ViT patch embed)
             grid = x[:, :, : out_h * kh, : out_w * kw].reshape(batch, x.shape[1], out_h, kh, out_w, kw)
@@ -90,7 +91,6 @@ class DecorConv2d(DecorMixin, nn.Conv2d):
             padding=self.padding, dilation=self.dilation, bias=self.bias is not None,
             padding_mode=self.padding_mode, device="meta",
         )
-        plain.weight = nn.Parameter(self.fused_weight().detach().clone(), self.weight.requires_grad)
-        plain.bias = self.bias
+        plain.weight, plain.bias = self._plain_weight(), self.bias
         plain.train(self.training)
         return plain

@@ -1,4 +1,4 @@
-"""The decorrelation matrix R: settings, statistics, the update rule, its variants and the metric.
+"""The decorrelation matrix R: statistics, the update rule, its variants and the metric (settings: settings.py).
 
 For an input x (d features), the decorrelated input is z = R x. One update, from a subsample of n
 input rows X (n, d) with Z = X Rᵀ:
@@ -26,50 +26,13 @@ Everything here works on plain tensors; :mod:`mae_dbp.decor.layers` holds the mo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from mae_dbp.decor.cost import gram_is_cheaper
-from mae_dbp.errors import UserInputError
-
-VARIANTS = ("standard", "gain", "triangular", "low_rank")
-
-
-@dataclass(frozen=True)
-class DecorSettings:
-    """Per-layer DBP settings.
-
-    kappa: weight of the whitening term V (0 = decorrelate only, 0.5 = decorrelate + whiten).
-    lr: R learning rate (epsilon); the trainer may override it per step (a schedule).
-    sample_frac: fraction of the input rows (tokens / conv positions) used for the update, in (0, 1].
-    variant: one of ``VARIANTS``; rank: number of columns of U and V for ``low_rank``.
-    seed: seed of the torch Generator that draws the subsample (offset per layer by apply()).
-    """
-
-    kappa: float = 0.0
-    lr: float = 5e-4
-    sample_frac: float = 0.1
-    variant: str = "standard"
-    rank: int = 16
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.sample_frac <= 1.0:
-            raise UserInputError(f"decor sample_frac must be in (0, 1], got {self.sample_frac}")
-        if not 0.0 <= self.kappa <= 1.0:
-            raise UserInputError(f"decor kappa must be in [0, 1], got {self.kappa}")
-        if self.lr < 0:
-            raise UserInputError(f"decor lr must be >= 0, got {self.lr}")
-        if self.variant not in VARIANTS:
-            raise UserInputError(f"decor variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if self.variant == "low_rank" and self.rank < 1:
-            raise UserInputError(f"decor rank must be >= 1 for the low_rank variant, got {self.rank}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from mae_dbp.decor.settings import DecorSettings
 
 @dataclass
 class SampleStats:
@@ -93,7 +56,7 @@ class SampleStats:
 
 @dataclass
 class SampleRows:
-    """A subsample kept as its decorrelated rows z = R x, (n, d), for the low-rank update path.
+    """A subsample kept as its decorrelated rows z = R x, (n, d), for the update path from rows.
 
     xx: sum of squared input entries (scalar tensor), for the ``gain`` variant.
     """
@@ -139,10 +102,12 @@ def sample_stats(x: torch.Tensor | None, r: torch.Tensor, factors: Factors | Non
     return SampleStats(z.T @ z, (x * x).sum(), r.new_tensor(float(n)))
 
 
-def gram_stats(xx: torch.Tensor, r: torch.Tensor, count: int, factors: Factors | None = None) -> SampleStats:
+def gram_stats(xx: torch.Tensor, r: torch.Tensor, count: int | torch.Tensor,
+               factors: Factors | None = None) -> SampleStats:
     """Dense statistics of z = R x from the input Gram matrix XᵀX (d, d) of ``count`` rows."""
     xx_rt = times_rt(xx, r, factors)  # XᵀX Rᵀ; R (XᵀX Rᵀ) = (XᵀX Rᵀ)ᵀ Rᵀ as XᵀX is symmetric
-    return SampleStats(times_rt(xx_rt.T, r, factors), torch.diagonal(xx).sum(), r.new_tensor(float(count)))
+    count = count.to(r.dtype) if isinstance(count, torch.Tensor) else r.new_tensor(float(count))
+    return SampleStats(times_rt(xx_rt.T, r, factors), torch.diagonal(xx).sum(), count)
 
 
 def row_stats(x: torch.Tensor, r: torch.Tensor, factors: Factors | None = None) -> SampleRows:
@@ -164,33 +129,35 @@ def _row_scale(variances: torch.Tensor, kappa: float) -> torch.Tensor:
     return (2.0 * kappa - 1.0) * variances - kappa
 
 
-def correlation_metric(second_moment: torch.Tensor) -> float:
-    """Mean squared off-diagonal entry of the correlation of z, from S = mean(z zᵀ) (unitless)."""
+def correlation_metric(second_moment: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal entry of the correlation of z, from S = mean(z zᵀ) (unitless).
+
+    A 0-dim tensor on S's device (reading it is the caller's choice: it waits for the device)."""
     d = second_moment.shape[0]
     if d < 2:
-        return 0.0
+        return second_moment.new_zeros(())
     scale = torch.diagonal(second_moment).clamp_min(1e-12).rsqrt()
     corr = second_moment * scale[:, None] * scale[None, :]
     off = corr.square().sum() - torch.diagonal(corr).square().sum()
-    return float(off / (d * (d - 1)))
+    return off / (d * (d - 1))
 
 
-def _rows_metric(z: torch.Tensor, variances: torch.Tensor) -> float:
+def _rows_metric(z: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
     """:func:`correlation_metric` of S = Zᵀ Z / n from the rows z (n, d) without a d x d matrix:
     with Y = Z diag(s)^-1/2, sum_ij corr_ij² = |Yᵀ Y|²_F / n² = |Y Yᵀ|²_F / n² (n x n)."""
     n, d = z.shape
     if d < 2:
-        return 0.0
+        return z.new_zeros(())
     scale = variances.clamp_min(1e-12).rsqrt()
     zs = z * scale[None, :]
     total = (zs @ zs.T).square().sum() / (n * n)
     diag = (variances * scale * scale).square().sum()
-    return float((total - diag) / (d * (d - 1)))
+    return (total - diag) / (d * (d - 1))
 
 
-def _step_and_metric(r: torch.Tensor, stats: SampleStats | SampleRows, kappa: float):
-    """(G R, the metric of z, a function lr -> mean |z_new|² for ``gain``) from either form of statistics."""
-    count = float(stats.count)
+def _step_and_metric(r: torch.Tensor, stats: SampleStats | SampleRows, kappa: float, count: torch.Tensor):
+    """(G R, the metric of z, a function lr -> mean |z_new|² for ``gain``) from either form of statistics;
+    ``count`` >= 1 (the caller masks empty samples)."""
     if isinstance(stats, SampleRows):
         z = stats.z
         variances = z.square().sum(0) / count
@@ -198,7 +165,7 @@ def _step_and_metric(r: torch.Tensor, stats: SampleStats | SampleRows, kappa: fl
         step.addcmul_(_row_scale(variances, kappa)[:, None], r)
         metric = _rows_metric(z, variances)
 
-        def z_sq(lr: float) -> torch.Tensor:  # Z_new = Z (I - lr G), Z G = (1 - kappa) Z Zᵀ Z / n + Z diag(c)
+        def z_sq(lr: torch.Tensor) -> torch.Tensor:  # Z_new = Z (I - lr G), Z G = (1 - kappa) Z Zᵀ Z / n + Z diag(c)
             zg = (z @ z.T @ z).mul_((1.0 - kappa) / count).addcmul_(z, _row_scale(variances, kappa)[None, :])
             return (z - lr * zg).square().sum() / count
 
@@ -206,32 +173,27 @@ def _step_and_metric(r: torch.Tensor, stats: SampleStats | SampleRows, kappa: fl
     s = stats.zz / count
     g = decor_gradient(s, kappa)
 
-    def z_sq(lr: float) -> torch.Tensor:  # new R = M R_old with M = I - lr G, so mean |z_new|² = tr(M S Mᵀ)
+    def z_sq(lr: torch.Tensor) -> torch.Tensor:  # new R = M R_old with M = I - lr G, so mean |z_new|² = tr(M S Mᵀ)
         m = torch.eye(r.shape[0], dtype=r.dtype, device=r.device) - lr * g
         return ((m @ s) * m).sum()
 
     return g @ r, correlation_metric(s), z_sq
 
 
-def low_rank_unstarted(u: torch.Tensor) -> bool:
-    """True while U is all zero (R = I): the next :func:`low_rank_step` is the first, which sets V."""
-    return not bool(u.any())
-
-
 def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Tensor, kappa: float,
-                  lr: float) -> float:
+                  lr: torch.Tensor, first: bool = False) -> torch.Tensor:
     """The ``low_rank`` step in place on the factors, from thin products only; returns the metric.
 
     U <- U - lr G (R V), V <- V - lr Rᵀ (G U) with R V = V + U (Vᵀ V), Rᵀ M = M + V (Uᵀ M) and
     G M = (1 - kappa) S M + diag(c) M (:func:`_row_scale`); S M costs 2·n·d·rank from the rows
     (S = Zᵀ Z / n) or d²·rank from dense statistics. Equals the dense step (G R) V, (G R)ᵀ U.
 
-    The first step (U = 0, so R = I) first sets V to the ``rank`` leading eigenvectors of S (a d³
+    ``first`` (U = 0, so R = I): first set V to the ``rank`` leading eigenvectors of S (a d³
     eigendecomposition, once): the projected step can only move R within span(V), and the
     strongest correlations (e.g. the common direction of non-centred ReLU activations) lie there,
-    which a random V of rank << d misses.
+    which a random V of rank << d misses. ``lr`` is a 0-dim tensor, 0 for an empty sample.
     """
-    count = float(stats.count)
+    count = stats.count.clamp_min(1)
     if isinstance(stats, SampleRows):
         z = stats.z
         variances = z.square().sum(0) / count
@@ -252,8 +214,9 @@ def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Ten
 
         def dense() -> torch.Tensor:
             return s
-    if low_rank_unstarted(u):
-        v.copy_(torch.linalg.eigh(dense())[1][:, -v.shape[1]:].flip(1))  # eigh sorts ascending
+    if first:  # eigh sorts ascending; an empty sample (lr 0) keeps V
+        leading = torch.linalg.eigh(dense())[1][:, -v.shape[1]:].flip(1)
+        v.copy_(torch.where(lr > 0, leading, v))
     c = _row_scale(variances, kappa)[:, None]
 
     def g_times(m: torch.Tensor) -> torch.Tensor:
@@ -262,8 +225,8 @@ def low_rank_step(stats: SampleStats | SampleRows, u: torch.Tensor, v: torch.Ten
     g_rv = g_times(v + u @ (v.T @ v))
     g_u = g_times(u)
     rt_g_u = g_u + v @ (u.T @ g_u)
-    u.sub_(g_rv, alpha=lr)
-    v.sub_(rt_g_u, alpha=lr)
+    u.sub_(g_rv * lr)
+    v.sub_(rt_g_u * lr)
     return metric
 
 
@@ -274,26 +237,30 @@ def update_r(
     lr: float,
     u: torch.Tensor | None = None,
     v: torch.Tensor | None = None,
-) -> float:
+    first: bool = False,
+) -> torch.Tensor:
     """Apply one update in place to R (and U, V for ``low_rank``); returns the metric of z before it.
 
-    r: (d, d); stats: summed dense statistics or the rows of the subsample; lr: this step's size.
+    r: (d, d); stats: summed dense statistics or the rows of the subsample; lr: this step's size
+    (``settings.lr_scale`` is applied here); first: the low-rank layer's first step. Nothing is read
+    back to the host: an empty sample (count 0) makes a zero step and a nan metric by masking.
     """
-    count = float(stats.count)
-    if count <= 0:
-        return float("nan")
+    active = stats.count > 0
+    count = stats.count.clamp_min(1)
+    step_lr = active.to(r.dtype) * (lr * settings.lr_scale)
+    nan = torch.full((), float("nan"), dtype=r.dtype, device=r.device)
     if settings.variant == "low_rank":
         assert u is not None and v is not None
-        metric = low_rank_step(stats, u, v, settings.kappa, lr)
+        metric = low_rank_step(stats, u, v, settings.kappa, step_lr, first)
         torch.mm(u, v.T, out=r)
         r.diagonal().add_(1.0)  # R = I + U Vᵀ
-        return metric
-    step, metric, z_sq = _step_and_metric(r, stats, settings.kappa)
+        return torch.where(active, metric, nan)
+    step, metric, z_sq = _step_and_metric(r, stats, settings.kappa, count)
     if settings.variant == "triangular":
         step = torch.tril(step)
-    r.sub_(step, alpha=lr)
+    r.sub_(step.mul_(step_lr))
     if settings.variant == "gain":
-        new_sq = z_sq(lr)
-        if new_sq > 0:
-            r.mul_(torch.sqrt(stats.xx / count / new_sq))
-    return metric
+        new_sq = z_sq(step_lr)
+        keep = active & (new_sq > 0)
+        r.mul_(torch.where(keep, torch.sqrt(stats.xx / count / new_sq.clamp_min(1e-30)), torch.ones_like(new_sq)))
+    return torch.where(active, metric, nan)

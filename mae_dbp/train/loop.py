@@ -189,11 +189,12 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
     model, optimizer, val_loader = accelerator.prepare(task.model, optimizer, val_loader)
     run = Run(accelerator, model, optimizer, train_loader, val_loader, indexed, schedule,
               InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=peak)
-    policy.start(accelerator.gradient_accumulation_steps)
+    policy.start(accelerator.gradient_accumulation_steps, per_epoch, schedule.total_steps)
     if resume:
         checkpoint = run.restore("last.pt")
         run.state = LoopState(**checkpoint["loop"])
         run.guard.load_state_dict(checkpoint["guard"])
+        policy.resume(run.state.step)
         torch.set_rng_state(checkpoint["rng_cpu"])
         if checkpoint["rng_cuda"]:
             torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
@@ -285,7 +286,7 @@ def end_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float], re
     row = {"epoch": epoch, "step": state.step, "train_seconds": round(state.train_seconds, 3), "train_loss": train_loss,
            **val, "lr": run.lr, "decor_lr": policy.lr, "decor_metric": policy.mean_metric(), "kg_co2": state.kg_co2}
     state.rows.append(row)
-    records.epoch(state.rows, policy.metrics)
+    records.epoch(state.rows, policy.site_metrics())
     numbers = {k: v for k, v in row.items() if isinstance(v, (int, float))}
     run.accelerator.log(numbers, step=state.step)  # a no-op without log.log_with trackers
     run.say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))

@@ -12,18 +12,19 @@ Patterns are ``fnmatch`` globs over qualified module names (``*`` also crosses d
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from fnmatch import fnmatchcase
+from typing import Iterable, Iterator, Mapping
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from mae_dbp.decor.conv import DecorConv2d
+from mae_dbp.decor.errors import DecorError
 from mae_dbp.decor.layers import DecorLinear, DecorMixin
-from mae_dbp.decor.matrix import DecorSettings, SampleStats, low_rank_unstarted
-from mae_dbp.errors import UserInputError
+from mae_dbp.decor.matrix import SampleStats
+from mae_dbp.decor.settings import DecorSettings
 
 _WRAPPERS: dict[type, type] = {nn.Linear: DecorLinear, nn.Conv2d: DecorConv2d}
 
@@ -39,38 +40,47 @@ def decor_modules(model: nn.Module) -> list[tuple[str, DecorMixin]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, DecorMixin)]
 
 
-def apply(model: nn.Module, patterns: Iterable[str], **settings) -> list[str]:
+def apply(model: nn.Module, patterns: Iterable[str], lr_scales: Mapping[str, float] | None = None,
+          **settings) -> list[str]:
     """Wrap the ``nn.Linear`` / ``nn.Conv2d`` modules whose names match ``patterns``, in place.
 
     Settings are :class:`DecorSettings` fields; each layer's subsample seed is ``seed + index``.
-    Returns the wrapped names. Raises ``UserInputError`` (a ValueError) for a pattern that matches
-    nothing, a pattern that matches only other module types, or an unsupported layer.
+    ``lr_scales`` {pattern: multiplier} gives the layers whose name a pattern matches that
+    multiplier of every R step (a per-site R lr; the first matching pattern wins, else
+    ``lr_scale``). Returns the wrapped names. Raises :class:`DecorError` (a ValueError) for a pattern
+    that matches nothing, a pattern that matches only other module types, or an unsupported layer.
     """
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     base = DecorSettings(**settings)
+    scales = dict(lr_scales or {})
     named = [(n, m) for n, m in model.named_modules() if n]
     chosen: list[str] = []
     for pattern in patterns:
         matches = [(n, m) for n, m in named if fnmatchcase(n, pattern)]
         if not matches:
-            raise UserInputError(f"decor pattern {pattern!r} matches no module of {type(model).__name__}")
+            raise DecorError(f"decor pattern {pattern!r} matches no module of {type(model).__name__}")
         layers = [n for n, m in matches if type(m) in _WRAPPERS or isinstance(m, DecorMixin)]
         if not layers:
             found = ", ".join(f"{n} ({type(m).__name__})" for n, m in matches[:3])
-            raise UserInputError(
+            raise DecorError(
                 f"decor pattern {pattern!r} matches no nn.Linear or nn.Conv2d, only: {found}"
             )
         chosen += [n for n in layers if n not in chosen]
+    for pattern in scales:
+        if not any(fnmatchcase(n, pattern) for n in chosen):
+            raise DecorError(f"decor lr scale pattern {pattern!r} matches none of the decorrelated layers "
+                             f"({', '.join(chosen[:4])}{', ...' if len(chosen) > 4 else ''})")
     for name in chosen:
         module = model.get_submodule(name)
         if isinstance(module, nn.Conv2d) and module.groups != 1:
-            raise UserInputError(f"decor layer {name!r}: DBP on Conv2d needs groups=1, got groups={module.groups}")
+            raise DecorError(f"decor layer {name!r}: DBP on Conv2d needs groups=1, got groups={module.groups}")
     wrapped = []
     for index, name in enumerate(chosen):
         module = model.get_submodule(name)
         if isinstance(module, DecorMixin):
             continue
-        layer_settings = DecorSettings(**{**base.to_dict(), "seed": base.seed + index})
+        scale = next((float(v) for p, v in scales.items() if fnmatchcase(name, p)), base.lr_scale)
+        layer_settings = base.replace(seed=base.seed + index, lr_scale=scale)
         _set_submodule(model, name, _WRAPPERS[type(module)].wrap(module, layer_settings))
         wrapped.append(name)
     return wrapped
@@ -88,15 +98,17 @@ def _all_reduce_stats(stats: list[SampleStats], dims: list[int]) -> list[SampleS
     return out
 
 
-def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
+def update(model: nn.Module, lr: float | None = None) -> dict[str, torch.Tensor]:
     """One R step on every decorrelated layer from the subsamples of its training forwards since
     the last update (one forward, several micro-batches, or the k steps of ``update_every``).
 
     ``lr`` overrides each layer's ``settings.lr`` for this step (an R-lr schedule; when updating
-    every k steps, k·lr keeps R's progress per optimizer step about the same). When
-    torch.distributed is initialised the statistics are summed over all ranks first, so every rank
-    applies the same step. Returns {layer name: mean squared off-diagonal correlation of z} for the
-    layers that had a sample (layers without one are left unchanged).
+    every k steps, k·lr keeps R's progress per optimizer step about the same); each layer also
+    multiplies it by its ``settings.lr_scale``. When torch.distributed is initialised the statistics
+    are summed over all ranks first, so every rank applies the same step. Returns {layer name: mean
+    squared off-diagonal correlation of z} as 0-dim tensors on the layers' devices (nan for a layer
+    without a sample, which is left unchanged): nothing is read back to the host here, so a GPU
+    never waits; read the metrics when logging.
     """
     layers = decor_modules(model)
     if not layers:
@@ -105,13 +117,10 @@ def update(model: nn.Module, lr: float | None = None) -> dict[str, float]:
     stats = [layer.take_stats(summable=distributed) for _, layer in layers]
     if distributed:
         stats = _all_reduce_stats(stats, [layer.decor_dim for _, layer in layers])
-    # low-rank layers about to take their first step (checked only where it matters: the check syncs a GPU)
+    # low-rank layers about to take their first step (a Python flag: no GPU sync to find them)
     first_low_rank = [layer for _, layer in layers
-                      if distributed and layer.settings.variant == "low_rank" and low_rank_unstarted(layer.R_u)]
-    metrics = {}
-    for (name, layer), layer_stats in zip(layers, stats):
-        if float(layer_stats.count) > 0:
-            metrics[name] = layer.apply_update(layer_stats, lr)
+                      if distributed and layer.settings.variant == "low_rank" and not layer._low_rank_started]
+    metrics = {name: layer.apply_update(layer_stats, lr) for (name, layer), layer_stats in zip(layers, stats)}
     if first_low_rank:
         _broadcast_factors(first_low_rank)
     return metrics
@@ -176,7 +185,7 @@ def use_form(model: nn.Module, form: str) -> Iterator[nn.Module]:
     """Within the block, decorrelated layers compute in ``form``: "fused" (W R) x, "unfused"
     W (R x) step by step, or "auto" (the cheaper one per forward, the default)."""
     if form not in FORMS:
-        raise UserInputError(f"decor form must be one of {', '.join(FORMS)}, got {form!r}")
+        raise DecorError(f"decor form must be one of {', '.join(FORMS)}, got {form!r}")
     layers = [layer for _, layer in decor_modules(model)]
     before = [layer.form for layer in layers]
     for layer in layers:
@@ -197,11 +206,31 @@ def explicit(model: nn.Module):
 def fuse(model: nn.Module) -> nn.Module:
     """Replace every decorrelated layer by a plain nn.Linear / nn.Conv2d with weight W R, in place.
 
-    Biases are unchanged; afterwards no module, buffer or state_dict key of DBP remains.
-    Returns the model (a decorrelated layer passed directly is returned as its plain version).
+    The plain layer keeps W's Parameter object (now holding W R) and the bias, so an optimizer's
+    state and gradient hooks carry over (a DBP warm start continues training the fused model);
+    afterwards no module, buffer or state_dict key of DBP remains. Returns the model (a decorrelated
+    layer passed directly is returned as its plain version; the decorrelated layer is consumed).
     """
     if isinstance(model, DecorMixin):
         return model.fused_plain_module()
     for name, layer in decor_modules(model):
         _set_submodule(model, name, layer.fused_plain_module())
     return model
+
+
+def fused_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A decorrelated model's state_dict as its fused model's: every ``<layer>.weight`` with a sibling
+    ``<layer>.R`` becomes W R (Conv2d kernels flattened to (out, C_in·K·K) for the product), and the
+    DBP entries (R, R_u, R_v, the subsample) are dropped. Plain entries pass through unchanged."""
+    layers = {key[: -len(".R")] for key in state if key.endswith(".R") and key[: -len(".R")] + ".weight" in state}
+    dbp = (".R", ".R_u", ".R_v", ".subsample.gram", ".subsample.count", ".subsample._extra_state")
+    out = {}
+    for key, value in state.items():
+        if any(key == layer + suffix for layer in layers for suffix in dbp):
+            continue
+        layer = key[: -len(".weight")] if key.endswith(".weight") else None
+        if layer in layers:
+            r = state[layer + ".R"]
+            value = (value.reshape(value.shape[0], -1) @ r.to(value.dtype)).reshape(value.shape)
+        out[key] = value
+    return out
