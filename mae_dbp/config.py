@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
+from mae_dbp.decor.errors import DecorError
 from mae_dbp.decor.settings import DecorSettings
 from mae_dbp.errors import UserInputError
 
@@ -57,6 +58,7 @@ class DecorConfig(DecorSettings):
     sites: list[str] = field(default_factory=lambda: list(ENCODER_SITES))
     site_lr_scale: dict[str, float] = field(default_factory=dict)
     lr_schedule: str = "constant"  # one of DECOR_SCHEDULES
+    lr_hold: float = 0.0  # cosine: fraction of the run at the full R lr before the decay starts
     update_every: int = 1  # R step every k optimizer steps, from the subsamples of all k (lr x k)
     warmup_steps: int = 0  # R lr ramps linearly from 0 over its first N optimizer steps (0: no R warm-up)
     defer_weight_grad: bool = True  # accumulating micro-batches: one Rᵀ per optimizer step (false for FSDP / ZeRO)
@@ -68,6 +70,7 @@ class DecorConfig(DecorSettings):
         require(self.warmup_steps >= 0, "decor.warmup_steps", "an int >= 0", self.warmup_steps)
         require(self.lr_schedule in DECOR_SCHEDULES, "decor.lr_schedule", f"one of {', '.join(DECOR_SCHEDULES)}",
                 self.lr_schedule)
+        require(0 <= self.lr_hold < 1, "decor.lr_hold", "a fraction in [0, 1)", self.lr_hold)
         require(all(v >= 0 for v in self.site_lr_scale.values()), "decor.site_lr_scale", "multipliers >= 0",
                 dict(self.site_lr_scale))
         require(self.until is None or (0 < self.until < 1 or float(self.until).is_integer()), "decor.until",
@@ -243,6 +246,8 @@ def _to_object(node, source: str = ""):
         return OmegaConf.to_object(node)
     except OmegaConfBaseException as error:
         raise _user_error(error, source) from None
+    except DecorError as error:  # the DBP library's own range checks, in the config's words already
+        raise UserInputError(str(error)) from None
 
 
 def shipped_configs() -> Path:

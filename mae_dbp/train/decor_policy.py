@@ -40,7 +40,7 @@ class DecorPolicy:
         self.root = root
         self.enabled = cfg.enabled
         self.base_lr = cfg.lr if cfg.enabled else 0.0
-        self.schedule_kind = cfg.lr_schedule
+        self.schedule_kind, self.hold = cfg.lr_schedule, cfg.lr_hold
         self.update_every = cfg.update_every
         self.warmup_steps = cfg.warmup_steps
         self.defer_weight_grad = cfg.defer_weight_grad
@@ -81,7 +81,7 @@ class DecorPolicy:
         if not self.enabled:
             return
         scheduled = decor_lr(self.schedule_kind, step, main.total_steps, self.base_lr, main(step), main.peak,
-                             self.warmup_steps)
+                             self.warmup_steps, self.hold)
         self.lr = 0.0 if guard.decor_stopped else guard.decor_scale * scheduled
         if (step + 1) % self.update_every == 0:
             self.metrics = decor.update(self.root, lr=self.lr * self.update_every) or self.metrics
