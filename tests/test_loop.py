@@ -51,6 +51,14 @@ def test_r_warmup_ramps_each_schedule_linearly_from_zero():
         0.25 * 0.2 * 0.5 * (1 + math.cos(math.pi * 0.01)))
 
 
+def test_cosine_r_schedule_holds_then_decays():
+    # hold 0.25 of 100 steps at the base, then a cosine over the remaining 75: half-way at step 62.5
+    assert [decor_lr("cosine", s, 100, 0.2, 1.0, 1.0, hold=0.25) for s in (0, 25)] == [0.2, 0.2]
+    assert decor_lr("cosine", 62.5, 100, 0.2, 1.0, 1.0, hold=0.25) == pytest.approx(0.1)
+    assert decor_lr("cosine", 100, 100, 0.2, 1.0, 1.0, hold=0.25) == pytest.approx(0.0, abs=1e-12)
+    assert decor_lr("cosine", 50, 100, 0.2, 1.0, 1.0) == pytest.approx(0.1)  # hold 0: over the whole run
+
+
 def test_policy_applies_the_r_warmup_with_update_every():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 4))
