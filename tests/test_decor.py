@@ -249,3 +249,14 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="decor.variant: expected one of"):
         decor.apply(model, ["0"], variant="nope")
     assert type(model[0]) is nn.Linear  # nothing was wrapped by the failed calls
+
+
+def test_decor_imports_nothing_else_of_the_package():
+    import subprocess
+    import sys
+
+    code = ("import sys, mae_dbp.decor as d; d.apply, d.update, d.fuse, d.DecorConv2d, d.fused_state_dict; "
+            "print(sorted(m for m in sys.modules if m.startswith(('mae_dbp', 'segmentation', 'data_tools'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    modules = eval(loaded)
+    assert modules and all(m == "mae_dbp" or m.startswith("mae_dbp.decor") for m in modules), modules

@@ -129,3 +129,4 @@ def test_host_reads_per_step_do_not_grow_with_the_dbp_layers(variant):
     # step's own (torch's CPU AdamW reads each parameter's step count; fused AdamW on CUDA does not)
     for depth in (1, 4):
         assert _host_reads(depth, variant, dbp=True) == _host_reads(depth, variant, dbp=False), depth
+
