@@ -28,7 +28,7 @@ from data_tools.stats import compute_stats
 from data_tools.synthetic import write_synthetic
 from mae_dbp.cli import main
 from mae_dbp.data.io import write_image, write_mask
-from tests.sizes import tiny_pretrain, write_config
+from tests.conftest import tiny_pretrain, write_config
 
 SEG_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "segmentation" / "upernet_tiny_cpu.py"
 
@@ -66,6 +66,7 @@ class Case:
     names: Callable[[Workspace], str]  # the text (a file or key) the one message line must contain
     kind: str = "error"  # or "warning"
     leaves_files: bool = False  # True: new files are fine (a finished run, an mmengine work dir's log)
+    slow: bool = False  # trains or builds an mmseg runner before failing: left out of the fast tier
 
 
 # ---- setups: one bad input each -----------------------------------------------------------------
@@ -258,18 +259,19 @@ def truncated_shard(ws: Workspace) -> list[str]:
 
 
 CASES = [
-    Case("NaN pixel in a float TIFF", nan_pixel, lambda ws: "zz_nan.tif"),
-    Case("Inf pixel in a float TIFF", inf_pixel, lambda ws: "zz_inf.tif"),
-    Case("8-bit image among 16-bit ones", eight_bit_among_sixteen, lambda ws: "zz_8bit.tif", "warning", True),
-    Case("image smaller than model.img_size", too_small, lambda ws: "zz_small.tif", "warning", True),
+    Case("NaN pixel in a float TIFF", nan_pixel, lambda ws: "zz_nan.tif", slow=True),
+    Case("Inf pixel in a float TIFF", inf_pixel, lambda ws: "zz_inf.tif", slow=True),
+    Case("8-bit image among 16-bit ones", eight_bit_among_sixteen, lambda ws: "zz_8bit.tif", "warning", True, slow=True),
+    Case("image smaller than model.img_size", too_small, lambda ws: "zz_small.tif", "warning", True, slow=True),
     Case("unknown config key", unknown_key, lambda ws: "model.colour"),
     Case("missing config file", missing_config, lambda ws: "nope.yaml"),
     Case("empty data folder", empty_folder, lambda ws: str(ws.dir / "empty")),
-    Case("truncated PNG", truncated_png, lambda ws: "zz_cut.png"),
-    Case("truncated TIFF", truncated_tiff, lambda ws: "zz_cut.tif"),
-    Case("wrong channel count", wrong_channels, lambda ws: "zz_rgb.tif"),
-    Case("mask value out of range", mask_out_of_range, lambda ws: "synth_00001.png", leaves_files=True),
-    Case("mask size differs from its image", mask_size_mismatch, lambda ws: "synth_00001.png", leaves_files=True),
+    Case("truncated PNG", truncated_png, lambda ws: "zz_cut.png", slow=True),
+    Case("truncated TIFF", truncated_tiff, lambda ws: "zz_cut.tif", slow=True),
+    Case("wrong channel count", wrong_channels, lambda ws: "zz_rgb.tif", slow=True),
+    Case("mask value out of range", mask_out_of_range, lambda ws: "synth_00001.png", leaves_files=True, slow=True),
+    Case("mask size differs from its image", mask_size_mismatch, lambda ws: "synth_00001.png", leaves_files=True,
+         slow=True),
     Case("missing classes.yaml", missing_classes, lambda ws: "classes.yaml", leaves_files=True),
     Case("--out on an existing run", out_on_existing_run, lambda ws: str(ws.run)),
     Case("--resume of a folder that is no run", resume_non_run, lambda ws: str(ws.dir / "notes")),
@@ -326,7 +328,7 @@ def _hashes(*roots: Path) -> dict[Path, str]:
     return found
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] * c.slow) for c in CASES])
 def test_bad_input(case: Case, shared, tmp_path, capsys):
     ws = Workspace(dir=tmp_path, data=shared["data"], config=shared["config"], run=shared["run"], seg=shared["seg"])
     argv = case.setup(ws)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mae_dbp.bench.decor_layers import run_decor_bench
 from mae_dbp.bench.framework import run_inference_bench, run_overhead_bench
 from mae_dbp.cli import main
@@ -13,6 +15,7 @@ from mae_dbp.train.pretrain import PretrainConfig
 TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 
 
+@pytest.mark.slow
 def test_bench_pretrain_cli_writes_ratios(tmp_path):
     out = tmp_path / "pretrain.json"
     assert main(["bench", "pretrain", "--config", TINY, "--steps", "1", "--batch-size", "4", "--json", str(out)]) == 0
@@ -21,23 +24,27 @@ def test_bench_pretrain_cli_writes_ratios(tmp_path):
     assert result["decor_sites"] == 9
 
 
+@pytest.mark.slow
 def test_inference_bench_fused_model_matches_unfused():
     result = run_inference_bench(load_config(PretrainConfig, TINY), repeats=1, batch_size=2)
     assert result["max_abs_diff_vs_unfused"] <= 1e-4 and result["ratio"] > 0
 
 
+@pytest.mark.slow
 def test_overhead_and_layer_bench_run_small():
     assert run_overhead_bench(load_config(PretrainConfig, TINY), steps=1, batch_size=4)["framework_ratio"] > 0
     result = run_decor_bench(repeats=1, tokens=64, images=2)
     assert result["linear_ratio"] > 0 and result["conv_ratio"] > 0
 
 
+@pytest.mark.slow
 def test_layer_bench_runs_the_low_rank_variant():
     result = run_decor_bench(repeats=1, shapes=["mlp_1000"], variant="low_rank", rank=4)
     assert (result["variant"], result["rank"]) == ("low_rank", 4)
     assert result["mlp_1000"]["form"] == "unfused" and result["mlp_1000_ratio"] > 0
 
 
+@pytest.mark.slow
 def test_layer_bench_accumulates_micro_batches_with_deferred_weight_gradients():
     result = run_decor_bench(repeats=1, shapes=["vitb_qkv"], tokens=64, micro_batches=3)
     assert result["micro_batches"] == 3 and result["vitb_qkv"]["micro_batches"] == 3

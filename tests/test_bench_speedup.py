@@ -11,8 +11,9 @@ from mae_dbp.bench.compare import VAL_LOSS, compare_pair, median_range
 from mae_dbp.cli import main
 from mae_dbp.train.records import read_csv
 from mae_dbp.train.schedules import WarmupCosine
+from tests.conftest import needs
 
-pytest.importorskip("sklearn")
+pytestmark = needs("sklearn")  # the bundled photographs
 
 
 def _run(losses, seconds, co2=None):

@@ -11,38 +11,7 @@ from torch import nn
 
 from mae_dbp import decor
 from mae_dbp.decor import DecorConv2d, DecorLinear
-
-
-def correlated(n: int, d: int, seed: int = 0, strength: float = 0.9) -> torch.Tensor:
-    """Rows with strongly correlated, unequal-variance features: (n, d) float64."""
-    g = torch.Generator().manual_seed(seed)
-    mix = torch.eye(d, dtype=torch.float64) + strength * torch.randn(d, d, generator=g, dtype=torch.float64)
-    scales = torch.linspace(0.5, 2.0, d, dtype=torch.float64)
-    return (torch.randn(n, d, generator=g, dtype=torch.float64) @ mix.T) * scales
-
-
-def reference_step(r, x, kappa, lr, variant, u=None, v=None):
-    """The rule written out with explicit loops-free matrix algebra, independent of the library."""
-    n, d = x.shape
-    z = x @ r.T
-    s = sum(torch.outer(z[i], z[i]) for i in range(n)) / n
-    c = s - torch.diag(torch.diag(s))
-    vmat = torch.diag(torch.diag(s) - 1.0)
-    g = (1 - kappa) * c + kappa * vmat
-    delta = g @ r
-    if variant == "triangular":
-        delta = delta * torch.tril(torch.ones(d, d, dtype=r.dtype))
-    if variant == "low_rank":
-        if not u.any():  # the first step starts V at the leading eigenvectors of S
-            v = torch.linalg.eigh(s)[1][:, -v.shape[1]:]
-        u_new = u - lr * delta @ v
-        v_new = v - lr * delta.T @ u
-        return torch.eye(d, dtype=r.dtype) + u_new @ v_new.T, u_new, v_new
-    r_new = r - lr * delta
-    if variant == "gain":
-        z_new = x @ r_new.T
-        r_new = r_new * torch.sqrt((x**2).sum(1).mean() / (z_new**2).sum(1).mean())
-    return r_new, None, None
+from tests.conftest import correlated, reference_step
 
 
 # the three ways of computing the step: dense Zᵀ Z from rows (8 <= 2 d), from XᵀX (40 > 2 d), and
@@ -81,6 +50,7 @@ def test_metric_is_mean_squared_offdiagonal_correlation():
     assert float(metric) == pytest.approx(float((off**2).mean()), rel=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kappa", [0.0, 0.5])
 def test_repeated_updates_decorrelate(kappa):
     d = 16

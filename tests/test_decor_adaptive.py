@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mae_dbp import decor
 from mae_dbp.decor import DecorConv2d, DecorLinear
-from tests.test_decor import correlated, reference_step
+from tests.conftest import correlated, reference_step
 
 
 def test_form_rule_at_the_issue_shapes():

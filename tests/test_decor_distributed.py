@@ -10,6 +10,8 @@ from torch import nn
 
 from mae_dbp import decor
 
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+
 
 def _worker(rank: int, world_size: int, init_file: str, out_dir: str, sync: bool, variant: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)

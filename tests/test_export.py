@@ -16,7 +16,7 @@ from mae_dbp.config import load_config
 from mae_dbp.export import export_encoder
 from mae_dbp.files import load_checkpoint
 from mae_dbp.train.pretrain import PretrainConfig, build_model, pretrain
-from tests.sizes import tiny_pretrain
+from tests.conftest import tiny_pretrain
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,7 @@ def runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_export_loads_strictly_in_timm_with_the_same_features(runs, tmp_path):
     out = tmp_path / "export"
     assert main(["export", str(runs["dbp"]), "--out", str(out), "--format", "both"]) == 0
@@ -81,6 +82,7 @@ def check_mmseg_mae_backbone(path, plain, images):
     assert (features - expected).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_bp_export_and_no_overwrite_without_force(runs, tmp_path, capsys):
     out = tmp_path / "bp"
     meta = export_encoder(runs["bp"], out)

@@ -142,6 +142,7 @@ def test_encoder_without_embedded_class_row():
     assert pred.shape == (2, 16, 128) and torch.isfinite(loss)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("in_chans", [1, 2, 3])
 def test_encoder_state_dict_loads_strictly_into_plain_timm(in_chans):
     torch.manual_seed(0)
@@ -185,6 +186,7 @@ def test_decor_wrappers_are_used(model):
     assert len(seen) == 5
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_fixed_batch(model):
     torch.manual_seed(1)
     images = torch.randn(4, 2, 32, 32)

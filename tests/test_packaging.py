@@ -11,6 +11,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 APPLICATION = ("mae_dbp.quickstart", "mae_dbp.bench", "mae_dbp.cli", "mae_dbp.export_cli", "mae_dbp.pretrain_cli",
                "mae_dbp.classify_cli", "segmentation", "mmseg")

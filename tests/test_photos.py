@@ -12,8 +12,9 @@ from data_tools.photos import load_photo, photo_paths, write_photos
 from mae_dbp.cli import main
 from mae_dbp.data.io import list_images, read_image
 from mae_dbp.errors import UserInputError
+from tests.conftest import needs
 
-pytest.importorskip("sklearn")
+pytestmark = needs("sklearn")
 
 
 @pytest.fixture(scope="module")

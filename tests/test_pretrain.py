@@ -16,8 +16,9 @@ from mae_dbp.data.io import write_image
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import load_checkpoint
 from mae_dbp.train.pretrain import pretrain
-from tests.ports import free_port
-from tests.sizes import tiny_pretrain, write_config
+from tests.conftest import free_port, tiny_pretrain, write_config
+
+pytestmark = [pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -144,6 +145,7 @@ def test_bad_inputs_give_one_line_errors(synthetic, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.dist
 def test_two_cpu_ranks_through_accelerate_keep_r_identical(synthetic, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU gives two gloo ranks; the loop
     checks every epoch that all ranks hold the same R (and raises if not)."""

@@ -7,8 +7,12 @@ import json
 import pytest
 
 from mae_dbp.cli import main
-from mae_dbp.quickstart import run_quickstart
-from tests.sizes import TEST_SIZE
+from mae_dbp.quickstart import QuickstartSize, run_quickstart
+
+# the quickstart end to end in about a minute
+TEST_SIZE = QuickstartSize(pretrain_images=48, photo_train_crops=64, photo_val_crops=16, seeds=(0, 1),
+                           seg_train_images=12, seg_val_images=6, image_size=32, pretrain_seconds=4.0,
+                           pretrain_epochs=2, seg_iters=4)
 
 
 @pytest.mark.slow

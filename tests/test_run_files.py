@@ -69,6 +69,7 @@ def test_next_write_of_a_target_sweeps_its_stale_temporaries(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
 
 
+@pytest.mark.slow
 def test_codecarbon_task_rows_end_in_one_file_across_restarts(tmp_path):
     for _ in range(2):  # a run and its resume
         emissions = TrainingEmissions(tmp_path, "NLD")
@@ -113,7 +114,7 @@ def test_failed_start_removes_only_what_it_created(tmp_path):
 
 def test_pretrain_that_fails_before_its_first_epoch_leaves_no_run_dir(tmp_path):
     from mae_dbp.train.pretrain import pretrain
-    from tests.sizes import tiny_pretrain
+    from tests.conftest import tiny_pretrain
 
     data = write_synthetic(tmp_path / "data", num=6, size=32, seed=0, progress=False)
     config = tiny_pretrain(data)

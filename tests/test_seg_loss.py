@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("mmseg")
+from tests.conftest import needs
+
+pytestmark = [pytest.mark.seg, needs("mmseg")]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,22 +84,24 @@ def test_weighted_cross_entropy_is_zero_not_nan_when_every_pixel_is_ignored(mode
     assert value.item() == 0.0 and torch.all(logits.grad == 0)
 
 
-@pytest.mark.parametrize("config", weighted_configs(), ids=lambda p: p.name)
-def test_shipped_heads_with_class_weight_train_on_ignored_pixels(models, config):
+@pytest.mark.slow
+def test_shipped_heads_with_class_weight_train_on_ignored_pixels(models):
     """Both heads of each config with class_weight: loss_by_feat on labels holding 255 equals torch's."""
     from mmengine.config import Config
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
-    cfg = Config.fromfile(str(config))
     logits, labels = logits_and_labels(seed=1)
     samples = [SegDataSample(gt_sem_seg=PixelData(data=label[None])) for label in labels]
-    for head_key in ("decode_head", "auxiliary_head"):
-        head_cfg = cfg.model[head_key].copy()
-        head_cfg.update(in_channels=[8, 8, 8, 8] if head_key == "decode_head" else 8, num_classes=5,
-                        norm_cfg=dict(type="BN", requires_grad=True))
-        head = models.build(head_cfg)
-        loss_cfg = head_cfg.loss_decode
-        expected = loss_cfg.get("loss_weight", 1.0) * F.cross_entropy(
-            logits, labels, weight=torch.tensor(loss_cfg.class_weight), ignore_index=255)
-        torch.testing.assert_close(head.loss_by_feat(logits, samples)["loss_ce"], expected)
+    for config in weighted_configs():
+        cfg = Config.fromfile(str(config))
+        for head_key in ("decode_head", "auxiliary_head"):
+            head_cfg = cfg.model[head_key].copy()
+            head_cfg.update(in_channels=[8, 8, 8, 8] if head_key == "decode_head" else 8, num_classes=5,
+                            norm_cfg=dict(type="BN", requires_grad=True))
+            head = models.build(head_cfg)
+            loss_cfg = head_cfg.loss_decode
+            expected = loss_cfg.get("loss_weight", 1.0) * F.cross_entropy(
+                logits, labels, weight=torch.tensor(loss_cfg.class_weight), ignore_index=255)
+            torch.testing.assert_close(head.loss_by_feat(logits, samples)["loss_ce"], expected,
+                                       msg=lambda text: f"{config.name} {head_key}: {text}")

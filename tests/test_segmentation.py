@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("mmseg")
+from mae_dbp.data.io import write_classes, write_image, write_mask
+from mae_dbp.errors import UserInputError
+from tests.conftest import needs
 
-from mae_dbp.data.io import write_classes, write_image, write_mask  # noqa: E402
-from mae_dbp.errors import UserInputError  # noqa: E402
+pytestmark = [pytest.mark.seg, pytest.mark.slow, needs("mmseg")]
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "segmentation" / "upernet_tiny_cpu.py"

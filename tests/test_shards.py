@@ -20,7 +20,7 @@ from mae_dbp.data.io import read_image
 from mae_dbp.data.shards import open_shards, shard_samples
 from mae_dbp.data.window import open_window
 from mae_dbp.errors import UserInputError
-from tests.ports import free_port
+from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

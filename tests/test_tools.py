@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from data_tools.synthetic import write_synthetic
-from tests.ports import free_port
-from tests.sizes import tiny_pretrain, write_config
+from tests.conftest import free_port, tiny_pretrain, write_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
@@ -43,6 +44,7 @@ def test_dist_train_without_arguments_prints_usage():
     assert result.returncode == 2 and "usage: bash" in result.stderr
 
 
+@pytest.mark.dist
 def test_tools_chain_pretrain_export_dist_train_test(tmp_path):
     """accelerate launch tools/pretrain.py -> tools/export.py -> tools/dist_train.sh (2 CPU ranks) -> tools/test.py."""
     images = write_synthetic(tmp_path / "images", num=24, size=32, seed=0, progress=False)

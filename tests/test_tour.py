@@ -14,7 +14,11 @@ import shlex
 import time
 from pathlib import Path
 
+import pytest
+
 from mae_dbp.cli import main
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = ("mae-dbp quickstart", "mae-dbp bench all", "accelerate launch")

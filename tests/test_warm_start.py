@@ -17,7 +17,7 @@ from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard
 from mae_dbp.train.pretrain import pretrain
 from mae_dbp.train.schedules import WarmupCosine
-from tests.sizes import tiny_pretrain
+from tests.conftest import tiny_pretrain
 
 
 def mlp() -> nn.Sequential:

@@ -18,7 +18,7 @@ from mae_dbp.files import save_checkpoint
 from mae_dbp.train.records import read_csv
 from mae_dbp.export import export_classifier, export_encoder
 from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, classify
-from tests.sizes import tiny_classify
+from tests.conftest import tiny_classify
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "zoo"
 def zoo_model(arch: str, **model) -> ZooModelConfig:
@@ -37,6 +37,7 @@ def toy(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, expected", [
     ("convnet", ["classifier", "features.0", "features.3"]),
     ("mlp", ["classifier", "hidden.0", "hidden.2", "hidden.4", "hidden.6"]),
@@ -51,6 +52,7 @@ def test_builders_wrap_every_conv_and_linear(arch, expected):
     assert not decor.decor_modules(build_classifier(zoo_model(arch)))
 
 
+@pytest.mark.slow
 def test_resnet18_wraps_all_21_layers_and_sites_choose_layers():
     model = build_classifier(zoo_model("resnet18"), all_layers())
     names = [name for name, _ in decor.decor_modules(model)]
@@ -61,6 +63,7 @@ def test_resnet18_wraps_all_21_layers_and_sites_choose_layers():
     assert names == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1", "layer1.1.conv2", "fc"]
 
 
+@pytest.mark.slow
 def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path, capsys):
     run = tmp_path / "run"
     summary = classify(tiny_classify(toy / "train", toy / "val", epochs=4), out=run)
@@ -89,6 +92,7 @@ def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path, capsys):
     assert "last.pt (no best.pt" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_exported_resnet18_matches_and_loads_into_timm_strictly(tmp_path):
     import timm
     from safetensors.torch import load_file
@@ -133,6 +137,7 @@ def test_zoo_configs_load_and_build(path):
     assert config.train.base_lr * config.train.effective_batch / 256 == pytest.approx(config.train.min_lr)
 
 
+@pytest.mark.slow
 def test_digits_tool_writes_class_folders(tmp_path):
     pytest.importorskip("sklearn")
     from mae_dbp.data.io import list_images, read_image
@@ -182,6 +187,7 @@ def test_bench_zoo_keeps_the_epochs_of_a_run_that_diverged(tmp_path):
         _train_until_diverged(diverges_after(0), None, tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_bench_zoo_sweeps_the_lr_for_both_and_runs_each_at_its_pick(toy, tmp_path):
     """The CLI end to end on a 1-second budget: the sweep, the pair at each method's pick, the plot,
     the JSON, and DBP's settings in its run folder."""
