@@ -13,12 +13,15 @@ Loading goes through OmegaConf structured configs, so a YAML file or an override
 that exist, with values of the declared type; anything else is one :class:`UserInputError` line
 naming the key (``train.epochs: expected int, got 'abc'``; for an unknown key, the closest one).
 Range checks live in each section's ``__post_init__`` and run on every load and :func:`checked`.
+Where a field is a str, YAML 1.1's boolean words (``no``, ``yes``, ``on``, ``off``, ...) are kept as
+written, in files and in overrides: ``train.mixed_precision=no`` is ``"no"``, not ``False``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,7 +275,39 @@ def resolve_config_path(path: str | Path) -> Path:
     return path
 
 
-def _read_yaml(path: Path):
+def _expects_str(schema: Any, dotted: str) -> bool:
+    """Whether the field ``dotted`` (``train.mixed_precision``) of config dataclass ``schema`` is a
+    str or an optional str."""
+    for name in dotted.split("."):
+        schema = _field_type(schema, name)
+    union = typing.get_origin(schema) in (typing.Union, types.UnionType)
+    return schema is str or (union and str in typing.get_args(schema))
+
+
+def _yaml_bool_words(node, prefix: str = "") -> typing.Iterator[tuple[str, str]]:
+    """(dotted key, text as written) of every mapping value of a composed YAML ``node`` that YAML
+    1.1 reads as a boolean (``no``, ``on``, ...)."""
+    import yaml
+
+    for key, value in node.value:
+        name = f"{prefix}{key.value}"
+        if isinstance(value, yaml.MappingNode):
+            yield from _yaml_bool_words(value, name + ".")
+        elif isinstance(value, yaml.ScalarNode) and value.tag == "tag:yaml.org,2002:bool":
+            yield name, value.value
+
+
+def _keep_str_words(schema: Any, node, words: typing.Iterable[tuple[str, str]]) -> None:
+    """Put the written text back in ``node`` where YAML read a boolean but ``schema`` expects a str."""
+    from omegaconf import OmegaConf
+
+    for key, text in words:
+        if _expects_str(schema, key):
+            OmegaConf.update(node, key, text, merge=False)
+
+
+def _read_yaml(path: Path, schema: Any):
+    import yaml
     from omegaconf import DictConfig, OmegaConf
 
     path = resolve_config_path(path)
@@ -284,10 +319,11 @@ def _read_yaml(path: Path):
         raise UserInputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(loaded, DictConfig):
         raise UserInputError(f"{path}: expected a mapping of config sections at the top level")
+    _keep_str_words(schema, loaded, _yaml_bool_words(yaml.compose(path.read_text(), Loader=yaml.SafeLoader)))
     return loaded
 
 
-def _parse_overrides(overrides: typing.Iterable[str]):
+def _parse_overrides(overrides: typing.Iterable[str], schema: Any):
     from omegaconf import OmegaConf
 
     overrides = list(overrides)
@@ -295,9 +331,12 @@ def _parse_overrides(overrides: typing.Iterable[str]):
         if "=" not in text or not text.split("=", 1)[0].strip():
             raise UserInputError(f"override {text!r} must look like section.key=value")
     try:
-        return OmegaConf.from_dotlist(overrides)
+        parsed = OmegaConf.from_dotlist(overrides)
     except Exception as error:
         raise UserInputError(f"overrides {' '.join(overrides)}: {str(error).splitlines()[0]}") from None
+    pairs = [(key.strip(), value.strip()) for key, value in (text.split("=", 1) for text in overrides)]
+    _keep_str_words(schema, parsed, [(key, value) for key, value in pairs if isinstance(OmegaConf.select(parsed, key), bool)])
+    return parsed
 
 
 def load_config(schema: type[C], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> C:
@@ -306,8 +345,8 @@ def load_config(schema: type[C], path: str | Path | None = None, overrides: typi
 
     node = OmegaConf.structured(schema)
     if path is not None:
-        node = _merge(node, _read_yaml(Path(path)), str(path))
-    node = _merge(node, _parse_overrides(overrides), "")
+        node = _merge(node, _read_yaml(Path(path), schema), str(path))
+    node = _merge(node, _parse_overrides(overrides, schema), "")
     return _to_object(node, str(path) if path is not None else "")
 
 

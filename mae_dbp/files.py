@@ -3,8 +3,9 @@ previous file loadable. Used by every layer that writes results: config, train, 
 segmentation.
 
 The temporary file ``.<name>.<pid>-<random>.tmp`` is created beside the target with the usual
-permissions (0666 minus the umask, like ``open()``; not mkstemp's 0600), so the finished file can
-be shared like any other. A crash can leave such a temporary behind; the next write of the same
+permissions (0666 minus the umask, like ``open()``; not mkstemp's 0600), and given them back if
+the writer changed them (safetensors' ``save_file`` leaves 0600), so the finished file can be
+shared like any other. A crash can leave such a temporary behind; the next write of the same
 target removes the ones older than the current process whose writer is gone.
 """
 
@@ -17,11 +18,12 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from mae_dbp.errors import UserInputError
+
+if TYPE_CHECKING:
+    import torch
 
 _PROCESS_START = time.time()  # temporaries older than this were not written by this process
 _SWEPT: set[Path] = set()  # targets whose stale temporaries this process already removed
@@ -74,8 +76,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         remove_stale_temporaries(path)
         _SWEPT.add(path.resolve())
     tmp = _create_temporary(path)
+    mode = tmp.stat().st_mode & 0o777  # 0666 minus the umask
     try:
         write(tmp)
+        if tmp.stat().st_mode & 0o777 != mode:
+            tmp.chmod(mode)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -86,11 +91,15 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """torch.save ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
+    import torch  # here, so that the JSON / CSV writers (data tools) do not load torch
+
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (weights-only: no code is unpickled)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"checkpoint {path} does not exist")

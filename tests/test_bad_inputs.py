@@ -258,6 +258,14 @@ def truncated_shard(ws: Workspace) -> list[str]:
     return ws.pretrain(ws.data, f"data.shards={ws.dir / 'shards'}", f"data.val_root={ws.data}", "data.root=null")
 
 
+def in_chans_zero(ws: Workspace) -> list[str]:
+    return ws.pretrain(ws.data, "model.in_chans=0")
+
+
+def mixed_precision_off(ws: Workspace) -> list[str]:
+    return ws.pretrain(ws.data, "train.mixed_precision=off")  # 'off' read as written, then refused
+
+
 CASES = [
     Case("NaN pixel in a float TIFF", nan_pixel, lambda ws: "zz_nan.tif", slow=True),
     Case("Inf pixel in a float TIFF", inf_pixel, lambda ws: "zz_inf.tif", slow=True),
@@ -293,6 +301,9 @@ CASES = [
     Case("data.crops_per_image=0", crops_per_image_zero, lambda ws: "data.crops_per_image"),
     Case("TIFF whose crop window cannot be read", window_cannot_be_read, lambda ws: "zz_window.tif"),
     Case("truncated shard", truncated_shard, lambda ws: "shard-00001.tar", leaves_files=True),
+    Case("model.in_chans=0", in_chans_zero, lambda ws: "model.in_chans: expected an int >= 1, got 0"),
+    Case("train.mixed_precision=off", mixed_precision_off,
+         lambda ws: "train.mixed_precision: expected one of no, fp16, bf16, fp8, got 'off'"),
 ]
 
 
@@ -308,7 +319,7 @@ def shared(tmp_path_factory) -> dict[str, Path]:
     config_file = write_config(config, root / "tiny.yaml")
     run = root / "run"
     assert main(["pretrain", "--config", str(config_file), "--out", str(run), f"data.root={data}",
-                 "train.base_lr=1e-3"]) == 0
+                 "train.base_lr=1e-3", "train.mixed_precision=no"]) == 0
     seg = root / "seg"
     for split, seed in (("train", 1), ("val", 2)):
         write_synthetic(seg / split, num=2, size=64, seed=seed, progress=False)
@@ -355,3 +366,35 @@ def test_scientific_notation_override_is_a_float(shared):
     text = (shared["run"] / "config.yaml").read_text()
     assert "base_lr: 0.001" in text
     assert (shared["run"] / "metrics.csv").is_file()
+
+
+def test_no_override_of_a_str_field_is_the_word_no(shared):
+    """``train.mixed_precision=no`` (YAML 1.1 reads ``no`` as false) trained the shared run as written."""
+    assert "mixed_precision: 'no'" in (shared["run"] / "config.yaml").read_text()
+
+
+def test_yaml_boolean_words_are_kept_as_written_only_where_a_str_is_expected(tmp_path):
+    from mae_dbp.config import load_config
+    from mae_dbp.train.pretrain import PretrainConfig
+
+    path = tmp_path / "words.yaml"
+    path.write_text("model:\n  encoder_args: {class_token: no}\ndecor:\n  enabled: off\n"
+                    "train:\n  mixed_precision: no\nlog:\n  name: yes\n  project: on\n")
+    config = load_config(PretrainConfig, path, ["log.log_with=off", "log.emissions=no", "log.plots=yes"])
+    assert (config.train.mixed_precision, config.log.project, config.log.name, config.log.log_with) == (
+        "no", "on", "yes", "off")
+    assert (config.decor.enabled, config.log.emissions, config.log.plots) == (False, False, True)  # bool fields
+    assert config.model.encoder_args == {"class_token": False}  # free-form (Any) values stay YAML's booleans
+
+
+def test_export_files_honour_the_umask(shared, tmp_path):
+    """Under umask 022 every file of an export is 0644 (safetensors alone would leave 0600)."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        assert main(["export", str(shared["run"]), "--out", str(tmp_path / "export"), "--format", "both"]) == 0
+    finally:
+        os.umask(previous)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in (tmp_path / "export").iterdir()}
+    assert modes == {"model.safetensors": "0o644", "config.json": "0o644", "mmseg_backbone.pth": "0o644"}

@@ -21,6 +21,7 @@ from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
+from mae_dbp.config import require
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.pos_embed import sincos_2d
 
@@ -46,6 +47,9 @@ class MAEConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     mask_ratio: float = 0.75
     norm_pix_loss: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.in_chans >= 1, "model.in_chans", "an int >= 1", self.in_chans)
 
 
 def build_encoder(name: str, img_size: int, in_chans: int, **overrides: Any) -> VisionTransformer:

@@ -53,8 +53,8 @@ class ZooModelConfig:
         require(self.activation in ACTIVATIONS, "model.activation", f"one of {', '.join(ACTIVATIONS)}", self.activation)
         require(self.num_classes is None or self.num_classes >= 1, "model.num_classes", "null or an int >= 1",
                 self.num_classes)
-        require(self.in_chans >= 1 and self.img_size >= 1, "model.in_chans / model.img_size", "ints >= 1",
-                (self.in_chans, self.img_size))
+        require(self.in_chans >= 1, "model.in_chans", "an int >= 1", self.in_chans)
+        require(self.img_size >= 1, "model.img_size", "an int >= 1", self.img_size)
 
 
 def _he_init(model: nn.Module) -> None:
