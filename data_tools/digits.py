@@ -18,10 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-from data_tools.output import prepare_output
 from mae_dbp.data.io import write_image
 from mae_dbp.data.split import check_fraction, pick
 from mae_dbp.errors import UserInputError
+from mae_dbp.run_dir import prepare_output
 
 SPLITS = ("train", "val")
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.output import prepare_output
 from mae_dbp.data.io import write_image
 from mae_dbp.data.split import check_fraction
 from mae_dbp.errors import UserInputError
+from mae_dbp.run_dir import prepare_output
 
 OWNED = ("train", "val", "stats.json", "crops.json")
 SOURCES = ("bundled", "all")  # bundled: scikit-learn's + matplotlib's four; all: + scikit-image's five

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.output import prepare_output
 from data_tools.tile import tile_starts
 from mae_dbp.data.io import image_folder, list_images, read_header
 from mae_dbp.data.shards import FORMAT, IMAGE_EXT, MANIFEST, META_EXT, webdataset
 from mae_dbp.data.window import open_window
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import atomic_write, write_json
+from mae_dbp.run_dir import prepare_output
 
 
 def tiff_bytes(window_chw: np.ndarray) -> bytes:

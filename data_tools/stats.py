@@ -8,7 +8,6 @@ squared deviations, merged with Chan's parallel formula (no cancellation, no ima
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import numpy as np
 
 from mae_dbp.data.io import image_folder, list_images, read_image
 from mae_dbp.errors import UserInputError
+from mae_dbp.files import write_json
+from mae_dbp.run_dir import refuse_existing
 
 
 class RunningMoments:
@@ -58,8 +59,8 @@ def compute_stats(directory: Path | str, out_json: Path | str | None = None, pro
     from tqdm import tqdm
 
     root = Path(directory)
-    if out_json is not None and Path(out_json).exists() and not force:
-        raise FileExistsError(f"output {out_json} already exists (use --force to overwrite)")
+    if out_json is not None:
+        refuse_existing(Path(out_json).parent, [Path(out_json)], force)
     images = list_images(image_folder(root))
     moments: RunningMoments | None = None
     dtype = None
@@ -83,7 +84,5 @@ def compute_stats(directory: Path | str, out_json: Path | str | None = None, pro
         "num_pixels": int(moments.count),
     }
     if out_json is not None:
-        out_json = Path(out_json)
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(Path(out_json), result)
     return result

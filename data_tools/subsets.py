@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_tools.output import prepare_output
 from mae_dbp.data.io import IMAGE_SUFFIXES
 from mae_dbp.data.split import check_fraction, pick
 from mae_dbp.errors import UserInputError
+from mae_dbp.run_dir import prepare_output
 
 MODES = ("symlink", "list")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.output import prepare_output
 from mae_dbp.data.io import write_classes, write_image, write_mask
+from mae_dbp.run_dir import prepare_output
 
 WIREBOND_CLASSES: tuple[str, ...] = ("background", "wire", "ball", "wedge", "epoxy")
 WIREBOND_PALETTE: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (255, 200, 0), (255, 0, 0), (0, 160, 255), (0, 200, 0))

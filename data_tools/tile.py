@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.output import prepare_output
 from mae_dbp.data.io import (CLASSES_FILE, image_folder, list_images, mask_folder, mask_path_for, read_image, read_mask,
                              write_image, write_mask)
 from mae_dbp.data.split import check_fraction, pick
 from mae_dbp.errors import UserInputError
+from mae_dbp.run_dir import prepare_output
 
 
 def tile_starts(length: int, tile: int, overlap: int = 0) -> list[int]:

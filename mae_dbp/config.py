@@ -264,15 +264,21 @@ def shipped_configs() -> Path:
         return Path(__file__).resolve().parent.parent / "configs"
 
 
-def resolve_config_path(path: str | Path) -> Path:
-    """``path`` if it exists, else a relative ``configs/...`` path found among the shipped configs
-    (so README commands such as ``--config configs/pretrain/tiny_cpu_dbp.yaml`` work anywhere)."""
+def resolve_config_path(path: str | Path, folder: str | None = None) -> Path:
+    """The one config-path resolver: ``path`` if it exists, else the shipped config it names, either
+    a relative ``configs/...`` path (so README commands such as ``--config
+    configs/pretrain/tiny_cpu_dbp.yaml`` work anywhere) or, with ``folder`` (``pretrain``,
+    ``segmentation``), a bare file name in that folder of the shipped configs."""
     path = Path(path)
-    if not path.exists() and not path.is_absolute() and path.parts[:1] == ("configs",):
+    if path.exists() or path.is_absolute():
+        return path
+    if path.parts[:1] == ("configs",):
         shipped = shipped_configs().joinpath(*path.parts[1:])
-        if shipped.exists():
-            return shipped
-    return path
+    elif folder is not None and len(path.parts) == 1:
+        shipped = shipped_configs() / folder / path
+    else:
+        return path
+    return shipped if shipped.exists() else path
 
 
 def _expects_str(schema: Any, dotted: str) -> bool:

@@ -28,11 +28,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mae_dbp import decor
-from mae_dbp.config import load_config, to_dict
+from mae_dbp.config import to_dict
 from mae_dbp.data.transforms import channel_stats
 from mae_dbp.models.mae import MAEConfig
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import atomic_write, load_checkpoint, write_json
+from mae_dbp.run_dir import RunDir, prepare_output
 
 FORMATS = ("timm", "mmseg", "both")
 
@@ -44,23 +45,17 @@ _MMSEG_RENAMES = (
 )
 
 
-def locate_checkpoint(source: str | Path) -> tuple[Path, Path]:
-    """(checkpoint, run config) for a run directory (its best.pt, else last.pt, which the caller
-    reports) or a checkpoint file in one."""
+def locate_checkpoint(source: str | Path) -> tuple[Path, RunDir]:
+    """(checkpoint, its run directory) for a run directory (its best.pt, else last.pt, which the
+    caller reports) or a checkpoint file in one."""
     source = Path(source)
-    if source.is_dir():
-        checkpoint = source / "best.pt"
-        if not checkpoint.is_file():
-            checkpoint = source / "last.pt"
-        run_dir = source
-    else:
-        checkpoint, run_dir = source, source.parent
+    run = RunDir(source if source.is_dir() else source.parent)
+    checkpoint = run.checkpoint() if source.is_dir() else source
     if not checkpoint.is_file():
-        raise UserInputError(f"{source}: no best.pt or last.pt checkpoint there")
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        raise UserInputError(f"{config} not found: export needs the run directory's config.yaml beside the checkpoint")
-    return checkpoint, config
+        raise UserInputError(f"{source}: no {run.best.name} or {run.last.name} checkpoint there")
+    if not run.config.is_file():
+        raise UserInputError(f"{run.config} not found: export needs the run directory's config.yaml beside the checkpoint")
+    return checkpoint, run
 
 
 def fusion_batch(in_chans: int, img_size: int, seed: int = 0) -> torch.Tensor:
@@ -68,14 +63,13 @@ def fusion_batch(in_chans: int, img_size: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(2, in_chans, img_size, img_size, generator=torch.Generator().manual_seed(seed))
 
 
-def check_fusion(encoder: nn.Module, fused: nn.Module, in_chans: int, img_size: int, seed: int = 0) -> float:
-    """Max abs difference of ``forward_features`` between the DBP encoder, computed unfused as
-    W (R x) (:func:`mae_dbp.decor.explicit`), and the fused encoder, on :func:`fusion_batch`."""
-    images = fusion_batch(in_chans, img_size, seed)
-    encoder.eval()
+def check_fusion(model: nn.Module, fused: nn.Module, images: torch.Tensor, method: str = "forward") -> float:
+    """Max abs difference of ``method`` (``forward``, ``forward_features``) on ``images`` between the
+    DBP ``model``, computed unfused as W (R x) (:func:`mae_dbp.decor.explicit`), and ``fused``."""
+    model.eval()
     fused.eval()
-    with torch.no_grad(), decor.explicit(encoder):
-        return float((encoder.forward_features(images) - fused.forward_features(images)).abs().max())
+    with torch.no_grad(), decor.explicit(model):
+        return float((getattr(model, method)(images) - getattr(fused, method)(images)).abs().max())
 
 
 def timm_config(model: MAEConfig, encoder: nn.Module, mean: list[float], std: list[float], extra: dict) -> dict:
@@ -116,13 +110,6 @@ def mmseg_mae_state_dict(state: dict[str, torch.Tensor], embed_dim: int) -> dict
     return out
 
 
-def _prepare_out(out: Path, names: list[str], force: bool) -> None:
-    existing = [out / n for n in names if (out / n).exists()]
-    if existing and not force:
-        raise FileExistsError(f"{existing[0]} already exists (use --force to overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force: bool = False,
                    tolerance: float = 1e-4) -> dict:
     """Fuse and export the MAE encoder of a pretraining run; returns what config.json holds."""
@@ -130,22 +117,22 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
 
     if fmt not in FORMATS:
         raise UserInputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    checkpoint_path, config_path = locate_checkpoint(source)
-    if run_kind(source) != "pretrain":
+    checkpoint_path, run = locate_checkpoint(source)
+    if run.job() != "pretrain":
         raise UserInputError(f"{source}: a classification run, not MAE pretraining (export it with export_classifier)")
-    config = load_config(PretrainConfig, config_path)
+    config = run.read_config(PretrainConfig)
     out = Path(out)
     names = ["model.safetensors", "config.json"] + (["mmseg_backbone.pth"] if fmt != "timm" else [])
-    _prepare_out(out, names, force)
+    prepare_output(out, names, force)
     checkpoint = load_checkpoint(checkpoint_path)
     mae, sites = build_model(config)
     missing, unexpected = mae.load_state_dict(checkpoint["model"], strict=False)
     if missing or unexpected:
-        raise UserInputError(f"{checkpoint_path}: does not match {config_path} "
+        raise UserInputError(f"{checkpoint_path}: does not match {run.config} "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     encoder = mae.encoder.float()
     fused = decor.fuse(copy.deepcopy(encoder))
-    diff = check_fusion(encoder, fused, mae.in_chans, mae.img_size)
+    diff = check_fusion(encoder, fused, fusion_batch(mae.in_chans, mae.img_size), "forward_features")
     if not diff <= tolerance:
         raise RuntimeError(f"fused encoder differs from the DBP encoder by {diff:.3g} > {tolerance}: export refused")
     state = {k: v.detach().contiguous() for k, v in fused.state_dict().items()}
@@ -163,11 +150,8 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
 
 
 def run_kind(source: str | Path) -> str:
-    """``classify`` for a classification run (its model section names an ``arch``), else ``pretrain``."""
-    import yaml
-
-    config = yaml.safe_load(locate_checkpoint(source)[1].read_text()) or {}
-    return "classify" if "arch" in (config.get("model") or {}) else "pretrain"
+    """``classify`` for a classification run, else ``pretrain`` (:meth:`RunDir.job`)."""
+    return locate_checkpoint(source)[1].job()
 
 
 def export_classifier(source: str | Path, out: str | Path, force: bool = False, tolerance: float = 1e-4) -> dict:
@@ -176,33 +160,30 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
     ``model.safetensors``: the fused state dict (resnet18 loads strictly into
     ``timm.create_model("resnet18", num_classes=N, in_chans=C)``); ``config.json``: arch,
     num_classes, in_chans, img_size, mean / std in raw pixel units, classes, the model section.
-    The fused logits must equal the decorrelated model's on a seeded batch (2, C, S, S).
+    The fused logits must equal the decorrelated model's, computed unfused as W (R x), on a seeded
+    batch (2, C, S, S) (:func:`check_fusion`).
     """
     from mae_dbp.models.zoo import build_classifier, input_size
     from mae_dbp.train.classify import ClassifyConfig
 
-    checkpoint_path, config_path = locate_checkpoint(source)
-    config, out = load_config(ClassifyConfig, config_path), Path(out)
+    checkpoint_path, run = locate_checkpoint(source)
+    config, out = run.read_config(ClassifyConfig), Path(out)
     if config.model.num_classes is None:
-        raise UserInputError(f"{config_path}: model.num_classes is not set (not the config of a trained classify run)")
-    _prepare_out(out, ["model.safetensors", "config.json"], force)
+        raise UserInputError(f"{run.config}: model.num_classes is not set (not the config of a trained classify run)")
+    prepare_output(out, ["model.safetensors", "config.json"], force)
     model = build_classifier(config.model, config.decor)
     model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
     channels, size, _ = input_size(config.model)
-    batch = fusion_batch(channels, size)
-    with torch.no_grad():
-        reference = model.eval()(batch)
-        fused = decor.fuse(model)(batch)
-    diff = float((reference - fused).abs().max())
+    fused = decor.fuse(copy.deepcopy(model))
+    diff = check_fusion(model, fused, fusion_batch(channels, size))
     if not diff <= tolerance:
         raise RuntimeError(f"fused model differs from the decorrelated one: max |logit diff| = {diff:.3g} > {tolerance:g}")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in fused.state_dict().items()}
     mean, std = channel_stats(config.data, channels)
-    classes_file = config_path.parent / "classes.json"
     meta = {
         "arch": config.model.arch, "num_classes": config.model.num_classes, "in_chans": channels, "img_size": size,
         "mean": mean, "std": std, "pixel_units": "raw (as stored in the image files)",
-        "classes": json.loads(classes_file.read_text()) if classes_file.is_file() else None,
+        "classes": json.loads(run.classes.read_text()) if run.classes.is_file() else None,
         "model": to_dict(config.model), "fused_max_abs_diff": diff, "source": str(checkpoint_path),
     }
     atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))

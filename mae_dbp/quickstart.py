@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,21 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing quickstart folder")
     parser.add_argument("--pretrain-seconds", type=float, help="wall-clock budget per pretraining run")
     parser.add_argument("--seg-iters", type=int, help="UperNet fine-tuning iterations per export")
-
-
-def config_dir() -> Path:
-    """The shipped configs (package data ``mae_dbp.configs``; ``configs/`` in a source checkout)."""
-    from mae_dbp.config import shipped_configs
-
-    return shipped_configs()
-
-
-def prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"{out} already exists and is not empty (use --force to replace it)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def make_data(out: Path, size: QuickstartSize) -> dict[str, Path | None]:
@@ -110,8 +94,7 @@ def compare_pretraining(out: Path, data: dict[str, Path | None], size: Quickstar
             budget_s=size.pretrain_seconds, epochs=size.pretrain_epochs, seeds=size.seeds,
             lr_multipliers=[multipliers["bp"]], dbp_lr_multipliers=[multipliers["dbp"]],
             sweep_seeds=size.seeds[:1], threads=1, overrides=overrides, plots=True)  # 1 thread: steady on a busy CPU
-        results[name] = run_speedup_bench(data[name], str(config_dir() / "pretrain" / config), settings,
-                                          out / "pretrain" / name)
+        results[name] = run_speedup_bench(data[name], config, settings, out / "pretrain" / name)
         loss_plot(results[name], out / f"loss_vs_time_{name}.png", title=f"BP vs DBP on the {name} set")
     return results
 
@@ -127,9 +110,10 @@ def finetune_all(out: Path, synthetic: dict, seg_data: Path, size: QuickstartSiz
 def run_quickstart(out: Path, size: QuickstartSize, force: bool = False) -> dict:
     """The whole pipeline; returns the numbers of the report (also in out/results.json)."""
     from mae_dbp.quickstart_report import summarize, write_report
+    from mae_dbp.run_dir import prepare_output
 
     out = Path(out)
-    prepare_out(out, force)
+    prepare_output(out, None, force)  # the quickstart owns its whole folder
     data = make_data(out, size)
     comparisons = compare_pretraining(out, data, size)
     finetune = finetune_all(out, comparisons["synthetic"], data["segmentation"], size)

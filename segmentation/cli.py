@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(train)
     existing = train.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir")
-    existing.add_argument("--force", action="store_true", help="train into a work dir that already holds a run")
+    existing.add_argument("--force", action="store_true",
+                          help="replace the run a work dir holds (its checkpoints and metrics are removed first)")
     test = sub.add_parser("test", help="evaluate a checkpoint", description="evaluate a checkpoint")
     test.add_argument("config", help="the config the checkpoint was trained with (the run's dumped copy is used "
                                      "when it lies beside the checkpoint)")

@@ -22,6 +22,7 @@ from typing import Any
 
 from mae_dbp.config import resolve_config_path
 from mae_dbp.errors import UserInputError
+from mae_dbp.run_dir import refuse_existing
 from segmentation.cfg_options import check_keys
 from segmentation.hooks import METRICS_FILE
 
@@ -82,18 +83,19 @@ def _record(work_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def holds_run(work_dir: str | Path) -> bool:
-    """Whether ``work_dir`` already holds a training run (checkpoints or metrics)."""
+def run_files(work_dir: str | Path) -> list[Path]:
+    """What makes ``work_dir`` hold a training run: its checkpoints (``*.pth``, last_checkpoint) and metrics."""
     folder = Path(work_dir)
-    return any((folder / m).exists() for m in _RUN_MARKERS) or any(folder.glob("*.pth"))
+    return [folder / m for m in _RUN_MARKERS] + sorted(folder.glob("*.pth"))
 
 
 def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: dict[str, Any] | None = None,
           resume: bool = False, force: bool = False, launcher: str = "none") -> dict[str, Any]:
     """Fine-tune with ``config``; ``resume`` continues from the last checkpoint in ``work_dir``.
 
-    A work dir that already holds a run is refused unless ``resume`` or ``force`` (train into it
-    anyway: checkpoints of the same iterations are replaced). Returns the last validation record.
+    A work dir that already holds a run is refused unless ``resume`` or ``force`` (its checkpoints
+    and metrics are removed first: :func:`mae_dbp.run_dir.refuse_existing`). Returns the last
+    validation record.
     """
     cfg = _prepare(config, work_dir, cfg_options, launcher=launcher)
     if resume:
@@ -101,9 +103,8 @@ def train(config: str | Path, work_dir: str | Path | None = None, cfg_options: d
             raise UserInputError(f"--resume: no checkpoint to resume in {cfg.work_dir} (no last_checkpoint file)")
         cfg.resume = True
         cfg.load_from = None
-    elif holds_run(cfg.work_dir) and not force:
-        raise FileExistsError(f"{cfg.work_dir} already holds a training run: use --resume to continue it, "
-                              "--force to train into it anyway, or another --work-dir")
+    else:
+        refuse_existing(cfg.work_dir, run_files(cfg.work_dir), force, resumable=True)
     _build(cfg).train()
     return _record(cfg.work_dir)
 

@@ -16,9 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 APPLICATION = ("mae_dbp.quickstart", "mae_dbp.bench", "mae_dbp.cli", "mae_dbp.export_cli", "mae_dbp.pretrain_cli",
                "mae_dbp.classify_cli", "segmentation", "mmseg")
-LIBRARY = ["config.py", "errors.py", "export.py", "files.py", "data", "decor", "models", "train"]
+LIBRARY = ["config.py", "errors.py", "export.py", "files.py", "run_dir.py", "data", "decor", "models", "train"]
 
 
+@pytest.mark.slow
 def test_wheel_ships_every_config_and_an_install_finds_them(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
@@ -36,10 +37,10 @@ def test_wheel_ships_every_config_and_an_install_finds_them(tmp_path):
     # installed layout (the unpacked wheel), run from elsewhere: shipped configs resolve by package
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = ("import json, mae_dbp, mae_dbp.quickstart as q; from mae_dbp.config import load_config, shipped_configs;"
-             "from mae_dbp.train.pretrain import PretrainConfig;"
+    probe = ("import json, mae_dbp, mae_dbp.bench.finetune as f; from mae_dbp.config import load_config, shipped_configs,"
+             " resolve_config_path as find; from mae_dbp.train.pretrain import PretrainConfig;"
              "c = load_config(PretrainConfig, 'configs/pretrain/tiny_cpu_dbp.yaml');"
-             "print(json.dumps([mae_dbp.__file__, str(shipped_configs()), str(q.config_dir()), c.model.img_size]))")
+             "print(json.dumps([mae_dbp.__file__, str(shipped_configs()), str(find(f.SEGMENT_CONFIG, 'segmentation').parent.parent), c.model.img_size]))")
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

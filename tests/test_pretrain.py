@@ -52,7 +52,7 @@ def test_tiny_dbp_run_lowers_validation_loss_and_writes_run_dir(synthetic, tmp_p
     r = state["encoder.blocks.0.attn.qkv.R"]
     assert not torch.equal(r, torch.eye(r.shape[0]))
     # never overwrite a finished run
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(FileExistsError, match=r"metrics.csv already exists \(use --resume"):
         pretrain(tiny_pretrain(synthetic, epochs=1), out=run)
 
 

@@ -1,5 +1,6 @@
 """What runs leave on disk: atomic files with normal permissions, no stale temporaries, no stray
-codecarbon files, no half-made run directory after a failed start."""
+codecarbon files, no half-made run directory after a failed start; the run directory's names and
+the one rule for an output that exists."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from data_tools.synthetic import write_synthetic
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import atomic_write, remove_stale_temporaries, save_checkpoint
+from mae_dbp.run_dir import RunDir, prepare_output, refuse_existing
 from mae_dbp.train.emissions import TASKS_FILE, TrainingEmissions
 from mae_dbp.train.pretrain import PretrainConfig
 from mae_dbp.train.run_dir import open_run
@@ -122,3 +124,49 @@ def test_pretrain_that_fails_before_its_first_epoch_leaves_no_run_dir(tmp_path):
     with pytest.raises(UserInputError, match="fewer than train.batch_size"):
         pretrain(config, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_one_rule_for_an_output_that_exists(tmp_path):
+    """Refused naming the entry, with the options the command has; --force removes only what it owns."""
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "a.tif").write_bytes(b"an earlier image")
+    (out / "notes.txt").write_text("the user's")
+    (out / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileExistsError, match=r"out/images already exists \(use --force to replace it, or another output"):
+        prepare_output(out, ["stats.json", "images"])
+    with pytest.raises(FileExistsError, match="out/dangling already exists"):
+        refuse_existing(out, ["dangling"])
+    with pytest.raises(FileExistsError, match=r"notes.txt already exists \(use --resume to continue that run, or another"):
+        refuse_existing(out, [out / "notes.txt"], force=None, resumable=True)  # a path works like a name
+    assert prepare_output(out, ["images", "dangling", "stats.json"], force=True) == out
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert prepare_output(tmp_path / "new" / "deep", ["x"]).is_dir()
+    assert not refuse_existing(tmp_path / "later", ["x"]).exists()  # the rule alone creates nothing
+    with pytest.raises(FileExistsError, match="out/notes.txt already exists"):
+        prepare_output(out, None)  # None: the job owns the whole folder (quickstart, bench finetune)
+    assert not any(prepare_output(out, None, force=True).iterdir())
+
+
+def test_run_dir_finds_its_checkpoint_and_reads_its_config(tmp_path):
+    from mae_dbp.config import save_config
+    from mae_dbp.train.classify import ClassifyConfig
+
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(UserInputError, match="config.yaml not found"):
+        run.read_config(PretrainConfig)
+    with pytest.raises(UserInputError, match="no best.pt or last.pt checkpoint"):
+        run.checkpoint()
+    with pytest.raises(UserInputError, match="--resume .*run: no last.pt there"):
+        run.require_resumable()
+    save_config(PretrainConfig(), run.config)
+    save_checkpoint({"step": 1}, run.last)
+    assert run.checkpoint() == run.last and run.require_resumable() is run and run.job() == "pretrain"
+    save_checkpoint({"step": 2}, run.best)
+    assert run.checkpoint() == run.best
+    assert run.read_config(PretrainConfig, ["train.epochs=3"]).train.epochs == 3
+    assert not run.started()
+    run.metrics.write_text("epoch\n1\n")
+    assert run.started()
+    save_config(ClassifyConfig(), run.config)
+    assert run.job() == "classify"

@@ -386,7 +386,7 @@ def test_tiny_upernet_finetune_evaluates_resumes_and_tests(plugin, export_dir, d
 
     cli_options = [f"{k}={v}" for k, v in options.items() if k not in ("train_cfg.max_iters", "log_level")]
     assert main(["segment", "train", str(TINY_CONFIG), "--work-dir", str(work), "--cfg-options", *cli_options]) == 2
-    assert "already holds a training run" in capsys.readouterr().err  # neither --resume nor --force
+    assert "already exists (use --resume to continue that run, or --force" in capsys.readouterr().err
     first_logs = set(work.glob("*/*.log"))
     assert main(["segment", "train", str(TINY_CONFIG), "--work-dir", str(work), "--resume", "--cfg-options",
                  *cli_options, "train_cfg.max_iters=15", "log_level=INFO"]) == 0

@@ -29,7 +29,6 @@ from mae_dbp.bench.timing import CLOCKS
 from mae_dbp.errors import UserInputError
 
 METHODS = ("bp", "dbp")
-RECORD = "bench_run.json"  # per run folder: {"training", "clock", "rows", "best_val_loss", "wall_seconds", ...}
 
 
 @dataclass(frozen=True)
@@ -145,11 +144,12 @@ def cached_run(config: Any, run_dir: Path, train: Callable[[Any, Path, Callable[
     clock_fn)`` runs it and returns fields to add to the record (e.g. the summary's best val loss);
     ``clock``: "wall" or "cpu" (the process's CPU seconds, :data:`~mae_dbp.bench.timing.CLOCKS`)."""
     from mae_dbp.files import atomic_write
+    from mae_dbp.run_dir import RunDir
     from mae_dbp.train.records import read_csv
 
     if clock not in CLOCKS:
         raise UserInputError(f"--clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
-    record, key = run_dir / RECORD, training_key(config)
+    record, key = RunDir(run_dir).bench_record, training_key(config)
     if record.is_file():
         old = json.loads(record.read_text())
         if old.get("clock") == clock and same_training(old.get("training"), key, training_key(type(config)())):
@@ -159,7 +159,7 @@ def cached_run(config: Any, run_dir: Path, train: Callable[[Any, Path, Callable[
     wall, cpu = time.monotonic(), time.process_time()
     outcome = train(config, run_dir, CLOCKS[clock]) or {}
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
-    rows = read_csv(run_dir / "metrics.csv")
+    rows = read_csv(RunDir(run_dir).metrics)
     result = {**(extra or {}), "clock": clock, "training": key, "rows": rows,
               "best_val_loss": min((r["val_loss"] for r in rows if math.isfinite(r["val_loss"])), default=math.nan),
               **outcome, "wall_seconds": wall, "cpu_seconds": cpu, "cpu_per_wall": cpu / wall if wall > 0 else math.nan}

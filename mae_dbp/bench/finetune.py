@@ -16,13 +16,13 @@ encoder must take that many channels (photo runs, RGB, cannot be fine-tuned on i
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mae_dbp.bench.compare import METHODS, median_range
 from mae_dbp.bench.report import fmt, markdown_table, range_cell
 from mae_dbp.errors import UserInputError
+from mae_dbp.run_dir import prepare_output
 
 SEGMENT_CONFIG = "upernet_tiny_cpu.py"  # in the shipped configs/segmentation/
 
@@ -59,12 +59,10 @@ def labelled_channels(seg_data: Path) -> int:
 
 def check_channels(run_dir: Path, channels: int, seg_data: Path) -> None:
     """Refuse a pretraining run whose encoder does not take the labelled set's channel count."""
-    from mae_dbp.config import load_config
+    from mae_dbp.run_dir import RunDir
     from mae_dbp.train.pretrain import PretrainConfig
 
-    if not (run_dir / "config.yaml").is_file():
-        raise UserInputError(f"{run_dir}: no pretraining run here (config.yaml missing)")
-    in_chans = load_config(PretrainConfig, run_dir / "config.yaml").model.in_chans
+    in_chans = RunDir(run_dir).read_config(PretrainConfig).model.in_chans
     if in_chans != channels:
         raise UserInputError(f"bench finetune: {run_dir} encodes {in_chans}-channel images but the labelled set {seg_data} "
                              f"has {channels}-channel images; fine-tune a speedup run pretrained on {channels}-channel data "
@@ -74,12 +72,12 @@ def check_channels(run_dir: Path, channels: int, seg_data: Path) -> None:
 def finetune(run_dir: Path, work: Path, seg_data: Path, seed: int, s: FinetuneSettings) -> dict:
     """Export ``run_dir``'s encoder to ``work/export`` and fine-tune it in ``work/segment``; returns
     {"run", "mIoU", "per_class_iou"} (percent)."""
-    from mae_dbp.config import shipped_configs
+    from mae_dbp.config import resolve_config_path
     from mae_dbp.export import export_encoder
     from segmentation.runner import train
 
     export_encoder(run_dir, work / "export")
-    config = s.config if Path(s.config).is_file() else shipped_configs() / "segmentation" / s.config
+    config = resolve_config_path(s.config, "segmentation")
     options = {"data_root": str(seg_data), "pretrained_export": str(work / "export"), "randomness.seed": seed,
                "train_cfg.max_iters": s.iters, "train_cfg.val_interval": s.iters,
                "optim_wrapper.optimizer.lr": s.lr, "log_level": "WARNING"}
@@ -117,10 +115,7 @@ def run_finetune_bench(speedup: dict, seg_data: str | Path, out_dir: str | Path,
     for pair in folders:
         for method in METHODS:
             check_channels(pair[method], channels, seg_data)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"{out} already exists and is not empty (use --force to replace it)")
-        shutil.rmtree(out)
+    prepare_output(out, None, force)  # the bench owns its whole folder
     runs = []
     for index, pair in enumerate(folders):
         seed, scores = pair["seed"], {}

@@ -33,6 +33,7 @@ from typing import Sequence
 from mae_dbp.bench import curves, horizon
 from mae_dbp.bench.compare import METHODS, VAL_LOSS, cached_run, compare_pair, median_range, run_pairs, summarize
 from mae_dbp.bench.compare import training_key  # noqa: F401  (the cache key, part of this bench's interface)
+from mae_dbp.config import resolve_config_path
 from mae_dbp.errors import UserInputError
 
 PHOTO_CONFIG = "tiny_photos_dbp.yaml"  # in the shipped configs/pretrain/
@@ -114,13 +115,6 @@ def default_thresholds(bp_best_losses: Sequence[float], factors: Sequence[float]
     return [round(middle * f, 4) for f in factors]
 
 
-def shipped_config(name: str = PHOTO_CONFIG) -> str:
-    """A YAML path as given, or else the shipped ``configs/pretrain/<name>``."""
-    from mae_dbp.config import shipped_configs
-
-    return name if Path(name).is_file() else str(shipped_configs() / "pretrain" / name)
-
-
 def plan_horizon(data_dir: Path, config: str | None, s: SpeedupSettings) -> dict:
     """The run length: {"horizon", "train_images", "steps_per_epoch", "epochs", "planned_steps"}.
     ``long``: refuses fewer than 4,000 training images, computes the epochs for >= 1,500 steps (an
@@ -159,7 +153,7 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
     import torch
 
     s = settings or SpeedupSettings()
-    data_dir, config = Path(data_dir), shipped_config(config) if config else None
+    data_dir, config = Path(data_dir), str(resolve_config_path(config, "pretrain")) if config else None
     if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
         raise UserInputError(f"{data_dir}: expected train/ and val/ image folders (mae-dbp data photos)")
     if len(s.seeds) < 1 or not s.lr_multipliers:

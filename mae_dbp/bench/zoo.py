@@ -48,11 +48,12 @@ def _train_until_diverged(classify, config, run_dir: Path, clock: Callable[[], f
         classify(config, out=run_dir, clock=clock)
         return None
     except FloatingPointError:
-        if not (run_dir / "metrics.csv").is_file():
-            raise
+        from mae_dbp.run_dir import RunDir
         from mae_dbp.train.records import read_csv
 
-        return int(read_csv(run_dir / "metrics.csv")[-1]["epoch"])
+        if not RunDir(run_dir).metrics.is_file():
+            raise
+        return int(read_csv(RunDir(run_dir).metrics)[-1]["epoch"])
 
 
 def _classify(config, run_dir: Path, clock: Callable[[], float]) -> dict:

@@ -29,6 +29,7 @@ from mae_dbp.data.dataset import ImageFolderDataset, train_val_datasets
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import write_json
 from mae_dbp.models.zoo import ZooModelConfig, build_classifier, input_size
+from mae_dbp.run_dir import RunDir
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
@@ -132,10 +133,10 @@ class ClassifyTask(Task):
             "epoch_to_target": hit["epoch"] if hit else None,
         }
 
-    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
+    def finish(self, run_dir: RunDir, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
         """accuracy_vs_time.png and confusion_matrix.png (validation set, best-val-loss weights)."""
         if rows:
-            plots.accuracy_curves({run_dir.name: rows}, run_dir / "accuracy_vs_time.png", self.target)
+            plots.accuracy_curves({run_dir.path.name: rows}, run_dir.accuracy_plot, self.target)
         k = len(self.classes)
         matrix = np.zeros((k, k), dtype=np.int64)
         model.eval()
@@ -144,12 +145,12 @@ class ClassifyTask(Task):
             for images, labels in DataLoader(val_set, batch_size=self.batch_size):
                 predicted = model(images.to(device)).argmax(1).cpu()
                 np.add.at(matrix, (labels.numpy(), predicted.clamp_max(k - 1).numpy()), 1)
-        plots.confusion_matrix(matrix, self.classes, run_dir / "confusion_matrix.png")
+        plots.confusion_matrix(matrix, self.classes, run_dir.confusion_plot)
 
 
 def classify(config: ClassifyConfig | None = None, out: str | Path | None = None, resume: str | Path | None = None,
              stem: str = "classify", clock: Callable[[], float] = time.perf_counter) -> dict:
-    """Train a zoo classifier; returns the summary (also run_dir/summary.json).
+    """Train a zoo classifier; returns the summary (also the run's summary.json).
 
     ``resume`` continues a run directory (with ``config``, or else the run's own config.yaml);
     ``clock`` (seconds) measures the training time.
@@ -168,7 +169,7 @@ def classify(config: ClassifyConfig | None = None, out: str | Path | None = None
     model = build_classifier(config.model, config.decor)
     with open_run(config, out, resume, stem) as run_dir:
         if process_state().is_main_process:
-            write_json(run_dir / "classes.json", classes)
+            write_json(run_dir.classes, classes)
         task = ClassifyTask(model, classes, config)
         extra = {"arch": config.model.arch, "num_classes": config.model.num_classes, "bad_files": bad,
                  "train_images": len(train_set), "val_images": len(val_set)}

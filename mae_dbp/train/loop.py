@@ -29,6 +29,7 @@ from mae_dbp.config import LogConfig, TrainConfig
 from mae_dbp.data.loader import build_train_loader
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import load_checkpoint, save_checkpoint
+from mae_dbp.run_dir import RunDir
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.emissions import TrainingEmissions
 from mae_dbp.train.guard import InstabilityGuard, non_finite_rows
@@ -60,7 +61,7 @@ class Task:
         """Task-specific entries for summary.json from the per-epoch rows (e.g. time to a target)."""
         return {}
 
-    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
+    def finish(self, run_dir: RunDir, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
         """Task-specific plots at the end of a run (main process, best weights loaded, ``rows`` of
         metrics.csv)."""
 
@@ -111,7 +112,7 @@ class Run:
     schedule: WarmupCosine  # main lr per optimizer step
     guard: InstabilityGuard
     policy: DecorPolicy
-    run_dir: Path
+    run_dir: RunDir
     train_cfg: TrainConfig
     state: LoopState = field(default_factory=LoopState)
     lr: float = 0.0  # main lr of the last step
@@ -130,9 +131,9 @@ class Run:
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
-    def restore(self, name: str) -> dict:
-        """Load model and optimizer from ``run_dir/name``; returns the whole checkpoint."""
-        checkpoint = load_checkpoint(self.run_dir / name)
+    def restore(self, path: Path) -> dict:
+        """Load model and optimizer from the checkpoint ``path``; returns the whole checkpoint."""
+        checkpoint = load_checkpoint(path)
         self.accelerator.unwrap_model(self.model).load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         return checkpoint
@@ -142,13 +143,13 @@ class Run:
             tqdm.write(text)
 
 
-def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: Path) -> Accelerator:
+def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: RunDir) -> Accelerator:
     """An Accelerator for this machine: CPU when no GPU (gloo ranks under torchrun/accelerate)."""
     return Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=train_cfg.mixed_precision,
         log_with=log_cfg.log_with,
-        project_dir=str(run_dir),
+        project_dir=str(run_dir.path),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_cfg.seed),
         # R is a buffer that update() keeps identical on all ranks: no per-forward broadcast needed
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
@@ -167,9 +168,9 @@ def batch_plan(train_cfg: TrainConfig, world_size: int) -> tuple[int, int]:
     return effective // (world_size * accum), accum
 
 
-def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Dataset, run_dir: Path,
+def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Dataset, run_dir: RunDir,
           resume: bool) -> Run:
-    """Accelerator, loaders, AdamW and schedule, guard; the state of ``run_dir/last.pt`` when resuming."""
+    """Accelerator, loaders, AdamW and schedule, guard; the state of ``run_dir.last`` when resuming."""
     train_cfg = config.train
     accelerator = build_accelerator(train_cfg, config.log, run_dir)
     set_seed(train_cfg.seed)
@@ -191,7 +192,7 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
               InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=peak)
     policy.start(accelerator.gradient_accumulation_steps, per_epoch, schedule.total_steps)
     if resume:
-        checkpoint = run.restore("last.pt")
+        checkpoint = run.restore(run_dir.last)
         run.state = LoopState(**checkpoint["loop"])
         run.guard.load_state_dict(checkpoint["guard"])
         policy.resume(run.state.step)
@@ -199,7 +200,7 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
         if checkpoint["rng_cuda"]:
             torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
     elif run.main:
-        save_checkpoint(run.snapshot(), run_dir / "last.pt")
+        save_checkpoint(run.snapshot(), run_dir.last)
     run.say(f"effective batch {train_cfg.effective_batch} = {accelerator.num_processes} process(es) x {micro} images "
             f"x {accelerator.gradient_accumulation_steps} accumulation step(s); peak lr {peak:.3g}")
     return run
@@ -224,7 +225,7 @@ def non_finite_loss(run: Run, task: Task, batch: Any, index: torch.Tensor, epoch
                              f"file(s), or check data.mean/std")
     if not run.guard.settings.enabled:
         raise FloatingPointError(f"non-finite training loss at step {run.state.step} (train.guard.enabled is false)")
-    run.restore("last.pt")
+    run.restore(run.run_dir.last)
     event = run.guard.record_restore("non-finite training loss", epoch, run.state.step)
     run.say(f"mae-dbp guard: {event}")
 
@@ -296,14 +297,14 @@ def end_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float], re
         state.best_seconds, state.best_kg_co2 = state.train_seconds, state.kg_co2
     elif run.guard.val_is_bad(val["val_loss"], state.best_val):
         run.accelerator.wait_for_everyone()
-        run.restore("best.pt")
+        run.restore(run.run_dir.best)
         event = run.guard.record_restore("validation loss rose past tolerance", epoch, state.step)
         run.say(f"mae-dbp guard: {event}")
     if run.main:
         snapshot = run.snapshot()
         if improved:
-            save_checkpoint(snapshot, run.run_dir / "best.pt")
-        save_checkpoint(snapshot, run.run_dir / "last.pt")
+            save_checkpoint(snapshot, run.run_dir.best)
+        save_checkpoint(snapshot, run.run_dir.last)
     run.accelerator.wait_for_everyone()
 
 
@@ -320,14 +321,14 @@ def summarize(run: Run, task: Task, emissions: TrainingEmissions) -> dict:
     }
 
 
-def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Dataset, run_dir: Path,
+def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Dataset, run_dir: RunDir,
         resume: bool = False, extra_summary: dict | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
-    """Train ``task.model`` as ``config.train`` says; returns the summary (also run_dir/summary.json).
+    """Train ``task.model`` as ``config.train`` says; returns the summary (also ``run_dir.summary``).
     ``clock`` measures the training seconds (and the ``max_train_seconds`` budget)."""
     run = setup(config, task, policy, train_set, val_set, run_dir, resume)
     log, train_cfg, state = config.log, config.train, run.state
     records = RunRecords(run_dir, enabled=run.main, plots=log.plots)
-    emissions = TrainingEmissions(run_dir, log.country, enabled=run.main and log.emissions, kg_co2=state.kg_co2, kwh=state.kwh)
+    emissions = TrainingEmissions(run_dir.path, log.country, enabled=run.main and log.emissions, kg_co2=state.kg_co2, kwh=state.kwh)
     if log.log_with:
         run.accelerator.init_trackers(log.project, config={"lr": run.schedule.peak, "effective_batch": run.train_cfg.effective_batch})
     stop_epoch = min(train_cfg.epochs, train_cfg.stop_after_epoch or train_cfg.epochs)
@@ -344,8 +345,8 @@ def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Da
     emissions.close()
     summary = {**summarize(run, task, emissions), **(extra_summary or {})}
     if run.main:
-        if (run_dir / "best.pt").is_file():
-            run.restore("best.pt")
+        if run_dir.best.is_file():
+            run.restore(run_dir.best)
         records.finish(summary, state.rows)
         if log.plots:
             task.finish(run_dir, run.accelerator.unwrap_model(run.model), val_set, state.rows)

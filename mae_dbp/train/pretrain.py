@@ -20,6 +20,7 @@ from mae_dbp import decor
 from mae_dbp.config import DataConfig, DecorConfig, LogConfig, TrainConfig
 from mae_dbp.data.dataset import train_val_datasets
 from mae_dbp.models.mae import MAEConfig, MaskedAutoencoder, build_mae, fixed_noise
+from mae_dbp.run_dir import RunDir
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, WithIndex, fit
@@ -65,7 +66,7 @@ class MAETask(Task):
             per_image.append(accelerator.gather_for_metrics((loss * mask).sum(1) / mask.sum(1)))
         return {"val_loss": float(torch.cat(per_image).mean())}
 
-    def finish(self, run_dir: Path, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
+    def finish(self, run_dir: RunDir, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
         """Grid of validation reconstructions (input / masked / reconstruction) of the best model."""
         count = min(self.recon_images, len(val_set))
         if count == 0:
@@ -78,7 +79,7 @@ class MAETask(Task):
             masked, recon = model.reconstruct(images, pred, mask)
         plots.image_grid(
             {"input": images.cpu().numpy(), "masked": masked.cpu().numpy(), "reconstruction": recon.cpu().numpy()},
-            run_dir / "reconstructions.png", title="validation reconstructions (best checkpoint)",
+            run_dir.reconstructions_plot, title="validation reconstructions (best checkpoint)",
         )
 
 

@@ -1,4 +1,5 @@
-"""What a run leaves in its directory: metrics.csv, decor_metrics.csv, summary.json and plots."""
+"""What a run leaves in its directory (:class:`~mae_dbp.run_dir.RunDir`): metrics.csv, decor_metrics.csv,
+summary.json and plots."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 from pathlib import Path
 
 from mae_dbp.files import write_csv, write_json
+from mae_dbp.run_dir import RunDir
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -24,35 +26,34 @@ def read_csv(path: Path) -> list[dict]:
 class RunRecords:
     """Writes the per-epoch files of one run (only on the main process: ``enabled``)."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, plots: bool = True) -> None:
-        self.run_dir, self.enabled, self.plots = Path(run_dir), enabled, plots
+    def __init__(self, run_dir: RunDir, enabled: bool = True, plots: bool = True) -> None:
+        self.run_dir, self.enabled, self.plots = run_dir, enabled, plots
         self.site_rows: list[dict] = []
-        path = self.run_dir / "decor_metrics.csv"
-        if enabled and path.is_file():  # a resumed run continues its per-site curve
-            self.site_rows = read_csv(path)
+        if enabled and run_dir.decor_metrics.is_file():  # a resumed run continues its per-site curve
+            self.site_rows = read_csv(run_dir.decor_metrics)
 
     def epoch(self, rows: list[dict], site_metrics: dict[str, float]) -> None:
         """After each epoch: rewrite metrics.csv with all rows so far, append the per-site metrics."""
         if not self.enabled:
             return
         row = rows[-1]
-        write_csv(self.run_dir / "metrics.csv", rows)
+        write_csv(self.run_dir.metrics, rows)
         if site_metrics:
             self.site_rows = [r for r in self.site_rows if r["epoch"] < row["epoch"]]
             self.site_rows.append({"epoch": row["epoch"], "step": row["step"], **site_metrics})
-            write_csv(self.run_dir / "decor_metrics.csv", self.site_rows)
+            write_csv(self.run_dir.decor_metrics, self.site_rows)
 
     def finish(self, summary: dict, rows: list[dict]) -> None:
         if not self.enabled:
             return
         if rows:
-            write_csv(self.run_dir / "metrics.csv", rows)
-        write_json(self.run_dir / "summary.json", summary)
+            write_csv(self.run_dir.metrics, rows)
+        write_json(self.run_dir.summary, summary)
         if not self.plots:
             return
         from mae_dbp.train import plots
 
         if rows:
-            plots.loss_curves({self.run_dir.name: rows}, self.run_dir / "loss_vs_time.png")
+            plots.loss_curves({self.run_dir.path.name: rows}, self.run_dir.loss_plot)
         if self.site_rows:
-            plots.decorrelation(self.site_rows, self.run_dir / "decorrelation.png")
+            plots.decorrelation(self.site_rows, self.run_dir.decorrelation_plot)

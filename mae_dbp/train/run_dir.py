@@ -1,9 +1,8 @@
 """The run directory of a training job: choose it (never reuse a started run), save the config,
 resume it, and leave nothing behind when a start fails.
 
-A run directory holds ``config.yaml`` (the resolved config, see :func:`mae_dbp.config.save_config`),
-``last.pt`` / ``best.pt`` checkpoints, ``metrics.csv``, ``summary.json`` and plots. Shared by every
-job (pretrain, classify); decided on the main process so that all ranks agree on one folder.
+The folder's files are named by :class:`mae_dbp.run_dir.RunDir`. Shared by every job (pretrain,
+classify); decided on the main process so that all ranks agree on one folder.
 """
 
 from __future__ import annotations
@@ -19,10 +18,9 @@ from accelerate import PartialState
 
 from mae_dbp.config import LogConfig, checked, load_config, save_config
 from mae_dbp.errors import UserInputError
+from mae_dbp.run_dir import RunDir, refuse_existing
 
 C = TypeVar("C")
-CONFIG_FILE = "config.yaml"
-FIRST_EPOCH_FILE = "metrics.csv"  # written when the first epoch ends: from then on the run is resumable
 
 
 def process_state() -> PartialState:
@@ -35,7 +33,7 @@ def process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def resolve_run_dir(log: LogConfig, out: str | Path | None, stem: str) -> Path:
+def resolve_run_dir(log: LogConfig, out: str | Path | None, stem: str) -> RunDir:
     """``out`` or ``log.dir/log.name`` (default: ``stem`` + time). Never a folder that holds a run."""
     from accelerate.utils import broadcast_object_list
 
@@ -44,22 +42,17 @@ def resolve_run_dir(log: LogConfig, out: str | Path | None, stem: str) -> Path:
     if state.is_main_process:
         if out is None:
             out = Path(log.dir) / (log.name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
-        out = Path(out)
-        taken = (out / "metrics.csv").exists() or (out / "summary.json").exists()  # >= 1 epoch done
-        answer = [str(out), f"run directory {out} already holds a run: use --resume {out} or another --out" if taken else None]
+        run = RunDir(out)
+        try:
+            refuse_existing(run.path, (run.metrics, run.summary), force=None, resumable=True)  # >= 1 epoch done
+            answer = [str(run.path), None]
+        except FileExistsError as error:
+            answer = [str(run.path), str(error)]
     if state.num_processes > 1:
         broadcast_object_list(answer)
     if answer[1]:
         raise FileExistsError(answer[1])
-    return Path(answer[0])
-
-
-def resumable(run_dir: str | Path) -> Path:
-    """``run_dir`` if it holds a started run (its last.pt), else a UserInputError."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "last.pt").is_file():
-        raise UserInputError(f"--resume {run_dir}: no last.pt there (not a started run directory)")
-    return run_dir
+    return RunDir(answer[0])
 
 
 def cli_config(schema: type[C], config_path: str | None, resume: str | None, overrides: Iterable[str]) -> C:
@@ -68,7 +61,7 @@ def cli_config(schema: type[C], config_path: str | None, resume: str | None, ove
         if config_path is not None:
             raise UserInputError("--config and --resume exclude each other: a resumed run uses its own config.yaml "
                                  "(give key=value overrides to change it)")
-        return load_config(schema, resumable(resume) / CONFIG_FILE, overrides)
+        return RunDir(resume).require_resumable().read_config(schema, overrides)
     return load_config(schema, config_path, overrides)
 
 
@@ -80,26 +73,26 @@ def job_config(schema: type[C], config: C | None, resume: str | Path | None) -> 
 
 
 @contextmanager
-def open_run(config, out: str | Path | None, resume: str | Path | None, stem: str) -> Iterator[Path]:
+def open_run(config, out: str | Path | None, resume: str | Path | None, stem: str) -> Iterator[RunDir]:
     """The run directory (new or resumed) with ``config`` saved in it, for the ``with`` block that
     trains. A new run that fails before its first epoch ends (also Ctrl-C) leaves nothing behind:
     what was created in the folder is removed, and the folder if this start made it."""
-    run_dir = resumable(resume) if resume is not None else resolve_run_dir(config.log, out, stem)
+    run = RunDir(resume).require_resumable() if resume is not None else resolve_run_dir(config.log, out, stem)
     main = process_state().is_main_process
-    existed = run_dir.is_dir()
-    before = set(run_dir.iterdir()) if existed else set()
+    existed = run.path.is_dir()
+    before = set(run.path.iterdir()) if existed else set()
     try:
         if main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, run_dir / CONFIG_FILE)
-        yield run_dir
+            run.path.mkdir(parents=True, exist_ok=True)
+            save_config(config, run.config)
+        yield run
     except BaseException:
-        if main and resume is None and run_dir.is_dir() and not (run_dir / FIRST_EPOCH_FILE).exists():
-            for entry in set(run_dir.iterdir()) - before:
+        if main and resume is None and run.path.is_dir() and not run.started():
+            for entry in set(run.path.iterdir()) - before:
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
-            if not existed and not any(run_dir.iterdir()):
-                run_dir.rmdir()
+            if not existed and not any(run.path.iterdir()):
+                run.path.rmdir()
         raise
