@@ -206,13 +206,16 @@ def test_bench_zoo_sweeps_the_lr_for_both_and_runs_each_at_its_pick(toy, tmp_pat
     result = json.loads((tmp_path / "zoo.json").read_text())
     assert result["settings"]["kappa"] == 0.5 and result["settings"]["sample_frac"] == 0.5
     (pair,) = result["runs"]["mlp"]
+    rows = {}
     for method in ("bp", "dbp"):
         sweep = result["sweep"]["mlp"][method]
         assert sweep["lrs"] == [1e-3, 2e-3] and sweep["chosen"] == sweep["lrs"][sweep["best_top1"].index(max(sweep["best_top1"]))]
         assert pair[f"{method}_lr"] == sweep["chosen"]
-        best = max(float(r["val_top1"]) for r in read_csv(tmp_path / "runs" / f"mlp-{method}-lr{sweep['chosen']:g}-seed0" / "metrics.csv"))
-        assert pair[f"{method}_best_top1"] == pytest.approx(best)
-    assert pair["bp_epochs"] >= 1 and pair["dbp_epochs"] >= 1 and pair["step_time_ratio"] > 0
+        rows[method] = read_csv(tmp_path / "runs" / f"mlp-{method}-lr{sweep['chosen']:g}-seed0" / "metrics.csv")
+        assert pair[f"{method}_best_top1"] == pytest.approx(max(float(r["val_top1"]) for r in rows[method]))
+    assert pair["bp_epochs"] >= 1 and pair["dbp_epochs"] >= 1
+    per_step = {m: r[-1]["train_seconds"] / r[-1]["step"] for m, r in rows.items()}  # seconds per optimizer step
+    assert pair["step_time_ratio"] == pytest.approx(per_step["dbp"] / per_step["bp"])
     assert len(list((tmp_path / "runs").glob("mlp-*-lr*-seed0"))) == 4 and (tmp_path / "runs" / "mlp-seed0.png").is_file()
     configs = {m: yaml.safe_load((tmp_path / "runs" / f"mlp-{m}-lr0.002-seed0" / "config.yaml").read_text()) for m in ("bp", "dbp")}
     assert not configs["bp"]["decor"]["enabled"] and configs["dbp"]["decor"]["enabled"]
