@@ -94,6 +94,7 @@ def test_long_preset_refuses_a_small_training_folder(tmp_path):
     horizon.check_long_data(tmp_path / "train", 4000)
 
 
+@pytest.mark.slow
 def test_plot_modules_leave_the_users_matplotlib_backend_alone():
     import subprocess
     import sys

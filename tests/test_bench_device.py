@@ -33,6 +33,7 @@ def test_bf16_autocast_runs_matmuls_in_bf16_and_float32_leaves_them():
     assert record["torch"] == torch.__version__ and record["device_name"]
 
 
+@pytest.mark.slow
 def test_bench_decor_records_the_device_in_its_json(tmp_path):
     import json
 

@@ -65,6 +65,7 @@ def test_bench_speedup_cli_writes_json_markdown_and_plot(tmp_path):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_bench_speedup_long_refuses_a_small_folder(tmp_path, capsys):
     data = tmp_path / "photos"
     write_photos(data, size=32, train_crops=64, val_crops=16, seed=0)

@@ -221,6 +221,7 @@ def test_bad_inputs_raise_clear_errors():
     assert type(model[0]) is nn.Linear  # nothing was wrapped by the failed calls
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_decor_imports_nothing_else_of_the_package():
     import subprocess
     import sys

@@ -37,6 +37,7 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
 def test_dbp_mae_forward_is_one_graph(fresh_dynamo):
     mae = tiny_dbp_mae().train()
     explained = torch._dynamo.explain(mae)(torch.randn(4, 2, 16, 16))
@@ -123,6 +124,7 @@ def _host_reads(depth: int, variant: str, dbp: bool) -> int:
     return counts["n"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["standard", "gain", "low_rank"])
 def test_host_reads_per_step_do_not_grow_with_the_dbp_layers(variant):
     # 3 and 9 decorrelated layers: DBP's forwards, backwards and R updates add no read to the BP

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from tests.conftest import needs
 
-pytestmark = [pytest.mark.seg, needs("mmseg")]
+pytestmark = [pytest.mark.seg, pytest.mark.slow, needs("mmseg")]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,6 @@ def test_weighted_cross_entropy_is_zero_not_nan_when_every_pixel_is_ignored(mode
     assert value.item() == 0.0 and torch.all(logits.grad == 0)
 
 
-@pytest.mark.slow
 def test_shipped_heads_with_class_weight_train_on_ignored_pixels(models):
     """Both heads of each config with class_weight: loss_by_feat on labels holding 255 equals torch's."""
     from mmengine.config import Config
