@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mae_dbp.errors import UserInputError
     from mae_dbp.export import export_classifier, export_encoder, run_kind
+    from mae_dbp.run_dir import RunDir
 
     if run_kind(args.source) == "classify":
         if args.format != "timm":
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
         info = meta["mae_dbp"]
         what, source = meta["architecture"], info["source"]
         fused = f"{len(info['fused_sites'])} DBP layers fused, max abs diff {info['fusion_max_abs_diff']:.2e}"
-    note = "" if Path(source).name == "best.pt" else " (no best.pt: the run has not finished a validated epoch)"
+    best = RunDir(Path(source).parent).best
+    note = "" if Path(source) == best else f" (no {best.name}: the run has not finished a validated epoch)"
     print(f"exported {what} from {source}{note} ({fused}) to {args.out}")
     return 0
