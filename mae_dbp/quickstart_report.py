@@ -73,7 +73,7 @@ def write_report(out: Path, results: dict, size) -> Path:
                 for p in sorted((out / "finetune" / f"{m}-seed{r['seed']}" / "segment" / "vis").glob("*.png"))[:2]]
     missing = [] if "photos" in compared else ["No photo comparison: scikit-learn is not installed "
                                                "(`pip install -e '.[bench]'`).", ""]
-    steps = {name: c["runs"][0]["bp_steps"] for name, c in compared.items()}
+    steps = {name: int(c["runs"][0]["bp_steps"]) for name, c in compared.items()}
     lines = [
         "# mae-dbp quickstart: BP vs DBP",
         "",
@@ -81,9 +81,10 @@ def write_report(out: Path, results: dict, size) -> Path:
         "",
         f"The **short horizon** of `mae-dbp bench speedup`: {size.pretrain_epochs} epochs, i.e. "
         + ", ".join(f"{n} optimizer steps on the {name} set" for name, n in steps.items())
-        + f" ({size.photo_train_crops} photo crops). In this regime BP sits on an early plateau of the validation "
-        "loss for much of its run and DBP leaves it sooner, so the time ratio below mostly measures that escape; "
-        "it is not the papers' long-training claim.",
+        + f" ({size.photo_train_crops} photo crops). In so short a run BP spends much of its time getting off an "
+        "early plateau of the validation loss, which DBP leaves sooner, so the time ratio below mostly measures that "
+        "escape (each data set's line says how far BP had got by a third of its run); it is not the papers' "
+        "long-training claim.",
         "",
         "**Long horizon** (>= 1,500 optimizer steps on >= 4,000 photo crops, `mae-dbp bench speedup --horizon long`, "
         "two model sizes): the measured numbers are in the repository's `docs/benchmarks.md`, section *Long horizon*; "

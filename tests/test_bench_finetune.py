@@ -27,6 +27,8 @@ def test_verdict_says_within_noise_unless_every_seed_and_the_ranges_agree():
     assert _verdict([40, 45, 50], [42, 44, 52]).startswith("within noise: DBP - BP mIoU +2.00 points") and \
         "the sign of the difference differs between seeds and the two methods' ranges overlap" in _verdict(
             [40, 45, 50], [42, 44, 52])
+    assert _verdict([18.46] * 3, [18.46] * 3) == ("within noise: DBP - BP mIoU +0.00 points (median of 3 seeds), but "
+                                                  "no seed shows a difference and the two methods' ranges overlap")
     assert _verdict([50], [40]) == "DBP - BP mIoU -10.00 points (median of 1 seed): one seed, no claim"
 
 

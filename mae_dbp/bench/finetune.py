@@ -94,7 +94,9 @@ def verdict(runs: list[dict], summary: dict) -> str:
     if n < 2:
         return f"{said}: one seed, no claim"
     reasons = []
-    if not (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
+    if all(d == 0 for d in diffs):
+        reasons.append("no seed shows a difference")
+    elif not (all(d > 0 for d in diffs) or all(d < 0 for d in diffs)):
         reasons.append("the sign of the difference differs between seeds")
     if not (dbp["min"] > bp["max"] or bp["min"] > dbp["max"]):
         reasons.append("the two methods' ranges overlap")
