@@ -124,3 +124,22 @@ def test_a_result_from_before_the_curves_is_reported_with_its_curve_computed():
     text = markdown_table(old)
     assert "| 50% | **0.62 (0.62 - 0.62)** | -0.0750 (-0.0750 - -0.0750) | -25.0% (-25.0% - -25.0%) |" in text
     assert "| 20.0 / 15.0 |" in text and "only 11% (range 11% - 11%) of its improvement" in text
+
+
+@pytest.mark.slow
+def test_long_plan_counts_k_crops_per_image_and_refuses_too_few_epochs(tmp_path, monkeypatch):
+    from data_tools.photos import write_photos
+    from mae_dbp.bench.speedup import SpeedupSettings, plan_horizon
+    from mae_dbp.config import resolve_config_path
+
+    pytest.importorskip("sklearn")
+    monkeypatch.setattr(horizon, "LONG_MIN_IMAGES", 64)
+    monkeypatch.setattr(horizon, "LONG_MIN_STEPS", 30)
+    write_photos(tmp_path / "photos", size=32, train_crops=64, val_crops=16, seed=0)
+    config = str(resolve_config_path("tiny_photos_dbp.yaml", "pretrain"))
+    overrides = ("data.crops_per_image=2", "train.batch_size=8", "train.effective_batch=8")
+    plan = plan_horizon(tmp_path / "photos", config, SpeedupSettings(horizon="long", epochs=None, overrides=overrides))
+    # 64 images x 2 crops / 8 per step = 16 steps per epoch; 30 steps need 2 epochs
+    assert plan == {"horizon": "long", "train_images": 64, "steps_per_epoch": 16, "epochs": 2, "planned_steps": 32}
+    with pytest.raises(UserInputError, match=r"--epochs 1 gives 16 optimizer steps on 128 crops per epoch, fewer than 30"):
+        plan_horizon(tmp_path / "photos", config, SpeedupSettings(horizon="long", epochs=1, overrides=overrides))

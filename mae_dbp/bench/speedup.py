@@ -124,16 +124,17 @@ def plan_horizon(data_dir: Path, config: str | None, s: SpeedupSettings) -> dict
 
     if s.horizon not in horizon.HORIZONS:
         raise UserInputError(f"--horizon must be one of {', '.join(horizon.HORIZONS)}, got {s.horizon!r}")
-    train_cfg = load_config(PretrainConfig, config, list(s.overrides)).train
-    images = horizon.count_images(data_dir / "train")
-    per_epoch = horizon.steps_per_epoch(images, train_cfg)
+    resolved = load_config(PretrainConfig, config, list(s.overrides))
+    train_cfg, images = resolved.train, horizon.count_images(data_dir / "train")
+    samples = images * resolved.data.crops_per_image  # an epoch reads every image once, k crops of each
+    per_epoch = horizon.steps_per_epoch(samples, train_cfg)
     epochs = s.epochs or (horizon.SHORT_EPOCHS if s.horizon == "short" else None)
     if s.horizon == "long":
         horizon.check_long_data(data_dir / "train", images, horizon.LONG_MIN_IMAGES)
-        least, _ = horizon.long_epochs(images, train_cfg, horizon.LONG_MIN_STEPS)
+        least, _ = horizon.long_epochs(samples, train_cfg, horizon.LONG_MIN_STEPS)
         if epochs is not None and epochs < least:
             raise UserInputError(f"--horizon long: --epochs {epochs} gives {epochs * per_epoch} optimizer steps on "
-                                 f"{images} images, fewer than {horizon.LONG_MIN_STEPS} (use {least} or leave it out)")
+                                 f"{samples} crops per epoch, fewer than {horizon.LONG_MIN_STEPS} (use {least} or leave it out)")
         epochs = epochs or least
     return {"horizon": s.horizon, "train_images": images, "steps_per_epoch": per_epoch, "epochs": epochs,
             "planned_steps": epochs * per_epoch}
