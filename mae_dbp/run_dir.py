@@ -66,17 +66,18 @@ class RunDir:
 
     def read_config(self, schema: type[C], overrides: Iterable[str] = ()) -> C:
         """The run's config.yaml as a checked ``schema`` instance, with ``key=value`` overrides."""
-        if not self.config.is_file():
-            raise UserInputError(f"{self.config} not found: not a run directory of mae-dbp pretrain / classify")
-        return load_config(schema, self.config, overrides)
+        return load_config(schema, self._existing_config(), overrides)
 
     def job(self) -> str:
         """``classify`` when the run's config has a classifier (``model.arch``), else ``pretrain``."""
         from omegaconf import OmegaConf
 
+        return "classify" if OmegaConf.select(OmegaConf.load(self._existing_config()), "model.arch") else "pretrain"
+
+    def _existing_config(self) -> Path:
         if not self.config.is_file():
             raise UserInputError(f"{self.config} not found: not a run directory of mae-dbp pretrain / classify")
-        return "classify" if OmegaConf.select(OmegaConf.load(self.config), "model.arch") is not None else "pretrain"
+        return self.config
 
 
 def refuse_existing(out: str | Path, owned: Iterable[str | Path] | None, force: bool | None = False,
