@@ -35,6 +35,7 @@ C = TypeVar("C")
 
 DECOR_SCHEDULES = ("constant", "follow", "cosine")
 MIXED_PRECISION = ("no", "fp16", "bf16", "fp8")
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
 ENCODER_SITES = ["patch_embed.proj", "blocks.*.attn.qkv", "blocks.*.mlp.fc1"]
 
 
@@ -146,6 +147,12 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     grad_clip: Optional[float] = None
     mixed_precision: str = "no"  # one of MIXED_PRECISION
+    # auto: the GPU(s) accelerate sees, else the CPU; cpu: the CPU even where a GPU is (gloo ranks
+    # under torchrun / accelerate launch); cuda: a GPU, or an error where torch sees none
+    device: str = "auto"  # one of TRAIN_DEVICES
+    # torch.compile the model (accelerate's dynamo plugin, inductor) for pretraining and classification:
+    # worth it on GPUs for runs of hours (compiling takes minutes once); off for short CPU runs
+    compile: bool = False
     seed: int = 0
     max_train_seconds: Optional[float] = None
     stop_after_epoch: Optional[int] = None  # a pre-emption point; never saved with the run
@@ -160,6 +167,7 @@ class TrainConfig:
                 list(self.betas))
         require(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision", f"one of {', '.join(MIXED_PRECISION)}",
                 self.mixed_precision)
+        require(self.device in TRAIN_DEVICES, "train.device", f"one of {', '.join(TRAIN_DEVICES)}", self.device)
         require(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", "null or a number > 0", self.grad_clip)
         require(self.max_train_seconds is None or self.max_train_seconds > 0, "train.max_train_seconds",
                 "null or a number > 0", self.max_train_seconds)

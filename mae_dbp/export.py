@@ -32,8 +32,9 @@ from mae_dbp.config import to_dict
 from mae_dbp.data.transforms import channel_stats
 from mae_dbp.models.mae import MAEConfig
 from mae_dbp.errors import UserInputError
-from mae_dbp.files import atomic_write, load_checkpoint, write_json
+from mae_dbp.files import atomic_write, write_json
 from mae_dbp.run_dir import RunDir, prepare_output
+from mae_dbp.train import checkpoints
 
 FORMATS = ("timm", "mmseg", "both")
 
@@ -46,13 +47,16 @@ _MMSEG_RENAMES = (
 
 
 def locate_checkpoint(source: str | Path) -> tuple[Path, RunDir]:
-    """(checkpoint, its run directory) for a run directory (its best.pt, else last.pt, which the
-    caller reports) or a checkpoint file in one."""
+    """(checkpoint folder, its run directory) for a run directory (its ``best/``, else ``last/``,
+    which the caller reports), a checkpoint folder in one, or that folder's model file."""
     source = Path(source)
-    run = RunDir(source if source.is_dir() else source.parent)
-    checkpoint = run.checkpoint() if source.is_dir() else source
-    if not checkpoint.is_file():
-        raise UserInputError(f"{source}: no {run.best.name} or {run.last.name} checkpoint there")
+    if source.is_file():
+        source = source.parent
+    if (source / checkpoints.MODEL_FILE).is_file():
+        checkpoint, run = source, RunDir(source.parent)
+    else:
+        run = RunDir(source)
+        checkpoint = run.checkpoint()
     if not run.config.is_file():
         raise UserInputError(f"{run.config} not found: export needs the run directory's config.yaml beside the checkpoint")
     return checkpoint, run
@@ -124,9 +128,8 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
     out = Path(out)
     names = ["model.safetensors", "config.json"] + (["mmseg_backbone.pth"] if fmt != "timm" else [])
     prepare_output(out, names, force)
-    checkpoint = load_checkpoint(checkpoint_path)
     mae, sites = build_model(config)
-    missing, unexpected = mae.load_state_dict(checkpoint["model"], strict=False)
+    missing, unexpected = mae.load_state_dict(checkpoints.model_state(checkpoint_path), strict=False)
     if missing or unexpected:
         raise UserInputError(f"{checkpoint_path}: does not match {run.config} "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -137,7 +140,7 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
         raise RuntimeError(f"fused encoder differs from the DBP encoder by {diff:.3g} > {tolerance}: export refused")
     state = {k: v.detach().contiguous() for k, v in fused.state_dict().items()}
     mean, std = channel_stats(config.data, mae.in_chans)
-    loop = checkpoint.get("loop", {})
+    loop = checkpoints.loop_state(checkpoint_path)
     extra = {"source": str(checkpoint_path), "fused_sites": sites, "fusion_max_abs_diff": diff,
              "epoch": loop.get("epoch"), "val_loss": loop.get("best_val")}
     meta = timm_config(config.model, fused, mean, std, extra)
@@ -172,7 +175,7 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
         raise UserInputError(f"{run.config}: model.num_classes is not set (not the config of a trained classify run)")
     prepare_output(out, ["model.safetensors", "config.json"], force)
     model = build_classifier(config.model, config.decor)
-    model.load_state_dict(load_checkpoint(checkpoint_path)["model"])
+    model.load_state_dict(checkpoints.model_state(checkpoint_path))
     channels, size, _ = input_size(config.model)
     fused = decor.fuse(copy.deepcopy(model))
     diff = check_fusion(model, fused, fusion_batch(channels, size))

@@ -2,7 +2,7 @@
 
 A pretraining run exports its fused MAE encoder as a plain timm ViT (and mmseg backbone weights);
 a classification run (``mae-dbp classify``) exports its fused classifier. A run directory exports
-its best.pt, or its last.pt when it has no best.pt yet (said in the output).
+its ``best/`` checkpoint, or its ``last/`` when it has no ``best/`` yet (said in the output).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="a run directory (its best.pt is used) or a checkpoint file in one")
+    parser.add_argument("source", help="a run directory (its best/ checkpoint is used) or a checkpoint folder in one")
     parser.add_argument("--out", required=True, help="output folder for model.safetensors + config.json")
     parser.add_argument("--format", default="timm", choices=["timm", "mmseg", "both"],
                         help="pretraining runs; timm: safetensors + config.json; mmseg/both: also mmseg_backbone.pth")

@@ -10,7 +10,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, config_help: str, overrid
     """The arguments of a training command (pretrain, classify): --config, --out, --resume, overrides."""
     parser.add_argument("--config", help=config_help)
     parser.add_argument("--out", help="run directory (default: log.dir/log.name, or the config name + time)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last.pt, with its own config.yaml")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last/ checkpoint, with its own config.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help=f"dotted config overrides, e.g. {override_example} data.root=PATH decor.enabled=false")
 

@@ -2,9 +2,9 @@
 output that already exists.
 
     run = RunDir("runs/tiny")
-    run.config, run.last, run.best, run.metrics, run.summary   # config.yaml, last.pt, best.pt, ...
+    run.config, run.last, run.best, run.metrics, run.summary   # config.yaml, last/, best/, ...
     config = run.read_config(PretrainConfig)                     # typed and checked, as load_config
-    run.checkpoint()                                             # best.pt, else last.pt
+    run.checkpoint()                                             # best/, else last/
 
 Every command that writes an output (pretrain, classify, export, bench, quickstart, the data tools,
 segmentation) names the entries it owns and calls :func:`refuse_existing` (or
@@ -23,6 +23,16 @@ from mae_dbp.config import load_config
 from mae_dbp.errors import UserInputError
 
 C = TypeVar("C")
+CHECKPOINT_MODEL = "pytorch_model.bin"  # the model file of a checkpoint folder (accelerate's save_state)
+
+
+def saved_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint folder ``folder`` when it holds a model, or the previous one when a swap of
+    :func:`mae_dbp.train.checkpoints.save` was cut between its two renames (``.<name>.old``)."""
+    for path in (folder, folder.with_name(f".{folder.name}.old")):
+        if (path / CHECKPOINT_MODEL).is_file():
+            return path
+    return None
 
 
 class RunDir:
@@ -31,8 +41,9 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.config = self.path / "config.yaml"  # the resolved config (mae_dbp.config.save_config)
-        self.last = self.path / "last.pt"  # checkpoint after every epoch: what --resume continues
-        self.best = self.path / "best.pt"  # checkpoint of the best validation loss
+        # checkpoint folders (accelerate save_state: mae_dbp.train.checkpoints)
+        self.last = self.path / "last"  # after every epoch: what --resume continues
+        self.best = self.path / "best"  # at the best validation loss
         self.metrics = self.path / "metrics.csv"  # one row per epoch; its first row makes the run started
         self.decor_metrics = self.path / "decor_metrics.csv"  # per-site decorrelation per epoch
         self.summary = self.path / "summary.json"  # written when the run ends
@@ -52,17 +63,17 @@ class RunDir:
         return self.metrics.exists() or self.summary.exists()
 
     def require_resumable(self) -> "RunDir":
-        """This run directory, if it holds a started run's last.pt, else a UserInputError."""
-        if not self.last.is_file():
-            raise UserInputError(f"--resume {self.path}: no {self.last.name} there (not a started run directory)")
+        """This run directory, if it holds a started run's ``last/`` checkpoint, else a UserInputError."""
+        if saved_checkpoint(self.last) is None:
+            raise UserInputError(f"--resume {self.path}: no {self.last.name}/ checkpoint there (not a started run directory)")
         return self
 
     def checkpoint(self) -> Path:
-        """best.pt, else last.pt (a run that has not finished a validated epoch)."""
-        for path in (self.best, self.last):
-            if path.is_file():
-                return path
-        raise UserInputError(f"{self.path}: no {self.best.name} or {self.last.name} checkpoint there")
+        """The ``best/`` checkpoint folder, else ``last/`` (a run that has not finished a validated epoch)."""
+        for folder in (self.best, self.last):
+            if saved_checkpoint(folder) is not None:
+                return saved_checkpoint(folder)
+        raise UserInputError(f"{self.path}: no {self.best.name}/ or {self.last.name}/ checkpoint there")
 
     def read_config(self, schema: type[C], overrides: Iterable[str] = ()) -> C:
         """The run's config.yaml as a checked ``schema`` instance, with ``key=value`` overrides."""

@@ -168,8 +168,9 @@ def resume_non_run(ws: Workspace) -> list[str]:
 
 def truncated_checkpoint(ws: Workspace) -> list[str]:
     run = Path(shutil.copytree(ws.run, ws.dir / "run_copy"))
-    whole = (run / "last.pt").read_bytes()
-    (run / "last.pt").write_bytes(whole[: len(whole) // 2])
+    model = run / "last" / "pytorch_model.bin"
+    whole = model.read_bytes()
+    model.write_bytes(whole[: len(whole) // 2])
     return ["pretrain", "--resume", str(run)]
 
 
@@ -227,7 +228,8 @@ def export_of_classify_run(ws: Workspace) -> list[str]:
     run = ws.dir / "classify_run"
     run.mkdir()
     save_config(ClassifyConfig(), run / "config.yaml")
-    (run / "best.pt").write_bytes(b"weights of a classifier")
+    (run / "best").mkdir()
+    (run / "best" / "pytorch_model.bin").write_bytes(b"weights of a classifier")
     return ["export", str(run), "--out", str(ws.dir / "export")]
 
 
@@ -283,7 +285,7 @@ CASES = [
     Case("missing classes.yaml", missing_classes, lambda ws: "classes.yaml", leaves_files=True, slow=True),
     Case("--out on an existing run", out_on_existing_run, lambda ws: str(ws.run)),
     Case("--resume of a folder that is no run", resume_non_run, lambda ws: str(ws.dir / "notes")),
-    Case("truncated checkpoint", truncated_checkpoint, lambda ws: "last.pt"),
+    Case("truncated checkpoint", truncated_checkpoint, lambda ws: str(ws.dir / "run_copy" / "last")),
     Case("export into a folder with an export", export_into_existing, lambda ws: "model.safetensors"),
     Case("train.epochs=abc", epochs_not_a_number, lambda ws: "train.epochs"),
     Case("decor.enabled=maybe", bool_not_a_bool, lambda ws: "decor.enabled"),

@@ -89,8 +89,9 @@ def test_shipped_pretrain_configs_load(path):
 def test_config_and_resume_exclude_each_other(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "last.pt").write_bytes(b"")
+    (run / "last").mkdir()
+    (run / "last" / "pytorch_model.bin").write_bytes(b"")
     assert main(["pretrain", "--config", str(CONFIGS / "pretrain" / "tiny_cpu_dbp.yaml"), "--resume", str(run)]) == 2
     assert "--config and --resume exclude each other" in capsys.readouterr().err
     assert main(["classify", "--resume", str(tmp_path)]) == 2
-    assert "no last.pt there" in capsys.readouterr().err
+    assert "no last/ checkpoint there" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from mae_dbp import decor
 from mae_dbp.cli import main
 from mae_dbp.config import load_config
 from mae_dbp.export import export_encoder
-from mae_dbp.files import load_checkpoint
+from mae_dbp.train import checkpoints
 from mae_dbp.train.pretrain import PretrainConfig, build_model, pretrain
 from tests.conftest import tiny_pretrain
 
@@ -48,7 +48,7 @@ def test_export_loads_strictly_in_timm_with_the_same_features(runs, tmp_path):
     # its features equal the unfused DBP encoder's, computed as W (R x)
     config = load_config(PretrainConfig, runs["dbp"] / "config.yaml")
     mae, _ = build_model(config)
-    mae.load_state_dict(load_checkpoint(runs["dbp"] / "best.pt")["model"])
+    mae.load_state_dict(checkpoints.model_state(runs["dbp"] / "best"))
     images = torch.randn(3, 2, 32, 32)
     plain.eval()
     mae.eval()
@@ -56,7 +56,7 @@ def test_export_loads_strictly_in_timm_with_the_same_features(runs, tmp_path):
         reference = mae.encoder.forward_features(images)
         assert (plain.forward_features(images) - reference).abs().max() <= 1e-4
     # R was really learned, so the check above is not trivially W == W R
-    r = load_checkpoint(runs["dbp"] / "best.pt")["model"]["encoder.blocks.0.mlp.fc1.R"]
+    r = checkpoints.model_state(runs["dbp"] / "best")["encoder.blocks.0.mlp.fc1.R"]
     assert (r - torch.eye(r.shape[0])).abs().max() > 1e-6
     check_mmseg_mae_backbone(out / "mmseg_backbone.pth", plain, images)
 
@@ -97,4 +97,4 @@ def test_bp_export_and_no_overwrite_without_force(runs, tmp_path, capsys):
 
 def test_export_bad_source_is_one_clear_error(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
-    assert "no best.pt or last.pt" in capsys.readouterr().err
+    assert "no best/ or last/ checkpoint there" in capsys.readouterr().err

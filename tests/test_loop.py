@@ -14,7 +14,7 @@ from mae_dbp.config import DecorConfig, GuardConfig, TrainConfig
 from mae_dbp.errors import UserInputError
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard, non_finite_rows
-from mae_dbp.train.loop import batch_plan
+from mae_dbp.train.setup import batch_plan
 from mae_dbp.train.schedules import WarmupCosine, decor_lr
 
 

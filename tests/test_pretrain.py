@@ -14,7 +14,7 @@ from data_tools.synthetic import write_synthetic
 from mae_dbp.cli import main
 from mae_dbp.data.io import write_image
 from mae_dbp.errors import UserInputError
-from mae_dbp.files import load_checkpoint
+from mae_dbp.train import checkpoints
 from mae_dbp.train.pretrain import pretrain
 from tests.conftest import free_port, tiny_pretrain, write_config
 
@@ -45,10 +45,11 @@ def test_tiny_dbp_run_lowers_validation_loss_and_writes_run_dir(synthetic, tmp_p
         assert key in on_disk
     assert on_disk["best_val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in metrics))
     assert on_disk["kg_co2"] >= 0 and (run / "emissions.csv").is_file()
-    for name in ("config.yaml", "best.pt", "last.pt", "loss_vs_time.png", "decorrelation.png", "reconstructions.png"):
+    for name in ("config.yaml", "best/pytorch_model.bin", "last/pytorch_model.bin", "loss_vs_time.png",
+                 "decorrelation.png", "reconstructions.png"):
         assert (run / name).is_file(), name
     # the best checkpoint carries R for every site, and training changed it
-    state = load_checkpoint(run / "best.pt")["model"]
+    state = checkpoints.model_state(run / "best")
     r = state["encoder.blocks.0.attn.qkv.R"]
     assert not torch.equal(r, torch.eye(r.shape[0]))
     # never overwrite a finished run
@@ -81,7 +82,7 @@ def with_extra_image(synthetic, folder, name, value, count=None):
 
 
 def test_guard_restores_on_non_finite_loss_from_finite_inputs(synthetic, tmp_path):
-    """Huge but finite pixels overflow the forward pass: instability, so the guard restores last.pt."""
+    """Huge but finite pixels overflow the forward pass: instability, so the guard restores last/."""
     data = with_extra_image(synthetic, tmp_path / "huge", "zz_huge.tif", 1e30)
     config = tiny_pretrain(data, epochs=3)
     config.data.val_fraction, config.train.guard.max_restores = 0.1, 2
@@ -178,7 +179,7 @@ def test_deferred_weight_gradients_train_the_same_model_when_accumulating(synthe
         config.train.batch_size, config.train.effective_batch = 4, 8
         config.decor.defer_weight_grad = defer
         pretrain(config, out=tmp_path / str(defer))
-        states[defer] = load_checkpoint(tmp_path / str(defer) / "last.pt")["model"]
+        states[defer] = checkpoints.model_state(tmp_path / str(defer) / "last")
     r = states[True]["encoder.patch_embed.proj.R"]
     assert not torch.allclose(r, torch.eye(r.shape[0]), atol=1e-4)  # R moved, so Rᵀ matters
     for name, tensor in states[False].items():  # float32 rounding apart (AdamW can enlarge it in elements

@@ -15,7 +15,7 @@ import pytest
 from data_tools.synthetic import write_synthetic
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import atomic_write, remove_stale_temporaries, save_checkpoint
-from mae_dbp.run_dir import RunDir, prepare_output, refuse_existing
+from mae_dbp.run_dir import CHECKPOINT_MODEL, RunDir, prepare_output, refuse_existing
 from mae_dbp.train.emissions import TASKS_FILE, TrainingEmissions
 from mae_dbp.train.pretrain import PretrainConfig
 from mae_dbp.train.run_dir import open_run
@@ -155,15 +155,18 @@ def test_run_dir_finds_its_checkpoint_and_reads_its_config(tmp_path):
     run = RunDir(tmp_path / "run")
     with pytest.raises(UserInputError, match="config.yaml not found"):
         run.read_config(PretrainConfig)
-    with pytest.raises(UserInputError, match="no best.pt or last.pt checkpoint"):
+    with pytest.raises(UserInputError, match="no best/ or last/ checkpoint"):
         run.checkpoint()
-    with pytest.raises(UserInputError, match="--resume .*run: no last.pt there"):
+    with pytest.raises(UserInputError, match="--resume .*run: no last/ checkpoint there"):
         run.require_resumable()
     save_config(PretrainConfig(), run.config)
-    save_checkpoint({"step": 1}, run.last)
+    save_checkpoint({"step": 1}, run.last / CHECKPOINT_MODEL)  # a checkpoint folder: what save_state writes
     assert run.checkpoint() == run.last and run.require_resumable() is run and run.job() == "pretrain"
-    save_checkpoint({"step": 2}, run.best)
+    save_checkpoint({"step": 2}, run.best / CHECKPOINT_MODEL)
     assert run.checkpoint() == run.best
+    # a swap of best/ cut between its two renames: the previous folder, .best.old, is found
+    run.best.rename(run.path / ".best.old")
+    assert run.checkpoint() == run.path / ".best.old"
     assert run.read_config(PretrainConfig, ["train.epochs=3"]).train.epochs == 3
     assert not run.started()
     run.metrics.write_text("epoch\n1\n")

@@ -12,7 +12,7 @@ from torch import nn
 from data_tools.synthetic import write_synthetic
 from mae_dbp import decor
 from mae_dbp.config import DecorConfig, GuardConfig
-from mae_dbp.files import load_checkpoint
+from mae_dbp.train import checkpoints
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard
 from mae_dbp.train.pretrain import pretrain
@@ -111,6 +111,6 @@ def test_resume_across_the_switch_continues_exactly(tmp_path):
         for a, b in zip(rows["straight"], rows[run.name]):
             for key in ("step", "train_loss", "val_loss"):
                 assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-9), (stop, key, a, b)
-    state = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    state = checkpoints.model_state(tmp_path / "straight" / "last")
     assert not any(k.endswith(".R") for k in state)  # the run ended as plain BP
     assert float(rows["straight"][-1]["decor_lr"]) == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from mae_dbp.cli import main
 from mae_dbp.config import DecorConfig, load_config, save_config
 from mae_dbp.errors import UserInputError
 from mae_dbp.models.zoo import ZooModelConfig, build_classifier
-from mae_dbp.files import load_checkpoint, save_checkpoint
+from mae_dbp.files import save_checkpoint
+from mae_dbp.train import checkpoints
 from mae_dbp.train.records import read_csv
 from mae_dbp.export import export_classifier, export_encoder, fusion_batch
 from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, classify
@@ -71,11 +73,11 @@ def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path, capsys):
     assert summary["train_seconds_to_target"] is not None and summary["decor_sites"] == ["classifier", "features.0", "features.3"]
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val_loss", "val_top1", "val_top5", "decor_metric"} <= set(header)
-    for name in ("best.pt", "last.pt", "summary.json", "config.yaml", "classes.json", "accuracy_vs_time.png", "confusion_matrix.png"):
+    for name in ("best/pytorch_model.bin", "last/pytorch_model.bin", "summary.json", "config.yaml", "classes.json", "accuracy_vs_time.png", "confusion_matrix.png"):
         assert (run / name).is_file(), name
     out = tmp_path / "export"
     assert main(["export", str(run), "--out", str(out)]) == 0  # one export command for every kind of run
-    assert f"from {run / 'best.pt'} (" in capsys.readouterr().out
+    assert f"from {run / 'best'} (" in capsys.readouterr().out
     info = json.loads((out / "config.json").read_text())
     assert info["arch"] == "convnet" and info["num_classes"] == 4 and info["classes"] == ["c0", "c1", "c2", "c3"]
     from safetensors.torch import load_file
@@ -85,7 +87,7 @@ def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path, capsys):
     # the reported check is the exported model against the unfused W (R x) of the run's model: a
     # rounding-sized difference, never exactly 0 (what comparing the model with itself would give)
     model = build_classifier(ZooModelConfig(**info["model"]), load_config(ClassifyConfig, run / "config.yaml").decor)
-    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    model.load_state_dict(checkpoints.model_state(run / "best"))
     images = fusion_batch(info["in_chans"], info["img_size"])
     with torch.no_grad(), decor.explicit(model.eval()):
         expected = float((model(images) - plain.eval()(images)).abs().max())
@@ -94,9 +96,9 @@ def test_tiny_convnet_run_learns_and_exports_fused(toy, tmp_path, capsys):
         export_classifier(run, out)
     with pytest.raises(UserInputError, match="a classification run, not MAE pretraining"):
         export_encoder(run, tmp_path / "other")
-    (run / "best.pt").unlink()  # an unfinished run: its last.pt, said so
+    shutil.rmtree(run / "best")  # an unfinished run: its last/, said so
     assert main(["export", str(run), "--out", str(out), "--force"]) == 0
-    assert "last.pt (no best.pt" in capsys.readouterr().out
+    assert "last (no best: the run has not finished a validated epoch)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -114,7 +116,7 @@ def test_exported_resnet18_matches_and_loads_into_timm_strictly(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     save_config(config, run / "config.yaml")
-    save_checkpoint({"model": model.state_dict()}, run / "best.pt")
+    save_checkpoint(model.state_dict(), run / "best" / checkpoints.MODEL_FILE)
     out = tmp_path / "export"
     export_classifier(run, out)
     reference = timm.create_model("resnet18", num_classes=5, in_chans=2)

@@ -8,7 +8,7 @@ accuracy and training seconds to ``train.target_accuracy``, and two plots (accur
 confusion matrix). ``mae-dbp export RUN_DIR`` (:func:`mae_dbp.export.export_classifier`) fuses R into the weights of a
 finished run and writes a plain model (safetensors + config.json).
 
-The loop keeps ``best.pt`` at the lowest validation loss (not the highest accuracy).
+The loop keeps ``best/`` at the lowest validation loss (not the highest accuracy).
 """
 
 from __future__ import annotations

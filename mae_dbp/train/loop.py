@@ -1,209 +1,38 @@
 """The accelerate training loop shared by MAE pretraining and the classification zoo.
 
-Split as facebookresearch/mae splits it: :func:`setup` (accelerator, loaders, AdamW, resume),
-:func:`train_one_epoch`, :func:`evaluate`, :func:`end_epoch` (records, guard, checkpoints) and
-:func:`fit`, which strings them together. A :class:`Task` says what is trained and how a batch
-becomes a loss; a :class:`~mae_dbp.train.decor_policy.DecorPolicy` does the R updates after each
-optimizer step. Per-step warm-up + cosine lr, accumulation to ``train.effective_batch``, best / last
-checkpoints (atomic, resumable), metrics.csv, emissions and summary.json. Runs unchanged under
-``accelerate launch``.
+Split as facebookresearch/mae splits it: :func:`~mae_dbp.train.setup.setup` (accelerator, per-rank
+seeds, loaders, AdamW, resume), :func:`train_one_epoch`, :func:`evaluate`, :func:`end_epoch`
+(records, guard, checkpoints) and :func:`fit`, which strings them together. A :class:`Task` says
+what is trained and how a batch becomes a loss; a :class:`~mae_dbp.train.decor_policy.DecorPolicy`
+does the R updates after each optimizer step. Per-step warm-up + cosine lr, accumulation to
+``train.effective_batch``, ``best/`` and ``last/`` checkpoints (accelerate state folders, atomic,
+resumable with every rank's RNG: :mod:`mae_dbp.train.checkpoints`), metrics.csv, emissions and
+summary.json. Runs unchanged under ``accelerate launch``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
-from accelerate.utils import broadcast, set_seed
-from timm.optim import param_groups_weight_decay
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from accelerate import Accelerator
+from accelerate.utils import broadcast
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from mae_dbp.config import LogConfig, TrainConfig
-from mae_dbp.data.loader import build_train_loader
 from mae_dbp.errors import UserInputError
-from mae_dbp.files import load_checkpoint, save_checkpoint
-from mae_dbp.run_dir import RunDir
+from mae_dbp.run_dir import RunDir, saved_checkpoint
+from mae_dbp.train import checkpoints
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.emissions import TrainingEmissions
-from mae_dbp.train.guard import InstabilityGuard, non_finite_rows
+from mae_dbp.train.guard import non_finite_rows
 from mae_dbp.train.records import RunRecords
-from mae_dbp.train.schedules import WarmupCosine
+from mae_dbp.train.setup import setup
+from mae_dbp.train.state import Run, Task, WithIndex
 
-
-class Task:
-    """What differs between jobs: ``model`` is trained; a batch is what the job's dataset collates to."""
-
-    model: nn.Module
-
-    def train_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
-        raise NotImplementedError
-
-    def inputs(self, batch: Any) -> torch.Tensor:
-        """The model inputs of a batch (B, ...), checked when the loss turns non-finite."""
-        return batch[0]
-
-    def evaluate(self, model: nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
-        """Validation metrics over the whole loader, identical on every rank; must hold ``val_loss``."""
-        raise NotImplementedError
-
-    def no_weight_decay(self) -> set[str]:
-        """Parameter names of ``model`` without weight decay (besides biases and norms)."""
-        return set()
-
-    def summarize(self, rows: list[dict]) -> dict:
-        """Task-specific entries for summary.json from the per-epoch rows (e.g. time to a target)."""
-        return {}
-
-    def finish(self, run_dir: RunDir, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
-        """Task-specific plots at the end of a run (main process, best weights loaded, ``rows`` of
-        metrics.csv)."""
-
-
-@dataclass
-class LoopState:
-    """Everything a resumed run needs besides model and optimizer tensors."""
-
-    epoch: int = 0  # completed epochs
-    step: int = 0  # optimizer steps
-    train_seconds: float = 0.0
-    best_val: float = math.inf
-    best_epoch: int = 0
-    best_seconds: float = 0.0
-    best_kg_co2: float = 0.0
-    kg_co2: float = 0.0
-    kwh: float = 0.0
-    rows: list[dict] = field(default_factory=list)
-
-
-class WithIndex(Dataset):
-    """``(dataset[i], i)``: lets the loop name the files of a batch with non-finite inputs."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        return self.dataset[index], index
-
-    def names(self, indices: list[int]) -> list[str]:
-        paths = getattr(self.dataset, "paths", None) or [f"sample {i}" for i in range(len(self.dataset))]
-        return [str(paths[i]) for i in indices]
-
-
-@dataclass
-class Run:
-    """What the phases of one run share."""
-
-    accelerator: Accelerator
-    model: nn.Module  # prepared (DDP-wrapped under several processes)
-    optimizer: torch.optim.Optimizer
-    train_loader: DataLoader  # yields (batch, dataset indices)
-    val_loader: DataLoader
-    train_set: WithIndex
-    schedule: WarmupCosine  # main lr per optimizer step
-    guard: InstabilityGuard
-    policy: DecorPolicy
-    run_dir: RunDir
-    train_cfg: TrainConfig
-    state: LoopState = field(default_factory=LoopState)
-    lr: float = 0.0  # main lr of the last step
-
-    @property
-    def main(self) -> bool:
-        return self.accelerator.is_main_process
-
-    def snapshot(self) -> dict:
-        return {
-            "model": self.accelerator.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "loop": dict(vars(self.state)),
-            "guard": self.guard.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def restore(self, path: Path) -> dict:
-        """Load model and optimizer from the checkpoint ``path``; returns the whole checkpoint."""
-        checkpoint = load_checkpoint(path)
-        self.accelerator.unwrap_model(self.model).load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        return checkpoint
-
-    def say(self, text: str) -> None:
-        if self.main:
-            tqdm.write(text)
-
-
-def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: RunDir) -> Accelerator:
-    """An Accelerator for this machine: CPU when no GPU (gloo ranks under torchrun/accelerate)."""
-    return Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=train_cfg.mixed_precision,
-        log_with=log_cfg.log_with,
-        project_dir=str(run_dir.path),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_cfg.seed),
-        # R is a buffer that update() keeps identical on all ranks: no per-forward broadcast needed
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
-    )
-
-
-def batch_plan(train_cfg: TrainConfig, world_size: int) -> tuple[int, int]:
-    """(micro-batch per process, accumulation steps) giving exactly ``train.effective_batch`` per
-    optimizer step over ``world_size`` processes, with micro-batches of at most ``train.batch_size``."""
-    effective, most = train_cfg.effective_batch, train_cfg.batch_size
-    accum = max(1, math.ceil(effective / (most * world_size)))
-    while accum <= effective and effective % (world_size * accum):
-        accum += 1
-    if effective % (world_size * accum):
-        raise UserInputError(f"train.effective_batch: expected a multiple of the {world_size} processes, got {effective}")
-    return effective // (world_size * accum), accum
-
-
-def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Dataset, run_dir: RunDir,
-          resume: bool) -> Run:
-    """Accelerator, loaders, AdamW and schedule, guard; the state of ``run_dir.last`` when resuming."""
-    train_cfg = config.train
-    accelerator = build_accelerator(train_cfg, config.log, run_dir)
-    set_seed(train_cfg.seed)
-    micro, accelerator.gradient_accumulation_steps = batch_plan(train_cfg, accelerator.num_processes)
-    indexed = train_set if isinstance(train_set, IterableDataset) else WithIndex(train_set)
-    workers = config.data.num_workers
-    train_loader, _ = build_train_loader(indexed, config.data, micro, accelerator, train_cfg.seed)
-    val_loader = DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=workers)
-    per_epoch = len(train_loader) // accelerator.gradient_accumulation_steps  # per process: all step together
-    if per_epoch == 0:
-        raise UserInputError(f"train set has {len(train_set)} images, fewer than train.batch_size / one optimizer "
-                             f"step (train.effective_batch={train_cfg.effective_batch})")
-    peak = train_cfg.base_lr * train_cfg.effective_batch / 256
-    schedule = WarmupCosine(peak, per_epoch * train_cfg.epochs, round(train_cfg.warmup_epochs * per_epoch), train_cfg.min_lr)
-    groups = param_groups_weight_decay(task.model, train_cfg.weight_decay, no_weight_decay_list=task.no_weight_decay())
-    optimizer = torch.optim.AdamW(groups, lr=peak, betas=tuple(train_cfg.betas))
-    model, optimizer, val_loader = accelerator.prepare(task.model, optimizer, val_loader)
-    run = Run(accelerator, model, optimizer, train_loader, val_loader, indexed, schedule,
-              InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=peak)
-    policy.start(accelerator.gradient_accumulation_steps, per_epoch, schedule.total_steps)
-    if resume:
-        checkpoint = run.restore(run_dir.last)
-        run.state = LoopState(**checkpoint["loop"])
-        run.guard.load_state_dict(checkpoint["guard"])
-        policy.resume(run.state.step)
-        torch.set_rng_state(checkpoint["rng_cpu"])
-        if checkpoint["rng_cuda"]:
-            torch.cuda.set_rng_state_all(checkpoint["rng_cuda"])
-    elif run.main:
-        save_checkpoint(run.snapshot(), run_dir.last)
-    run.say(f"effective batch {train_cfg.effective_batch} = {accelerator.num_processes} process(es) x {micro} images "
-            f"x {accelerator.gradient_accumulation_steps} accumulation step(s); peak lr {peak:.3g}")
-    return run
+__all__ = ["Task", "WithIndex", "fit", "train_one_epoch", "evaluate", "end_epoch"]
 
 
 def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
@@ -217,7 +46,7 @@ def _out_of_time(accelerator: Accelerator, seconds: float, budget: float) -> boo
 
 def non_finite_loss(run: Run, task: Task, batch: Any, index: torch.Tensor, epoch: int) -> None:
     """A non-finite loss: non-finite inputs are a data error naming the files; otherwise the guard
-    restores last.pt and calms R down (or, with the guard off, the run stops)."""
+    restores ``last/`` and calms R down (or, with the guard off, the run stops)."""
     rows = non_finite_rows(task.inputs(batch))
     if _any_rank(run.accelerator, bool(rows)):
         names = run.train_set.names([int(index[r]) for r in rows]) or ["(on another process)"]
@@ -225,7 +54,7 @@ def non_finite_loss(run: Run, task: Task, batch: Any, index: torch.Tensor, epoch
                              f"file(s), or check data.mean/std")
     if not run.guard.settings.enabled:
         raise FloatingPointError(f"non-finite training loss at step {run.state.step} (train.guard.enabled is false)")
-    run.restore(run.run_dir.last)
+    checkpoints.restore_weights(run.accelerator, run.model, run.optimizer, run.run_dir.last)
     event = run.guard.record_restore("non-finite training loss", epoch, run.state.step)
     run.say(f"mae-dbp guard: {event}")
 
@@ -281,7 +110,7 @@ def evaluate(run: Run, task: Task) -> dict[str, float]:
 
 
 def end_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float], records: RunRecords) -> None:
-    """Record the epoch, keep the best, let the guard roll back to best.pt, write the checkpoints."""
+    """Record the epoch, keep the best, let the guard roll back to ``best/``, write the checkpoints."""
     state, policy = run.state, run.policy
     state.epoch = epoch
     row = {"epoch": epoch, "step": state.step, "train_seconds": round(state.train_seconds, 3), "train_loss": train_loss,
@@ -297,15 +126,11 @@ def end_epoch(run: Run, epoch: int, train_loss: float, val: dict[str, float], re
         state.best_seconds, state.best_kg_co2 = state.train_seconds, state.kg_co2
     elif run.guard.val_is_bad(val["val_loss"], state.best_val):
         run.accelerator.wait_for_everyone()
-        run.restore(run.run_dir.best)
+        checkpoints.restore_weights(run.accelerator, run.model, run.optimizer, run.run_dir.best)
         event = run.guard.record_restore("validation loss rose past tolerance", epoch, state.step)
         run.say(f"mae-dbp guard: {event}")
-    if run.main:
-        snapshot = run.snapshot()
-        if improved:
-            save_checkpoint(snapshot, run.run_dir.best)
-        save_checkpoint(snapshot, run.run_dir.last)
-    run.accelerator.wait_for_everyone()
+    run_dir = run.run_dir
+    checkpoints.save(run.accelerator, (run_dir.last, run_dir.best) if improved else (run_dir.last,))
 
 
 def summarize(run: Run, task: Task, emissions: TrainingEmissions) -> dict:
@@ -345,11 +170,11 @@ def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Da
     emissions.close()
     summary = {**summarize(run, task, emissions), **(extra_summary or {})}
     if run.main:
-        if run_dir.best.is_file():
-            run.restore(run_dir.best)
+        if saved_checkpoint(run_dir.best) is not None:
+            checkpoints.restore_weights(run.accelerator, run.model, None, run_dir.best)
         records.finish(summary, state.rows)
         if log.plots:
-            task.finish(run_dir, run.accelerator.unwrap_model(run.model), val_set, state.rows)
+            task.finish(run_dir, checkpoints.plain_model(run.accelerator, run.model), val_set, state.rows)
     if log.log_with:
         run.accelerator.end_training()
     run.accelerator.wait_for_everyone()

@@ -23,21 +23,29 @@ from mae_dbp.run_dir import RunDir, refuse_existing
 C = TypeVar("C")
 
 
-def process_state() -> PartialState:
-    """accelerate's process state, on CPU when there is no GPU.
+def cpu_only(device: str = "auto") -> bool:
+    """Whether a job on ``train.device`` runs on the CPU (accelerate's ``cpu=True``): ``cpu``, or
+    ``auto`` without a GPU; ``cuda`` without a GPU is a one-line error."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("train.device: cuda, but torch sees no CUDA GPU here (use auto or cpu)")
+    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+
+
+def process_state(device: str = "auto") -> PartialState:
+    """accelerate's process state on ``train.device`` (:func:`cpu_only`).
 
     Must be the first accelerate object a job creates: on a CPU machine started with torchrun or
     ``accelerate launch --multi_gpu``, a state made without ``cpu=True`` gives separate
     world-size-1 processes instead of gloo ranks.
     """
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=cpu_only(device))
 
 
-def resolve_run_dir(log: LogConfig, out: str | Path | None, stem: str) -> RunDir:
+def resolve_run_dir(log: LogConfig, out: str | Path | None, stem: str, device: str = "auto") -> RunDir:
     """``out`` or ``log.dir/log.name`` (default: ``stem`` + time). Never a folder that holds a run."""
     from accelerate.utils import broadcast_object_list
 
-    state = process_state()
+    state = process_state(device)
     answer = [None, None]
     if state.is_main_process:
         if out is None:
@@ -77,8 +85,9 @@ def open_run(config, out: str | Path | None, resume: str | Path | None, stem: st
     """The run directory (new or resumed) with ``config`` saved in it, for the ``with`` block that
     trains. A new run that fails before its first epoch ends (also Ctrl-C) leaves nothing behind:
     what was created in the folder is removed, and the folder if this start made it."""
-    run = RunDir(resume).require_resumable() if resume is not None else resolve_run_dir(config.log, out, stem)
-    main = process_state().is_main_process
+    device = config.train.device
+    run = RunDir(resume).require_resumable() if resume is not None else resolve_run_dir(config.log, out, stem, device)
+    main = process_state(device).is_main_process
     existed = run.path.is_dir()
     before = set(run.path.iterdir()) if existed else set()
     try:

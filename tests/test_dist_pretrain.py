@@ -1,0 +1,86 @@
+"""Two real CPU ranks (gloo, ``accelerate launch --multi_gpu --num_processes 2``): each rank its own
+randomness, R bit-identical, and a resumed two-rank run continues exactly like an uninterrupted one."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from data_tools.synthetic import write_synthetic
+from mae_dbp.train import checkpoints
+from tests.conftest import free_port, tiny_pretrain, write_config
+
+WORKER = Path(__file__).with_name("dist_pretrain_worker.py")
+pytestmark = [pytest.mark.slow, pytest.mark.dist]
+
+
+def launch(config: Path, run: Path, *extra: str) -> None:
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), str(WORKER), str(config), str(run), *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def probes(run: Path) -> list[dict]:
+    found = [torch.load(run / f"probe_rank{rank}.pt") for rank in (0, 1)]
+    assert [p["world_size"] for p in found] == [2, 2]  # two real ranks, not two world-size-1 processes
+    return found
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A 3-epoch two-rank run, and the same run stopped after epoch 1 and resumed."""
+    tmp = tmp_path_factory.mktemp("dist")
+    data = write_synthetic(tmp / "data", num=40, size=32, seed=0, progress=False)
+    config = tiny_pretrain(data, epochs=3)
+    config.train.batch_size = 4  # 4 per rank x 2 ranks = the effective batch of 8
+    config.data.num_workers = 1  # a DataLoader worker per rank, whose seeds the probe records
+    config.log.plots = False
+    straight = write_config(config, tmp / "straight.yaml")
+    config.train.stop_after_epoch = 1
+    split = write_config(config, tmp / "split.yaml")
+    launch(straight, tmp / "straight")
+    launch(split, tmp / "split")
+    launch(split, tmp / "split", "--resume")
+    return {"straight": tmp / "straight", "split": tmp / "split"}
+
+
+def test_each_rank_draws_its_own_masks_and_worker_seeds_while_r_stays_identical(runs):
+    rank0, rank1 = probes(runs["straight"])
+    assert rank0["mask"].shape == rank1["mask"].shape
+    assert not torch.equal(rank0["mask"], rank1["mask"])  # per-rank seeds: not the same mask noise
+    assert (rank0["worker_seeds"] >= 0).all() and (rank1["worker_seeds"] >= 0).all()  # loaded in a worker
+    assert rank0["worker_seeds"][0] != rank1["worker_seeds"][0]  # the workers' augmentation differs too
+    assert rank0["R"].keys() == rank1["R"].keys() and len(rank0["R"]) == 5
+    for name, r in rank0["R"].items():  # 3 epochs of R steps from different data on each rank
+        assert not torch.equal(r, torch.eye(r.shape[0])), name
+        assert torch.equal(r, rank1["R"][name]), name
+
+
+def test_resumed_two_rank_run_continues_exactly(runs):
+    straight, split = rows(runs["straight"]), rows(runs["split"])
+    assert len(split) == len(straight) == 3
+    for a, b in zip(straight, split):
+        for key in ("step", "train_loss", "val_loss", "lr", "decor_lr", "decor_metric"):
+            assert float(a[key]) == float(b[key]), (key, a, b)
+    for rank, (a, b) in enumerate(zip(probes(runs["straight"]), probes(runs["split"]))):
+        for name in a["R"]:
+            assert torch.equal(a["R"][name], b["R"][name]), (rank, name)
+    weights = [checkpoints.model_state(runs[name] / "last") for name in ("straight", "split")]
+    for key, tensor in weights[0].items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(tensor, weights[1][key]), key
+    # every rank's RNG state is in the checkpoint
+    assert {p.name for p in (runs["split"] / "last").glob("random_states_*.pkl")} == {
+        "random_states_0.pkl", "random_states_1.pkl"}
