@@ -143,7 +143,7 @@ def run_data_bench(config, workers: list[int], samples: int, repeats: int, steps
     import torch
 
     from mae_dbp.data.dataset import train_val_datasets
-    from mae_dbp.train.loop import batch_plan
+    from mae_dbp.train.setup import batch_plan
 
     torch.set_num_threads(1)
     train_set, _ = train_val_datasets(config.data, config.model.in_chans, config.model.img_size)

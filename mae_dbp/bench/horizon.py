@@ -27,7 +27,7 @@ LONG_MIN_IMAGES = 4000
 def steps_per_epoch(samples: int, train_cfg) -> int:
     """Optimizer steps of one epoch over ``samples`` (images x ``data.crops_per_image``) in one
     process, as the loop runs it."""
-    from mae_dbp.train.loop import batch_plan
+    from mae_dbp.train.setup import batch_plan
 
     micro, accumulation = batch_plan(train_cfg, 1)
     return (samples // micro) // accumulation
