@@ -58,6 +58,8 @@ def test_bench_speedup_cli_writes_json_markdown_and_plot(tmp_path):
     markdown = (out / "r.md").read_text()
     assert "DBP seconds to BP's best" in markdown and "Speed-up curve" in markdown and "plateau" in markdown
     assert result["horizon"]["horizon"] == "short" and result["horizon"]["epochs"] == 2
+    assert {k: result["device"][k] for k in ("dtype", "compile", "threads")} == {"dtype": "float32", "compile": False,
+                                                                               "threads": 1}
     assert [p["fraction"] for p in result["summary"]["speedup_curve"]] == [0.25, 0.5, 0.75, 1.0]
     for run in result["runs"]:  # the curve at 100% reads BP's best loss, as the epoch-resolution headline
         assert run["speedup_curve"][-1]["bp_loss"] == pytest.approx(run["bp_best_val_loss"])
@@ -135,3 +137,27 @@ def test_run_cache_reuses_a_finished_run_of_the_same_training(tmp_path):
     assert len(trained) == 2
     cached_run(clipped, tmp_path / "bp", train, "wall")  # another clock: retrained
     assert len(trained) == 3
+
+
+def test_device_flags_are_the_runs_train_settings_and_the_defaults_keep_cached_runs(tmp_path, capsys):
+    import torch
+
+    from mae_dbp.bench.compare import training_key
+    from mae_dbp.bench.speedup import SpeedupSettings, run_overrides
+    from mae_dbp.config import load_config, resolve_config_path
+    from mae_dbp.train.pretrain import PretrainConfig
+
+    config = resolve_config_path("tiny_photos_dbp.yaml", "pretrain")
+    flagged = run_overrides(tmp_path, "dbp", 1e-3, 0, SpeedupSettings(device="cpu", dtype="bf16", compile=True))
+    train = load_config(PretrainConfig, config, flagged).train
+    assert (train.device, train.mixed_precision, train.compile) == ("cpu", "bf16", True)
+    default = run_overrides(tmp_path, "bp", 1e-3, 0, SpeedupSettings())
+    before = [o for o in default if not o.startswith(("train.device=", "train.mixed_precision=", "train.compile="))]
+    assert len(before) == len(default) - 3  # runs cached before the flags existed stay this training
+    assert training_key(load_config(PretrainConfig, config, default)) == training_key(load_config(PretrainConfig, config, before))
+    if not torch.cuda.is_available():
+        for split in ("train", "val"):
+            (tmp_path / split).mkdir()
+        assert main(["bench", "speedup", "--data", str(tmp_path), "--device", "cuda"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "mae-dbp: error: --device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")

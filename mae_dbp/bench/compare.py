@@ -96,6 +96,30 @@ def compare_pair(bp: dict, dbp: dict, metric: Metric, levels: Sequence[float] = 
     }
 
 
+def add_device_arguments(parser) -> None:
+    """``--device``, ``--dtype``, ``--compile`` of a training bench: every run's ``train.device``,
+    ``train.mixed_precision`` and ``train.compile`` (:func:`device_fields`)."""
+    from mae_dbp.bench.device import DEVICES, DTYPES
+
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="train.device of every run: auto (CUDA when available, else CPU), cpu or cuda (default auto)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="float32, or bf16 autocast (train.mixed_precision=bf16; weights and R stay float32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every run's model (train.compile)")
+
+
+def device_fields(device: str = "auto", dtype: str = "float32", compile: bool = False) -> dict:
+    """The ``TrainConfig`` fields of the bench device flags (float32 is ``mixed_precision: no``)."""
+    return {"device": device, "mixed_precision": "bf16" if dtype == "bf16" else "no", "compile": bool(compile)}
+
+
+def device_entry(device: str, dtype: str, compile: bool) -> dict:
+    """What the bench's JSON says about where its runs trained (:func:`mae_dbp.bench.device.device_record`)."""
+    from mae_dbp.bench.device import device_record, resolve_device
+
+    return device_record(resolve_device(device), dtype, compile)
+
+
 def median_range(values: Sequence[float | None]) -> dict:
     """{"median", "min", "max", "never"} over seeds. None ("never reached") counts as +inf and is
     reported back as None; ``never`` counts them."""

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Sequence
 
 from mae_dbp.bench import curves, horizon
-from mae_dbp.bench.compare import METHODS, VAL_LOSS, cached_run, compare_pair, median_range, run_pairs, summarize
+from mae_dbp.bench.compare import METHODS, VAL_LOSS, add_device_arguments, cached_run, compare_pair, device_entry
+from mae_dbp.bench.compare import device_fields, run_pairs, summarize
 from mae_dbp.bench.compare import training_key  # noqa: F401  (the cache key, part of this bench's interface)
 from mae_dbp.config import resolve_config_path
 from mae_dbp.errors import UserInputError
@@ -52,7 +53,8 @@ class SpeedupSettings:
     ``dbp_overrides`` to DBP only (a variant). ``budget_s`` caps each run's training seconds (None:
     no cap); ``epochs`` None: the horizon's (short: 14; long: computed from the data);
     ``threads``: torch CPU threads (None: unchanged); ``thresholds`` None: median BP best x 1.10,
-    1.05, 1.02; ``clock``: "wall" or "cpu" (the process's CPU seconds); ``plots``: each run's own PNGs."""
+    1.05, 1.02; ``clock``: "wall" or "cpu" (the process's CPU seconds); ``plots``: each run's own PNGs;
+    ``device`` / ``dtype`` / ``compile``: every run's ``train.device`` / bf16 autocast / ``train.compile``."""
 
     budget_s: float | None = 300.0
     epochs: int | None = horizon.SHORT_EPOCHS
@@ -69,6 +71,9 @@ class SpeedupSettings:
     plots: bool = False
     clock: str = "wall"
     horizon: str = "short"
+    device: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
 
 
 def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: SpeedupSettings) -> list[str]:
@@ -81,6 +86,8 @@ def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: S
         *([f"train.epochs={settings.epochs}"] if settings.epochs else []),
         *([f"train.max_train_seconds={settings.budget_s}"] if settings.budget_s else []), "train.guard.enabled=false",
         f"log.emissions={str(settings.emissions).lower()}", f"log.plots={str(settings.plots).lower()}",
+        *(f"train.{k}={str(v).lower() if isinstance(v, bool) else v}"
+          for k, v in device_fields(settings.device, settings.dtype, settings.compile).items()),
         *(settings.dbp_overrides if method == "dbp" else ()), *settings.overrides,
     ]
 
@@ -159,9 +166,10 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
         raise UserInputError(f"{data_dir}: expected train/ and val/ image folders (mae-dbp data photos)")
     if len(s.seeds) < 1 or not s.lr_multipliers:
         raise UserInputError("bench speedup needs at least one seed and one lr multiplier")
+    previous_threads = torch.get_num_threads()
+    device = {**device_entry(s.device, s.dtype, s.compile), "threads": s.threads or previous_threads}  # no GPU: refused
     plan = plan_horizon(data_dir, config, s)
     s = dataclasses.replace(s, epochs=plan["epochs"])
-    previous_threads = torch.get_num_threads()
     if s.threads:
         torch.set_num_threads(s.threads)
     temporary = tempfile.TemporaryDirectory(prefix="bench-speedup-") if out_dir is None else None
@@ -200,8 +208,8 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
     plan["bp_left_plateau_by_third"] = None if share is None else share >= PLATEAU_SHARE
     plan["runs_cut_short"] = [f"{m}-seed{r['seed']}" for r in runs for m in METHODS if r[f"{m}_steps"] < plan["planned_steps"]]
     curves_out = {m: {str(seed): curve_of(results[(m, seed)]) for seed in s.seeds} for m in METHODS}
-    return {"settings": settings_out, "horizon": plan, "sweep": sweep, "runs": runs, "summary": summary,
-            "curves": curves_out}
+    return {"settings": settings_out, "device": device, "horizon": plan, "sweep": sweep, "runs": runs,
+            "summary": summary, "curves": curves_out}
 
 
 def add_arguments(sub) -> None:
@@ -231,6 +239,7 @@ def add_arguments(sub) -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time runs by wall-clock (default) or by this process's CPU seconds (robust to other jobs)")
     p.add_argument("--no-emissions", action="store_true", help="skip codecarbon (no kg CO2)")
+    add_device_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="keep (and reuse) the run directories here")
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables as markdown")
     p.add_argument("--plot", type=Path, default=None, help="PNG of val loss vs training seconds")
@@ -245,7 +254,7 @@ def settings_from_args(args) -> SpeedupSettings:
         budget_s=budget, epochs=args.epochs, seeds=args.seeds, base_lr=args.base_lr, lr_multipliers=args.lr_multipliers,
         dbp_lr_multipliers=args.dbp_lr_multipliers, sweep_seeds=args.sweep_seeds, threads=args.threads,
         thresholds=args.thresholds, dbp_overrides=args.dbp, emissions=not args.no_emissions, clock=args.clock,
-        horizon=args.horizon)
+        horizon=args.horizon, device=args.device, dtype=args.dtype, compile=args.compile)
 
 
 def run(args) -> dict:

@@ -20,6 +20,8 @@ def _headline(result: dict) -> str:
                     f"{plan.get('steps_per_epoch', '?')} steps = {plan.get('planned_steps', '?')} optimizer steps on "
                     f"{plan.get('train_images', '?')} training images"),
         ("clock of the training seconds", settings.get("clock", "wall")),
+        *([("device", "{device} ({device_name}), {dtype}{c}".format(**result["device"], c=", compiled" * result["device"]["compile"]))]
+          if "device" in result else []),
         ("DBP seconds to BP's best val loss / BP's (epoch resolution)", f"**{range_cell(s['time_fraction'], '.2f')}**"),
         ("same in epochs", range_cell(s["epoch_fraction"], ".2f")),
         ("DBP kg CO2 to BP's best / BP's", range_cell(s["co2_fraction"], ".2f")),

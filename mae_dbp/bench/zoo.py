@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from mae_dbp.bench.compare import METHODS, TOP1, cached_run, compare_pair, run_pairs, summarize
+from mae_dbp.bench.compare import METHODS, TOP1, add_device_arguments, cached_run, compare_pair, device_entry
+from mae_dbp.bench.compare import device_fields, run_pairs, summarize
 from mae_dbp.bench.report import fmt, markdown_table as table
 from mae_dbp.data.io import list_images, read_image
 from mae_dbp.errors import UserInputError
@@ -105,7 +106,8 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                   sweep_seeds: Sequence[int] | None = None, decor_lr: float = 1e-3,
                   kappa: float = 0.0, threads: int | None = None, out_dir: str | Path | None = None,
                   targets: Sequence[float] = (0.9, 0.95, 0.97, 0.98), variant: str = "standard", rank: int = 16,
-                  sites: Sequence[str] = ("*",), sample_frac: float = 0.1, clock: str = "wall") -> dict:
+                  sites: Sequence[str] = ("*",), sample_frac: float = 0.1, clock: str = "wall", device: str = "auto",
+                  dtype: str = "float32", compile: bool = False) -> dict:
     """BP vs DBP per architecture and seed to ``budget_s`` training seconds each; returns the results.
 
     ``lrs`` (W, Adam; several: a sweep on ``sweep_seeds``, default ``seeds``, see the module
@@ -114,7 +116,8 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     whose first-reach seconds are reported for both methods; ``variant`` / ``rank`` / ``sites``: DBP's
     variant and the layers it decorrelates (module-name globs); ``kappa`` / ``sample_frac``: the R
     rule's whitening weight and the fraction of each batch's rows per R update; ``clock``: "wall" or
-    "cpu" (the process's CPU seconds). Runs go to ``out_dir`` (default: a temporary folder, deleted;
+    "cpu" (the process's CPU seconds); ``device`` / ``dtype`` / ``compile``: every run's
+    ``train.device`` / bf16 autocast / ``train.compile``. Runs go to ``out_dir`` (default: a temporary folder, deleted;
     a finished run there with the same training is reused). Result: {"settings", "runs": {arch:
     [pair per seed]}, "sweep": {arch: lr sweep or null}, "summary": {arch: {key: median, min, max
     over seeds, a miss counted as +inf}}}.
@@ -137,6 +140,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     first = read_image(list_images(data_dir / "train")[0])
     stats = compute_stats(data_dir / "train", progress=False)
     previous_threads = torch.get_num_threads()
+    placed = {**device_entry(device, dtype, compile), "threads": threads or previous_threads}  # no GPU: refused
     if threads:
         torch.set_num_threads(threads)
     model = {"in_chans": int(first.shape[0]), "img_size": int(first.shape[-1])}
@@ -144,7 +148,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                               mean=list(stats["mean"]), std=list(stats["std"]))
     train = ClassifyTrainConfig(batch_size=batch_size, effective_batch=batch_size, epochs=100000, warmup_epochs=0,
                                 weight_decay=0.0, betas=[0.9, 0.999], max_train_seconds=budget_s,
-                                guard=GuardConfig(enabled=False))
+                                guard=GuardConfig(enabled=False), **device_fields(device, dtype, compile))
     decor = DecorConfig(sites=list(sites), lr=decor_lr, kappa=kappa, variant=variant, rank=rank, sample_frac=sample_frac)
     temporary = tempfile.TemporaryDirectory(prefix="bench-zoo-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
@@ -163,7 +167,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                 "decor_lr": decor_lr, "kappa": kappa, "sample_frac": sample_frac, "variant": variant,
                 "rank": rank if variant == "low_rank" else None, "sites": list(sites),
                 "threads": threads or previous_threads, "targets": list(targets), "clock": clock, "out_dir": None if temporary else str(root)}
-    return {"settings": settings, "sweep": sweeps, "runs": runs, "summary": summary}
+    return {"settings": settings, "device": placed, "sweep": sweeps, "runs": runs, "summary": summary}
 
 
 def markdown_table(result: dict) -> str:
@@ -218,6 +222,7 @@ def add_arguments(sub) -> None:
     p.add_argument("--sample-frac", type=float, default=0.1, help="fraction of each batch's rows per R update (default 0.1)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time runs by wall-clock (default) or by this process's CPU seconds (robust to other jobs)")
+    add_device_arguments(p)
 
 
 def run(args) -> dict:
@@ -225,6 +230,7 @@ def run(args) -> dict:
     result = run_zoo_bench(args.data, args.budget, archs=args.archs, seeds=args.seeds, batch_size=args.batch_size,
                            threads=args.threads, out_dir=args.out, variant=args.variant, rank=args.rank,
                            sites=args.sites, decor_lr=args.decor_lr, lrs=args.lrs, sweep_seeds=args.sweep_seeds, kappa=args.kappa,
-                           sample_frac=args.sample_frac, clock=args.clock)
+                           sample_frac=args.sample_frac, clock=args.clock, device=args.device, dtype=args.dtype,
+                           compile=args.compile)
     print(markdown_table(result))
     return result
