@@ -153,6 +153,10 @@ class TrainConfig:
     # torch.compile the model (accelerate's dynamo plugin, inductor) for pretraining and classification:
     # worth it on GPUs for runs of hours (compiling takes minutes once); off for short CPU runs
     compile: bool = False
+    # optimizer steps between the loop's reads of its numbers to the host (progress bar, the guard's
+    # non-finite check, the time budget); null: 1 on the CPU (reads cost nothing), 10 on a GPU (each
+    # read waits for the GPU). The guard acts on the interval: a bad batch costs up to that many steps
+    check_every: Optional[int] = None
     seed: int = 0
     max_train_seconds: Optional[float] = None
     stop_after_epoch: Optional[int] = None  # a pre-emption point; never saved with the run
@@ -167,6 +171,8 @@ class TrainConfig:
                 list(self.betas))
         require(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision", f"one of {', '.join(MIXED_PRECISION)}",
                 self.mixed_precision)
+        require(self.check_every is None or self.check_every >= 1, "train.check_every", "null or an int >= 1",
+                self.check_every)
         require(self.device in TRAIN_DEVICES, "train.device", f"one of {', '.join(TRAIN_DEVICES)}", self.device)
         require(self.grad_clip is None or self.grad_clip > 0, "train.grad_clip", "null or a number > 0", self.grad_clip)
         require(self.max_train_seconds is None or self.max_train_seconds > 0, "train.max_train_seconds",

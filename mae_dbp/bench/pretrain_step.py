@@ -3,6 +3,8 @@
 A step is what the trainer does per optimizer step: forward (under ``--dtype`` autocast), backward,
 AdamW step (fused where torch has it for the device) and (DBP) the R update through the trainer's
 :class:`~mae_dbp.train.decor_policy.DecorPolicy` (its R lr, every ``decor.update_every``-th step).
+After timing, one more step of each contender counts its host reads (what would make a CUDA step
+wait: :class:`~mae_dbp.bench.host_reads.HostReads`).
 Both models are built from the same config and seed; inputs are random images of the model's size
 and the configured batch on ``--device`` (the data pipeline is the same for both and is left out).
 
@@ -23,6 +25,7 @@ import torch
 from mae_dbp.bench.compile_stats import CompileWatch
 from mae_dbp.bench.device import (autocast, device_record, peak_memory_gib, reset_peak_memory, resolve_device,
                                   synchronize)
+from mae_dbp.bench.host_reads import HostReads
 from mae_dbp.bench.timing import time_alternating
 from mae_dbp.config import GuardConfig
 from mae_dbp.train.decor_policy import DecorPolicy
@@ -106,6 +109,10 @@ def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | Non
         blocks[name] = (lambda step=step: [step() for _ in range(k)])
     times = {name: seconds / k for name, seconds in
              time_alternating(blocks, repeats=steps, warmup=1, device=where).items()}
+    for name, block in blocks.items():  # what a CUDA step would wait for (bench/host_reads.py)
+        with HostReads() as reads:
+            block()
+        first[name]["host_reads_per_step"] = reads.count / k
     result = {
         "bp_step_s": times["bp"], "dbp_step_s": times["dbp"], "overhead_ratio": times["dbp"] / times["bp"],
         "batch_size": batch, "encoder": config.model.encoder, "img_size": dbp_model.img_size,
@@ -124,15 +131,16 @@ def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | Non
 
 
 def markdown_table(result: dict) -> str:
-    """One row per contender: s/step, vs eager BP, first steps, peak memory, graph breaks, recompiles."""
+    """One row per contender: s/step, vs eager BP, first steps, peak memory, host reads per step,
+    graph breaks, graphs, recompiles."""
     counts = result.get("compile_counts", {})
-    lines = ["| contender | s/step | / eager BP | first steps s | peak GiB | graph breaks | graphs | recompiles after "
-             f"{result['warmup_steps']} steps |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| contender | s/step | / eager BP | first steps s | peak GiB | host reads / step | graph breaks | graphs | "
+             f"recompiles after {result['warmup_steps']} steps |", "|---|---|---|---|---|---|---|---|---|"]
     for name, first in result["contenders"].items():
         seconds = result[f"{name}_step_s"]
         c = counts.get(name.removesuffix("_compiled"), {}) if name.endswith("_compiled") else {}
         peak = "-" if first["peak_mem_gib"] is None else f"{first['peak_mem_gib']:.2f}"
         lines.append(f"| {name} | {seconds:.4f} | {seconds / result['bp_step_s']:.3f} | {first['first_steps_s']:.1f} | "
-                     f"{peak} | {c.get('graph_breaks', '-')} | {c.get('graphs', '-')} | "
+                     f"{peak} | {first.get('host_reads_per_step', '-'):g} | {c.get('graph_breaks', '-')} | {c.get('graphs', '-')} | "
                      f"{c.get('recompiles_after_warmup', '-')} |")
     return "\n".join(lines)

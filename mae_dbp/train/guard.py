@@ -34,10 +34,6 @@ class InstabilityGuard:
     bad_evals: int = 0
     events: list[dict] = field(default_factory=list)
 
-    def loss_is_bad(self, loss: float) -> bool:
-        """True for a non-finite training loss (the trainer then checks the batch's inputs)."""
-        return not math.isfinite(loss)
-
     def val_is_bad(self, val_loss: float, best: float) -> bool:
         """Count a validation loss that rose past the tolerance; True when patience is used up."""
         if not self.settings.enabled:

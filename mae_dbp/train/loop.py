@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -26,32 +25,31 @@ from mae_dbp.errors import UserInputError
 from mae_dbp.run_dir import RunDir, saved_checkpoint
 from mae_dbp.train import checkpoints
 from mae_dbp.train.decor_policy import DecorPolicy
+from mae_dbp.train.meter import Reading, StepMeter
 from mae_dbp.train.emissions import TrainingEmissions
-from mae_dbp.train.guard import non_finite_rows
 from mae_dbp.train.records import RunRecords
 from mae_dbp.train.setup import setup
 from mae_dbp.train.state import Run, Task, WithIndex
 
 __all__ = ["Task", "WithIndex", "fit", "train_one_epoch", "evaluate", "end_epoch"]
+GPU_CHECK_EVERY = 10  # train.check_every: null on a GPU
 
 
-def _any_rank(accelerator: Accelerator, flag: bool) -> bool:
-    return bool(accelerator.gather(torch.tensor([float(flag)], device=accelerator.device)).sum() > 0)
+def check_every(run: Run) -> int:
+    """Optimizer steps between the loop's host reads: ``train.check_every``, or (null) 1 on the CPU,
+    where a read costs nothing, and :data:`GPU_CHECK_EVERY` on a GPU."""
+    every = run.train_cfg.check_every
+    return every if every is not None else (1 if run.accelerator.device.type == "cpu" else GPU_CHECK_EVERY)
 
 
-def _out_of_time(accelerator: Accelerator, seconds: float, budget: float) -> bool:
-    """The main process's clock decides, so every rank stops after the same step."""
-    return bool(broadcast(torch.tensor([float(seconds >= budget)], device=accelerator.device)).item())
-
-
-def non_finite_loss(run: Run, task: Task, batch: Any, index: torch.Tensor, epoch: int) -> None:
-    """A non-finite loss: non-finite inputs are a data error naming the files; otherwise the guard
-    restores ``last/`` and calms R down (or, with the guard off, the run stops)."""
-    rows = non_finite_rows(task.inputs(batch))
-    if _any_rank(run.accelerator, bool(rows)):
-        names = run.train_set.names([int(index[r]) for r in rows]) or ["(on another process)"]
-        raise UserInputError(f"non-finite model inputs (nan/inf) from {', '.join(names[:5])}: fix or remove the "
-                             f"file(s), or check data.mean/std")
+def non_finite_loss(run: Run, meter: StepMeter, reading: Reading, epoch: int) -> None:
+    """A non-finite loss in the check interval: non-finite inputs are a data error naming the files;
+    otherwise the guard restores model and optimizer from ``last/`` and calms R down (or, with the
+    guard off, the run stops)."""
+    if reading.bad_rows:
+        names = run.train_set.names(meter.bad_indices())
+        raise UserInputError(f"non-finite model inputs (nan/inf) from {', '.join((names or ['(on another process)'])[:5])}"
+                             ": fix or remove the file(s), or check data.mean/std")
     if not run.guard.settings.enabled:
         raise FloatingPointError(f"non-finite training loss at step {run.state.step} (train.guard.enabled is false)")
     checkpoints.restore_weights(run.accelerator, run.model, run.optimizer, run.run_dir.last)
@@ -79,27 +77,43 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
 
 def train_one_epoch(run: Run, task: Task, epoch: int, clock: Callable[[], float] = time.perf_counter) -> float:
     """One pass over the training data (or until the time budget); returns the mean loss over ranks.
-    ``clock`` (seconds) times it into ``train_seconds`` (e.g. ``time.process_time`` for CPU seconds)."""
-    acc, budget = run.accelerator, run.train_cfg.max_train_seconds
+    ``clock`` (seconds) times it into ``train_seconds`` (e.g. ``time.process_time`` for CPU seconds).
+
+    Nothing is read to the host per micro-batch: losses and input checks add up on the device
+    (:class:`~mae_dbp.train.meter.StepMeter`) and are read once at the last micro-batch of every
+    ``check_every``-th optimizer step and of the epoch, before its backward. That read feeds the
+    progress bar and the epoch's loss, decides the time budget (the main process's clock, so every
+    rank stops after the same step) and lets the guard act: a non-finite loss in the interval skips
+    this step and restores ``last/``; the steps between it and the check are lost, so with
+    ``check_every`` k a bad batch costs up to k steps (1 step at k = 1, the CPU default).
+    """
+    acc, budget, every = run.accelerator, run.train_cfg.max_train_seconds, check_every(run)
     run.model.train()
     run.train_loader.set_epoch(epoch)  # the seedable sampler's shuffle of this epoch, also after a resume
-    losses, start = [], clock()
+    meter, start, total, count = StepMeter(acc.device), clock(), 0.0, 0
+    batches = len(run.train_loader)
     bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{run.train_cfg.epochs}", disable=not run.main, leave=False)
-    for batch, index in bar:
+    for number, (batch, index) in enumerate(bar, 1):
         with acc.accumulate(run.model):
             loss = task.train_loss(run.model, batch)
-            if run.guard.loss_is_bad(float(acc.gather(loss.detach().reshape(1)).sum())):
-                run.optimizer.zero_grad(set_to_none=True)
-                non_finite_loss(run, task, batch, index, epoch)
+            meter.add(loss, task.inputs(batch), index)
+            if number < batches and not (acc.sync_gradients and (run.state.step + 1) % every == 0):
+                optimizer_step(run, loss)
                 continue
-            optimizer_step(run, loss)
-        losses.append(loss.detach())
-        if run.main and len(losses) % 10 == 1:
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{run.lr:.2e}")
-        if budget and _out_of_time(acc, run.state.train_seconds + clock() - start, budget):
+            reading = meter.read(acc, bool(budget) and run.state.train_seconds + clock() - start >= budget)
+            total, count = total + reading.loss_sum, count + reading.finite
+            if reading.non_finite:
+                run.optimizer.zero_grad(set_to_none=True)
+                non_finite_loss(run, meter, reading, epoch)
+            else:
+                optimizer_step(run, loss)
+            meter.clear()
+        if run.main:
+            bar.set_postfix(loss=f"{reading.mean_loss:.4f}", lr=f"{run.lr:.2e}")
+        if reading.out_of_time:
             break
     run.state.train_seconds += clock() - start
-    return float(acc.reduce(torch.stack(losses).mean(), "mean")) if losses else math.nan
+    return total / count if count else math.nan
 
 
 def evaluate(run: Run, task: Task) -> dict[str, float]:
