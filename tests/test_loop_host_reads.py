@@ -20,6 +20,8 @@ from mae_dbp.train.loop import Task, train_one_epoch
 from mae_dbp.train.pretrain import PretrainConfig
 from mae_dbp.train.setup import setup
 
+pytestmark = pytest.mark.slow  # each run builds an accelerator and trains an epoch: seconds
+
 
 class Pairs(Dataset):
     """64 seeded (x (8,), y (1,)) pairs; ``poison`` (an index) gets a loss of nan through its y."""
