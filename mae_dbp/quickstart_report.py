@@ -111,8 +111,8 @@ def write_report(out: Path, results: dict, size) -> Path:
         "",
         f"{size.seg_train_images} / {size.seg_val_images} labelled synthetic images ({size.image_size} px); each "
         f"seed's BP and DBP encoder exported (DBP fused: W <- W R) and fine-tuned as a tiny UperNet for "
-        f"{size.seg_iters} iterations (`mae-dbp bench finetune`). The photo runs take RGB and there are no "
-        "labelled photos, so only the 2-channel wire-bond encoders are fine-tuned.",
+        f"{size.seg_iters} iterations at lr {size.seg_lr:g} (`mae-dbp bench finetune`). The photo runs take RGB "
+        "and there are no labelled photos, so only the 2-channel wire-bond encoders are fine-tuned.",
         "",
         seg,
         "DBP layers' input decorrelation (seed 0, wire-bond):",

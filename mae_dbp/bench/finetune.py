@@ -31,11 +31,13 @@ SEGMENT_CONFIG = "upernet_tiny_cpu.py"  # in the shipped configs/segmentation/
 class FinetuneSettings:
     """``iters`` UperNet iterations per encoder (validated once, at the end) at lr ``lr`` (AdamW
     with layer decay, the config's warm-up + poly decay); ``config``: a segmentation config path or
-    the name of a shipped one."""
+    the name of a shipped one; ``threads``: torch CPU threads while fine-tuning (None: unchanged;
+    1, as ``bench speedup``: steady on a busy machine, where two threads can take twice as long)."""
 
     iters: int = 100
     lr: float = 3e-3
     config: str = SEGMENT_CONFIG
+    threads: int | None = 1
 
 
 def run_folders(speedup: dict) -> list[dict]:
@@ -118,16 +120,26 @@ def run_finetune_bench(speedup: dict, seg_data: str | Path, out_dir: str | Path,
         for method in METHODS:
             check_channels(pair[method], channels, seg_data)
     prepare_output(out, None, force)  # the bench owns its whole folder
-    runs = []
-    for index, pair in enumerate(folders):
-        seed, scores = pair["seed"], {}
-        for method in METHODS if index % 2 == 0 else METHODS[::-1]:
-            print(f"== bench finetune: {method.upper()} seed {seed} ({s.iters} iterations) ==", flush=True)
-            scores[method] = finetune(pair[method], out / f"{method}-seed{seed}", seg_data, seed, s)
-        runs.append({"seed": seed, **{f"{m}_mIoU": scores[m]["mIoU"] for m in METHODS},
-                     "difference": scores["dbp"]["mIoU"] - scores["bp"]["mIoU"],
-                     **{f"{m}_run": scores[m]["run"] for m in METHODS},
-                     **{f"{m}_per_class_iou": scores[m]["per_class_iou"] for m in METHODS}})
+    import torch
+
+    previous_threads, runs = torch.get_num_threads(), []
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    try:
+        scores = {}
+        for index, pair in enumerate(folders):
+            for method in METHODS if index % 2 == 0 else METHODS[::-1]:
+                print(f"== bench finetune: {method.upper()} seed {pair['seed']} ({s.iters} iterations) ==", flush=True)
+                scores[method, pair["seed"]] = finetune(pair[method], out / f"{method}-seed{pair['seed']}", seg_data,
+                                                        pair["seed"], s)
+    finally:
+        torch.set_num_threads(previous_threads)
+    for pair in folders:
+        seed, scores_of = pair["seed"], {m: scores[m, pair["seed"]] for m in METHODS}
+        runs.append({"seed": seed, **{f"{m}_mIoU": scores_of[m]["mIoU"] for m in METHODS},
+                     "difference": scores_of["dbp"]["mIoU"] - scores_of["bp"]["mIoU"],
+                     **{f"{m}_run": scores_of[m]["run"] for m in METHODS},
+                     **{f"{m}_per_class_iou": scores_of[m]["per_class_iou"] for m in METHODS}})
     summary = {key: median_range([r[key] for r in runs]) for key in ("bp_mIoU", "dbp_mIoU", "difference")}
     return {"settings": {**asdict(s), "seg_data": str(seg_data), "out_dir": str(out)}, "runs": runs,
             "summary": summary, "verdict": verdict(runs, summary)}
@@ -156,6 +168,7 @@ def add_arguments(sub) -> None:
     p.add_argument("--iters", type=int, default=100, help="UperNet iterations per encoder (default 100)")
     p.add_argument("--lr", type=float, default=3e-3, help="fine-tuning lr (default 3e-3)")
     p.add_argument("--seg-config", default=SEGMENT_CONFIG, help=f"segmentation config (default the shipped {SEGMENT_CONFIG})")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads while fine-tuning (default 1)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown")
 
@@ -168,7 +181,8 @@ def run(args) -> dict:
         raise UserInputError(f"{args.speedup}: no bench speedup result (the --json of mae-dbp bench speedup)")
     speedup = json.loads(args.speedup.read_text())
     result = run_finetune_bench(speedup, args.seg_data, args.out,
-                                FinetuneSettings(iters=args.iters, lr=args.lr, config=args.seg_config), force=args.force)
+                                FinetuneSettings(iters=args.iters, lr=args.lr, config=args.seg_config,
+                                                 threads=args.threads), force=args.force)
     text = markdown_report(result)
     print(text)
     if args.markdown is not None:
