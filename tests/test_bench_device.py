@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mae_dbp.bench.compile_stats import CompileWatch
-from mae_dbp.bench.device import autocast, device_record, resolve_device
+from mae_dbp.bench.device import autocast, device_record, resolve_device, torch_threads
 from mae_dbp.cli import main
 from mae_dbp.errors import UserInputError
 
@@ -20,6 +20,20 @@ def test_auto_is_cuda_only_where_there_is_one_and_bad_names_are_one_line():
     if not torch.cuda.is_available():
         with pytest.raises(UserInputError, match="torch sees no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_torch_threads_sets_them_in_the_block_and_restores_them_after_an_error_too():
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    with torch_threads(other) as used:
+        assert used == other and torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(other):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with torch_threads(None) as used:  # None: left as they are, and reported
+        assert used == before == torch.get_num_threads()
 
 
 def test_bf16_autocast_runs_matmuls_in_bf16_and_float32_leaves_them():

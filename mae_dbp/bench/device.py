@@ -68,6 +68,21 @@ def autocast(device: "torch.device", dtype: str) -> ContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's CPU threads set to ``threads`` inside the block (None or 0: left as they are) and
+    restored after it, also on an error. Yields the number in effect (for the JSON's device entry)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield threads or previous
+    finally:
+        torch.set_num_threads(previous)
+
+
 def synchronize(device: "torch.device") -> None:
     """Wait for the work queued on ``device`` (CUDA kernels run asynchronously); a no-op on CPU."""
     import torch

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mae_dbp.bench.compare import METHODS, median_range
+from mae_dbp.bench.device import torch_threads
 from mae_dbp.bench.report import fmt, markdown_table, range_cell
 from mae_dbp.errors import UserInputError
 from mae_dbp.run_dir import prepare_output
@@ -120,26 +121,17 @@ def run_finetune_bench(speedup: dict, seg_data: str | Path, out_dir: str | Path,
         for method in METHODS:
             check_channels(pair[method], channels, seg_data)
     prepare_output(out, None, force)  # the bench owns its whole folder
-    import torch
-
-    previous_threads, runs = torch.get_num_threads(), []
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    try:
-        scores = {}
+    runs = []
+    with torch_threads(s.threads):
         for index, pair in enumerate(folders):
+            seed, scores = pair["seed"], {}
             for method in METHODS if index % 2 == 0 else METHODS[::-1]:
-                print(f"== bench finetune: {method.upper()} seed {pair['seed']} ({s.iters} iterations) ==", flush=True)
-                scores[method, pair["seed"]] = finetune(pair[method], out / f"{method}-seed{pair['seed']}", seg_data,
-                                                        pair["seed"], s)
-    finally:
-        torch.set_num_threads(previous_threads)
-    for pair in folders:
-        seed, scores_of = pair["seed"], {m: scores[m, pair["seed"]] for m in METHODS}
-        runs.append({"seed": seed, **{f"{m}_mIoU": scores_of[m]["mIoU"] for m in METHODS},
-                     "difference": scores_of["dbp"]["mIoU"] - scores_of["bp"]["mIoU"],
-                     **{f"{m}_run": scores_of[m]["run"] for m in METHODS},
-                     **{f"{m}_per_class_iou": scores_of[m]["per_class_iou"] for m in METHODS}})
+                print(f"== bench finetune: {method.upper()} seed {seed} ({s.iters} iterations) ==", flush=True)
+                scores[method] = finetune(pair[method], out / f"{method}-seed{seed}", seg_data, seed, s)
+            runs.append({"seed": seed, **{f"{m}_mIoU": scores[m]["mIoU"] for m in METHODS},
+                         "difference": scores["dbp"]["mIoU"] - scores["bp"]["mIoU"],
+                         **{f"{m}_run": scores[m]["run"] for m in METHODS},
+                         **{f"{m}_per_class_iou": scores[m]["per_class_iou"] for m in METHODS}})
     summary = {key: median_range([r[key] for r in runs]) for key in ("bp_mIoU", "dbp_mIoU", "difference")}
     return {"settings": {**asdict(s), "seg_data": str(seg_data), "out_dir": str(out)}, "runs": runs,
             "summary": summary, "verdict": verdict(runs, summary)}

@@ -34,6 +34,7 @@ from mae_dbp.bench import curves, horizon
 from mae_dbp.bench.compare import METHODS, VAL_LOSS, add_device_arguments, cached_run, compare_pair, device_entry
 from mae_dbp.bench.compare import device_fields, run_pairs, summarize
 from mae_dbp.bench.compare import training_key  # noqa: F401  (the cache key, part of this bench's interface)
+from mae_dbp.bench.device import torch_threads
 from mae_dbp.config import resolve_config_path
 from mae_dbp.errors import UserInputError
 
@@ -158,20 +159,15 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
     "summary", "curves"}. Run directories go to ``out_dir`` (default: a temporary folder, deleted)."""
     import dataclasses
 
-    import torch
-
     s = settings or SpeedupSettings()
     data_dir, config = Path(data_dir), str(resolve_config_path(config, "pretrain")) if config else None
     if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
         raise UserInputError(f"{data_dir}: expected train/ and val/ image folders (mae-dbp data photos)")
     if len(s.seeds) < 1 or not s.lr_multipliers:
         raise UserInputError("bench speedup needs at least one seed and one lr multiplier")
-    previous_threads = torch.get_num_threads()
-    device = {**device_entry(s.device, s.dtype, s.compile), "threads": s.threads or previous_threads}  # no GPU: refused
+    device = device_entry(s.device, s.dtype, s.compile)  # no GPU: refused
     plan = plan_horizon(data_dir, config, s)
     s = dataclasses.replace(s, epochs=plan["epochs"])
-    if s.threads:
-        torch.set_num_threads(s.threads)
     temporary = tempfile.TemporaryDirectory(prefix="bench-speedup-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
 
@@ -183,9 +179,9 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
     lrs = {"bp": [s.base_lr * m for m in s.lr_multipliers],
            "dbp": [s.base_lr * m for m in (s.dbp_lr_multipliers or s.lr_multipliers)]}
     try:
-        sweep, results = run_pairs(runner, lrs, s.seeds, s.sweep_seeds, VAL_LOSS)
+        with torch_threads(s.threads) as threads:
+            sweep, results = run_pairs(runner, lrs, s.seeds, s.sweep_seeds, VAL_LOSS)
     finally:
-        torch.set_num_threads(previous_threads)
         if temporary:
             temporary.cleanup()
     levels = list(s.thresholds) if s.thresholds else default_thresholds(
@@ -199,7 +195,7 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
                      "bp_steps": bp["rows"][-1]["step"], "dbp_steps": dbp["rows"][-1]["step"],
                      "speedup_curve": curves.speedup_curve(curve_of(bp), curve_of(dbp)),
                      "bp_improvement_by_third": curves.improvement_share(curve_of(bp))})
-    recorded = {**asdict(s), "threads": s.threads or previous_threads, "thresholds": levels,
+    recorded = {**asdict(s), "threads": threads, "thresholds": levels,
                 "dbp_lr_multipliers": list(s.dbp_lr_multipliers or s.lr_multipliers)}
     recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in recorded.items()}
     settings_out = {"data": str(data_dir), "config": config, **recorded, "out_dir": None if temporary else str(root)}
@@ -208,7 +204,7 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
     plan["bp_left_plateau_by_third"] = None if share is None else share >= PLATEAU_SHARE
     plan["runs_cut_short"] = [f"{m}-seed{r['seed']}" for r in runs for m in METHODS if r[f"{m}_steps"] < plan["planned_steps"]]
     curves_out = {m: {str(seed): curve_of(results[(m, seed)]) for seed in s.seeds} for m in METHODS}
-    return {"settings": settings_out, "device": device, "horizon": plan, "sweep": sweep, "runs": runs,
+    return {"settings": settings_out, "device": {**device, "threads": threads}, "horizon": plan, "sweep": sweep, "runs": runs,
             "summary": summary, "curves": curves_out}
 
 

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 
 from mae_dbp.bench.compare import METHODS, TOP1, add_device_arguments, cached_run, compare_pair, device_entry
 from mae_dbp.bench.compare import device_fields, run_pairs, summarize
+from mae_dbp.bench.device import torch_threads
 from mae_dbp.bench.report import fmt, markdown_table as table
 from mae_dbp.data.io import list_images, read_image
 from mae_dbp.errors import UserInputError
@@ -122,8 +123,6 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     [pair per seed]}, "sweep": {arch: lr sweep or null}, "summary": {arch: {key: median, min, max
     over seeds, a miss counted as +inf}}}.
     """
-    import torch
-
     from data_tools.stats import compute_stats
     from mae_dbp.config import DecorConfig, GuardConfig
     from mae_dbp.train.classify import ClassifyDataConfig, ClassifyTrainConfig
@@ -139,10 +138,7 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
         raise UserInputError(f"bench zoo: unknown arch {unknown[0]!r} (known: {', '.join(ARCH_MODELS)})")
     first = read_image(list_images(data_dir / "train")[0])
     stats = compute_stats(data_dir / "train", progress=False)
-    previous_threads = torch.get_num_threads()
-    placed = {**device_entry(device, dtype, compile), "threads": threads or previous_threads}  # no GPU: refused
-    if threads:
-        torch.set_num_threads(threads)
+    placed = device_entry(device, dtype, compile)  # no GPU: refused
     model = {"in_chans": int(first.shape[0]), "img_size": int(first.shape[-1])}
     data = ClassifyDataConfig(root=str(data_dir / "train"), val_root=str(data_dir / "val"), cache=True,
                               mean=list(stats["mean"]), std=list(stats["std"]))
@@ -154,11 +150,11 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
     root = Path(temporary.name if temporary else out_dir)
     runs, sweeps = {}, {}
     try:
-        for arch in archs:
-            run = _runner(root, arch, model, data, train, decor, clock)
-            runs[arch], sweeps[arch] = _compare_arch(run, root, arch, seeds, lrs, sweep_seeds, targets)
+        with torch_threads(threads) as used_threads:
+            for arch in archs:
+                run = _runner(root, arch, model, data, train, decor, clock)
+                runs[arch], sweeps[arch] = _compare_arch(run, root, arch, seeds, lrs, sweep_seeds, targets)
     finally:
-        torch.set_num_threads(previous_threads)
         if temporary:
             temporary.cleanup()
     summary = {arch: summarize(pairs, SUMMARY_KEYS) for arch, pairs in runs.items()}
@@ -166,8 +162,8 @@ def run_zoo_bench(data_dir: str | Path, budget_s: float, archs: Sequence[str] = 
                 "batch_size": batch_size, "lrs": list(lrs), "sweep_seeds": sweep_seeds,
                 "decor_lr": decor_lr, "kappa": kappa, "sample_frac": sample_frac, "variant": variant,
                 "rank": rank if variant == "low_rank" else None, "sites": list(sites),
-                "threads": threads or previous_threads, "targets": list(targets), "clock": clock, "out_dir": None if temporary else str(root)}
-    return {"settings": settings, "device": placed, "sweep": sweeps, "runs": runs, "summary": summary}
+                "threads": used_threads, "targets": list(targets), "clock": clock, "out_dir": None if temporary else str(root)}
+    return {"settings": settings, "device": {**placed, "threads": used_threads}, "sweep": sweeps, "runs": runs, "summary": summary}
 
 
 def markdown_table(result: dict) -> str:
