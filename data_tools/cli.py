@@ -5,6 +5,7 @@
     mae-dbp data tile DIR --out DIR --tile PX [--overlap PX] [--val-fraction F] [--seed S]
     mae-dbp data stats DIR --out FILE.json
     mae-dbp data shard DIR --out DIR [--tile PX] [--overlap PX] [--shard-size MB] [--seed S]
+    mae-dbp data pyramid DIR --out DIR [--min-side PX]
     mae-dbp data subset imagenet|ade20k SRC --out DIR --fraction F [--seed S] [--mode symlink|list]
     mae-dbp data digits --out DIR [--size PX] [--val-fraction F] [--seed S]
     mae-dbp data photos --out DIR [--size PX] [--train-crops N] [--val-crops N] [--val-fraction F] [--scale F]
@@ -56,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=float, default=512.0, help="MB of pixels per shard (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample order across shards")
 
+    p = sub.add_parser("pyramid", help="pyramidal TIFF copies (reduced-resolution levels): crops of large "
+                                       "images read from a coarser level")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="output folder (images/, and masks/, classes.yaml if any)")
+    p.add_argument("--min-side", type=int, default=224,
+                   help="add levels while their shorter side is at least this many px (default 224)")
+
     p = sub.add_parser("stats", help="per-channel mean/std in raw pixel units, as JSON")
     p.add_argument("dir", type=Path)
     p.add_argument("--out", type=Path, required=True, help="JSON file to write (e.g. DIR/stats.json)")
@@ -71,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     digits.add_arguments(sub)  # brings its own --force
     photos.add_arguments(sub)  # brings its own --force
-    for name in ("synthetic", "tile", "shard", "stats", "subset"):
+    for name in ("synthetic", "tile", "shard", "pyramid", "stats", "subset"):
         sub.choices[name].add_argument("--force", action="store_true", help="replace an existing output")
     for p in sub.choices.values():
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -117,6 +125,14 @@ def _shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pyramid(args: argparse.Namespace) -> int:
+    from data_tools.pyramid import write_pyramids
+
+    counts = write_pyramids(args.dir, args.out, min_side=args.min_side, force=args.force, progress=not args.no_progress)
+    print(f"wrote {counts['images']} pyramidal TIFFs ({counts['levels']} reduced levels each for the first) to {args.out}")
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     from data_tools.stats import compute_stats
 
@@ -137,6 +153,6 @@ def _subset(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen data tool; 0 on success, 1 when validation finds problems."""
-    tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "shard": _shard, "stats": _stats,
+    tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "shard": _shard, "pyramid": _pyramid, "stats": _stats,
              "subset": _subset, "digits": digits.run, "photos": photos.run}
     return tools[args.data_command](args)

@@ -1,7 +1,8 @@
 """``mae-dbp data shard FOLDER --out DIR``: WebDataset tar shards of the raw images (or tiles).
 
 Each sample is ``<key>.tiff`` — the image's (or tile's) pixels in the file's own dtype, as an
-uncompressed contiguous TIFF, so the training reader cuts crop windows straight from the bytes — and
+uncompressed contiguous TIFF, so the training reader cuts crop windows straight from the bytes; a
+whole pyramidal image (``mae-dbp data pyramid``) keeps its reduced levels — and
 ``<key>.json`` (source file relative to FOLDER, tile position and shape). Samples are written in a
 seeded random order, so one shard mixes many source images (and the tiles of one image spread over
 shards); ``DIR/manifest.json`` lists every shard's sample count and keys
@@ -15,9 +16,11 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from data_tools.pyramid import write_tiff
 from data_tools.tile import tile_starts
 from mae_dbp.data.io import image_folder, list_images, read_header
 from mae_dbp.data.shards import FORMAT, IMAGE_EXT, MANIFEST, META_EXT, webdataset
@@ -27,14 +30,11 @@ from mae_dbp.files import atomic_write, write_json
 from mae_dbp.run_dir import prepare_output
 
 
-def tiff_bytes(window_chw: np.ndarray) -> bytes:
-    """A ``(C, h, w)`` array as the bytes of an uncompressed contiguous TIFF (HWC on disk, as
-    :func:`mae_dbp.data.io.write_image` writes it)."""
-    import tifffile
-
+def tiff_bytes(window_chw: np.ndarray, levels: Sequence[np.ndarray] = ()) -> bytes:
+    """A ``(C, h, w)`` array (and its reduced ``levels``) as the bytes of an uncompressed contiguous
+    TIFF (:func:`data_tools.pyramid.write_tiff`)."""
     buffer = io.BytesIO()
-    array = np.ascontiguousarray(np.moveaxis(window_chw, 0, -1)) if window_chw.shape[0] > 1 else window_chw[0]
-    tifffile.imwrite(buffer, array, photometric="minisblack", **({"planarconfig": "contig"} if array.ndim == 3 else {}))
+    write_tiff(buffer, window_chw, levels)
     return buffer.getvalue()
 
 
@@ -97,9 +97,10 @@ def write_shards(folder: Path | str, out: Path | str, tile: int | None = None, o
                 for path, key, top, left, h, w in chosen:
                     with open_window(path, channels) as reader:
                         pixels = np.asarray(reader.read(top, left, h, w))
+                        levels = [np.asarray(level.read(0, 0, *level.shape[1:])) for level in reader.levels] if tile is None else []
                     meta = {"source": path.relative_to(root).as_posix(), "top": top, "left": left,
                             "shape": [channels, h, w], "dtype": dtype}
-                    writer.write({"__key__": key, IMAGE_EXT: tiff_bytes(pixels), META_EXT: json.dumps(meta).encode()})
+                    writer.write({"__key__": key, IMAGE_EXT: tiff_bytes(pixels, levels), META_EXT: json.dumps(meta).encode()})
                     bar.update()
 
         atomic_write(out / name, write)

@@ -102,6 +102,9 @@ class DataConfig:
     num_workers: int = 0
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # area fraction of the random crop
     crop_first: bool = True  # training crops read only their window (false: decode the whole image first)
+    # pyramidal TIFFs (mae-dbp data pyramid): read each crop from the coarsest level on which it still
+    # spans level_gap x model.img_size px (null: always the full resolution)
+    level_gap: Optional[float] = 1.5
     crops_per_image: int = 1  # k random crops per read; an epoch still reads every image once (k x the crops)
     shuffle_buffer: int = 0  # crops mixed per loader worker when streaming (0: max(2, k) x train.batch_size)
     shards: Optional[str] = None  # WebDataset shards (a folder with manifest.json, or a pattern) instead of root
@@ -109,6 +112,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         require(self.num_workers >= 0, "data.num_workers", "an int >= 0", self.num_workers)
         require(self.crops_per_image >= 1, "data.crops_per_image", "an int >= 1", self.crops_per_image)
+        require(self.level_gap is None or self.level_gap >= 1, "data.level_gap", "a number >= 1, or null (full resolution)",
+                self.level_gap)
         require(self.shuffle_buffer >= 0, "data.shuffle_buffer", "an int >= 0 (0: automatic)", self.shuffle_buffer)
         scale = list(self.crop_scale)
         require(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "data.crop_scale", "[low, high] with 0 < low <= high <= 1",

@@ -237,6 +237,15 @@ def crops_per_image_zero(ws: Workspace) -> list[str]:
     return ws.pretrain(ws.data, "data.crops_per_image=0")
 
 
+def level_gap_below_one(ws: Workspace) -> list[str]:
+    return ws.pretrain(ws.data, "data.level_gap=0.5")
+
+
+def pyramid_of_float_images(ws: Workspace) -> list[str]:
+    write_image(ws.dir / "floats" / "zz_float.tif", np.ones((2, 32, 32), np.float32))
+    return ["data", "pyramid", str(ws.dir / "floats"), "--out", str(ws.dir / "pyramid"), "--no-progress"]
+
+
 def window_cannot_be_read(ws: Workspace) -> list[str]:
     """A tiled TIFF whose header reads but whose tiles are cut off: the crop window fails."""
     import tifffile
@@ -301,6 +310,8 @@ CASES = [
          lambda ws: "train_cfg.max_iters", leaves_files=True, slow=True),
     Case("data tile writing 0 validation tiles", tile_without_validation, lambda ws: "0 val tiles", "warning", True),
     Case("data.crops_per_image=0", crops_per_image_zero, lambda ws: "data.crops_per_image"),
+    Case("data.level_gap=0.5", level_gap_below_one, lambda ws: "data.level_gap: expected a number >= 1"),
+    Case("data pyramid of float images", pyramid_of_float_images, lambda ws: "zz_float.tif: float32 pixels"),
     Case("TIFF whose crop window cannot be read", window_cannot_be_read, lambda ws: "zz_window.tif"),
     Case("truncated shard", truncated_shard, lambda ws: "shard-00001.tar", leaves_files=True),
     Case("model.in_chans=0", in_chans_zero, lambda ws: "model.in_chans: expected an int >= 1, got 0"),

@@ -30,7 +30,7 @@ def test_bench_data_counts_window_bytes_and_names_the_bound(tmp_path, capsys):
     file_mb = (tmp_path / "images" / "im0.tif").stat().st_size / 1e6
     assert results["whole"]["mb_per_sample"] == pytest.approx(file_mb)
     assert results["window"]["mb_per_sample"] <= 0.2 * 128 * 128 * 4 / 1e6 * 1.1  # the crop's window at most
-    assert results["k2"]["path"].endswith("crops_per_image 2")
+    assert results["k2"]["path"].endswith("crops_per_image 2, level_gap 1.5")
     assert set(results["window"]["workers"]) == {"0", "1"} and results["window"]["workers"]["1"]["median"] > 0
     verdict = results["window"]["verdict"]
     assert verdict.split(":")[0] in ("loader-bound", "step-bound") and "img/s, the step takes" in verdict

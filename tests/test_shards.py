@@ -102,3 +102,44 @@ def test_two_cpu_ranks_read_disjoint_samples(source, tmp_path):
         assert len(ranks[0]["seen"][epoch]) == len(ranks[1]["seen"][epoch]) == 24
         assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 24
     assert ranks[0]["seen"]["1"] != ranks[0]["seen"]["2"]  # reshuffled per epoch
+
+
+@pytest.mark.parametrize("format_", ["ustar", "gnu", "pax"])
+def test_tar_members_read_what_tarfile_wrote(tmp_path, format_):
+    """Against the standard library's own reader: long names (ustar prefix, GNU 'L', pax 'path'),
+    a directory and a symlink skipped, an empty member, a member of an exact block multiple."""
+    import io
+    import tarfile
+
+    from mae_dbp.data.shards import tar_members
+
+    rng = np.random.default_rng(0)
+    files = {"a.tiff": rng.bytes(1000), "a.json": b"{}", "empty.txt": b"", "block.bin": rng.bytes(1024),
+             "deep/" * 12 + "long_name_sample.tiff": rng.bytes(700)}
+    if format_ != "ustar":  # a basename over 100 characters needs GNU or pax headers
+        files["x" * 150 + ".tiff"] = rng.bytes(513)
+    path = tmp_path / "t.tar"
+    fmt = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}[format_]
+    with tarfile.open(path, "w", format=fmt) as tar:
+        folder = tarfile.TarInfo("adir")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("alink")
+        link.type, link.linkname = tarfile.SYMTYPE, "a.tiff"
+        tar.addfile(link)
+    with tarfile.open(path) as tar:
+        expected = [(m.name, tar.extractfile(m).read()) for m in tar if m.isreg()]
+    with open(path, "rb") as stream:
+        assert list(tar_members(stream)) == expected == list(files.items())
+    data = path.read_bytes()
+    damaged = bytearray(data)
+    damaged[10] ^= 0xFF  # inside the first header's name: its checksum no longer matches
+    with pytest.raises(ValueError, match="checksum"):
+        list(tar_members(io.BytesIO(bytes(damaged))))
+    with pytest.raises(ValueError, match="ends inside"):
+        list(tar_members(io.BytesIO(data[:512 * 3 + 100])))
+

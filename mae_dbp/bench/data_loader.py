@@ -12,8 +12,8 @@ image, ``data.crops_per_image``, ``data.shards``) and measures:
   reads. The same pass gives the CPU ms per sample (one thread: this process's CPU clock, blind to
   other load) and the rate one dedicated core would give;
 * **images/s for each ``--workers`` count**: the training DataLoader (``data.num_workers`` = N,
-  the config's micro-batch), wall clock over ``--images`` samples after the workers started and
-  filled their buffers; ``--repeats`` times, median and range;
+  the config's micro-batch), wall clock over ``--images`` samples after the workers started,
+  filled their buffers and emptied their prefetch queue (:func:`warmup_batches`); ``--repeats`` times, median and range;
 * **the training step** (forward, backward, AdamW, R update as in ``bench pretrain``) at the
   config's batch (``--step-batch`` to shrink it on a CPU), ``--steps`` timed steps, on ``--device``;
 
@@ -36,7 +36,7 @@ def add_arguments(sub) -> None:
     p.set_defaults(_bench_run="mae_dbp.bench.data_loader:run")
     p.add_argument("--config", default=TINY, help=f"pretraining YAML (default {TINY})")
     p.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="DataLoader worker counts (default 1 2)")
-    p.add_argument("--images", type=int, default=128, help="samples timed per measurement (default 128)")
+    p.add_argument("--images", type=int, default=512, help="samples timed per measurement (default 512)")
     p.add_argument("--repeats", type=int, default=3, help="measurements per worker count (default 3)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps (default 3; 0: no step)")
     p.add_argument("--step-batch", type=int, default=None, help="batch of the step (default train.batch_size)")
@@ -50,27 +50,41 @@ def describe(config) -> str:
     data = config.data
     where = f"shards {data.shards}" if data.shards else f"folder {data.root}"
     how = "crop-first" if data.crop_first or data.shards or data.crops_per_image > 1 else "whole image"
-    return f"{where}, {how}, crops_per_image {data.crops_per_image}"
+    levels = f", level_gap {data.level_gap}" if how == "crop-first" else ""
+    return f"{where}, {how}, crops_per_image {data.crops_per_image}{levels}"
+
+
+PREFETCH = 2  # batches each DataLoader worker keeps ready (torch's default prefetch_factor)
+
+
+def warmup_batches(workers: int) -> int:
+    """Batches drawn before the clock starts: each worker's first batch (start-up and, streaming,
+    the shuffle buffer's fill) and every batch the workers had prefetched meanwhile, so the timed
+    batches are produced while timed, not taken from a full queue."""
+    return max(workers, 1) * (PREFETCH + 1)
 
 
 def _loader(train_set, batch: int, workers: int, samples: int, seed: int):
-    """A training DataLoader over at least ``samples`` samples (a long epoch, so no restart is timed)."""
+    """A training DataLoader over at least ``samples`` samples after the warm-up (a long epoch, so
+    no restart is timed)."""
     from torch.utils.data import DataLoader, RandomSampler
 
     from mae_dbp.data.stream import CropStream, StreamPlan
 
+    batches = -(-samples // batch) + warmup_batches(workers) + max(workers, 1) * PREFETCH + 1
+    options = dict(prefetch_factor=PREFETCH) if workers else {}
     if isinstance(train_set, CropStream):
-        train_set.configure(StreamPlan(batch, seed=seed, batches=-(-samples // batch) + 2 * max(workers, 1) + 2))
-        return DataLoader(train_set, batch_size=batch, num_workers=workers)
-    sampler = RandomSampler(train_set, replacement=True, num_samples=samples + batch * (2 * max(workers, 1) + 2))
-    return DataLoader(train_set, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
+        train_set.configure(StreamPlan(batch, seed=seed, batches=batches))
+        return DataLoader(train_set, batch_size=batch, num_workers=workers, **options)
+    sampler = RandomSampler(train_set, replacement=True, num_samples=batches * batch)
+    return DataLoader(train_set, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True, **options)
 
 
 def loader_rate(train_set, batch: int, workers: int, samples: int, seed: int = 0) -> float:
-    """Images/s of the training DataLoader with ``workers`` workers, wall clock, after warm-up
-    (each worker's first batch: start-up and, streaming, the shuffle buffer's fill)."""
+    """Images/s of the training DataLoader with ``workers`` workers, wall clock over ``samples``
+    images after :func:`warmup_batches`."""
     batches = iter(_loader(train_set, batch, workers, samples, seed))
-    for _ in range(max(workers, 1)):
+    for _ in range(warmup_batches(workers)):
         next(batches)
     timed = -(-samples // batch)
     start = time.perf_counter()
@@ -149,7 +163,7 @@ def run_data_bench(config, workers: list[int], samples: int, repeats: int, steps
     train_set, _ = train_val_datasets(config.data, config.model.in_chans, config.model.img_size)
     micro, _ = batch_plan(config.train, 1)
     result = {"path": describe(config), "img_size": config.model.img_size, "loader_batch": micro,
-              **read_cost(train_set, min(samples, 64)), "workers": {}}
+              **read_cost(train_set, min(samples, 256)), "workers": {}}
     for n in workers:
         rates = [loader_rate(train_set, micro, n, samples) for _ in range(repeats)]
         result["workers"][str(n)] = {"median": statistics.median(rates), "min": min(rates), "max": max(rates),

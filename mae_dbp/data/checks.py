@@ -3,6 +3,8 @@
 * 8-bit images mixed into a folder of 16-bit ones (or the other way round): all are normalised
   with the same raw-unit mean/std, so the minority trains as near-black (or saturated) noise.
 * Images smaller than the training crop: the transform upsamples them without a word.
+* Images many times the training crop without reduced-resolution levels: every crop reads and
+  resizes a large full-resolution window, and the loader, not the GPU, sets the pace.
 
 Only file headers are read (:func:`mae_dbp.data.io.read_header`, threads), so checking thousands
 of 2048 px TIFFs takes seconds. ``mae-dbp data validate`` and the pretraining dataset builder both
@@ -16,6 +18,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from mae_dbp.data.io import ImageHeader, read_header
 from mae_dbp.errors import UserInputError
@@ -61,8 +65,27 @@ def small_image_warning(paths: Sequence[Path], sizes: Sequence[tuple[int, int] |
             f"(e.g. {path}, {h}x{w}): they are upsampled to fill the crop")
 
 
+LARGE = 4  # images whose shorter side is at least this many training crops wide are "large"
+
+
+def no_levels_warning(paths: Sequence[Path], headers: Sequence[ImageHeader | None], crop: int,
+                      limit: str) -> str | None:
+    """One line when images at least :data:`LARGE` x ``crop`` px on their shorter side have no
+    reduced-resolution levels: count, an example file and the command that writes them."""
+    large = [(p, h) for p, h in zip(paths, headers) if h is not None and min(h.height, h.width) >= LARGE * crop]
+    bare = [(p, h) for p, h in large if h.levels == 0 and np.issubdtype(np.dtype(h.dtype), np.integer)]
+    if not bare:
+        return None
+    path, header = bare[0]
+    return (f"{len(bare)} of {len(paths)} images are at least {LARGE}x {limit} without reduced-resolution levels "
+            f"(e.g. {path}, {header.height}x{header.width}): each training crop reads and resizes a full-resolution "
+            f"window; mae-dbp data pyramid {path.parent} --out DIR writes pyramidal copies the loader reads "
+            f"about 2.5x faster (docs/benchmarks.md)")
+
+
 def header_warnings(paths: Sequence[Path], min_size: int | None, size_name: str = "model.img_size") -> list[str]:
-    """Mixed bit depth and too-small images among ``paths``, one line each (empty when all is well).
+    """Mixed bit depth, too-small images and large images without levels among ``paths``, one line
+    each (empty when all is well).
 
     ``min_size``: the training crop side in px (None: no size check); ``size_name`` names it.
     """
@@ -72,4 +95,5 @@ def header_warnings(paths: Sequence[Path], min_size: int | None, size_name: str 
     if min_size is not None:
         lines.append(small_image_warning(paths, [(h.height, h.width) if h else None for h in headers],
                                          min_size, f"{size_name}={min_size} px"))
+        lines.append(no_levels_warning(paths, headers, min_size, f"{size_name}={min_size} px"))
     return [line for line in lines if line]

@@ -7,6 +7,12 @@ horizontal flip with p = 0.5, the per-channel normalisation — but reads only t
 :func:`draw_box`, torchvision's ``RandomResizedCrop`` rule with the same random calls, so with the
 same RNG state the result equals the whole-image path (to float rounding of the resize).
 
+With ``level_gap`` set and a pyramidal TIFF, each crop is read from the coarsest reduced level on
+which it still spans ``level_gap`` x ``size`` px (:meth:`ImageWindows.level_for`): a 1,000 px crop of
+a 2048 px image becomes a ~250-500 px window of the 512 px level, so far fewer pixels are read,
+converted and resized. The result is then the window of a pre-reduced image resized once more:
+close to, not equal to, the full-resolution path (docs/benchmarks.md gives the measured difference).
+
 Randomness comes from torch's global RNG (as torchvision's, so DataLoader worker seeding applies)
 or from a ``torch.Generator`` passed in (the streaming loader's per-epoch, per-worker seed).
 """
@@ -66,9 +72,10 @@ class CropFirst:
     """
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], channels: int | None = None,
-                 scale: Sequence[float] = (0.2, 1.0)) -> None:
+                 scale: Sequence[float] = (0.2, 1.0), level_gap: float | None = None) -> None:
         self.size, self.scale = int(size), (float(scale[0]), float(scale[1]))
         self.normalize = Normalize(mean, std, channels)
+        self.level_gap = level_gap  # None: always the full-resolution level
 
     def finish(self, window: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Resize a float ``(C, h, w)`` window to ``size`` (bicubic, antialiased), flip with p = 0.5
@@ -83,8 +90,11 @@ class CropFirst:
         _, height, width = reader.shape
         out = []
         for _ in range(k):
-            top, left, h, w = draw_box(height, width, self.scale, generator=generator)
-            out.append(self.finish(to_float(reader.read(top, left, h, w)), generator))
+            box = draw_box(height, width, self.scale, generator=generator)
+            level = reader
+            if self.level_gap is not None:
+                level, box = reader.level_for(*box, min_side=self.level_gap * self.size)
+            out.append(self.finish(to_float(level.read(*box)), generator))
         return out
 
     def __call__(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:

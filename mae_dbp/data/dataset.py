@@ -196,7 +196,7 @@ def train_val_datasets(data_cfg: DataConfig, channels: int, img_size: int, augme
         raise UserInputError("data.val_root: expected a folder of validation images with data.shards, got None")
     mean, std = channel_stats(data_cfg, channels)
     val_tf = build_transform(False, img_size, mean, std, channels=channels)
-    crop = CropFirst(img_size, mean, std, channels=channels, scale=tuple(data_cfg.crop_scale))
+    crop = CropFirst(img_size, mean, std, channels=channels, scale=tuple(data_cfg.crop_scale), level_gap=data_cfg.level_gap)
     whole = build_transform(True, img_size, mean, std, channels=channels, scale=tuple(data_cfg.crop_scale))
     train_tf = (crop if data_cfg.crop_first else whole) if augment else val_tf
     kwargs = dict(channels=channels, skip_bad=data_cfg.skip_bad)

@@ -151,12 +151,14 @@ def read_image(path: Path | str, channels: int | None = None, finite: bool = Tru
 @dataclass(frozen=True)
 class ImageHeader:
     """What a file's header says about its image: ``channels``, ``height``, ``width`` (px) and the
-    ``dtype`` :func:`read_image` returns (``"uint8"``, ``"uint16"``, ``"float32"``, ...)."""
+    ``dtype`` :func:`read_image` returns (``"uint8"``, ``"uint16"``, ``"float32"``, ...) and the
+    number of reduced-resolution ``levels`` stored beside it (pyramidal TIFF; 0 otherwise)."""
 
     channels: int
     height: int
     width: int
     dtype: str
+    levels: int = 0
 
 
 # Pillow mode -> (channels, dtype) as _read_pil returns them ("P" counted as RGB, "I" as 16-bit)
@@ -177,12 +179,12 @@ def read_header(path: Path | str) -> ImageHeader:
 
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
-                shape, axes, dtype = tuple(series.shape), series.axes, str(series.dtype)
+                shape, axes, dtype, levels = tuple(series.shape), series.axes, str(series.dtype), len(series.levels) - 1
             if len(shape) == 2:
-                return ImageHeader(1, shape[0], shape[1], dtype)
+                return ImageHeader(1, shape[0], shape[1], dtype, levels)
             if len(shape) == 3:
                 c, h, w = (shape[2], shape[0], shape[1]) if axes.endswith("S") else shape
-                return ImageHeader(c, h, w, dtype)
+                return ImageHeader(c, h, w, dtype, levels)
         else:
             from PIL import Image
 

@@ -6,12 +6,18 @@
 window is read depends on how the file stores its pixels:
 
 * ``memmap``: uncompressed, contiguous TIFF (what tifffile and most cameras write): the window is
-  cut from ``tifffile.memmap`` (bytes in memory: a zero-copy ``numpy.frombuffer`` view), so only
-  its rows are touched;
+  cut from a read-only memory map of the file (bytes in memory: a zero-copy ``numpy.frombuffer``
+  view), so only its rows are touched. The file's layout (offsets, shapes) is parsed once per
+  process and cached by path, modification time and size;
 * ``segments``: tiled or striped TIFF, compressed or not: only the tiles / strips that meet the
   window are read and decoded (tifffile's ``TiffPage.decode``);
 * ``full``: any other layout (PNG, JPEG, multi-page or odd TIFFs): the whole image is decoded once
   (:func:`mae_dbp.data.io.read_image`) and windows are cut from it.
+
+A pyramidal TIFF (reduced-resolution levels in SubIFDs, as ``mae-dbp data pyramid``, OME-TIFF and
+libvips write them) gives one reader per level in :attr:`ImageWindows.levels`, finest first;
+:meth:`ImageWindows.level_for` picks the coarsest level on which a crop box still spans enough
+pixels and maps the box onto it.
 
 ``bytes_read`` counts the bytes the reader asks for (window rows x row bytes for ``memmap``, the
 stored size of the segments for ``segments``, the whole file for ``full``): with the page cache
@@ -23,7 +29,10 @@ from __future__ import annotations
 
 import io
 import math
+import mmap
+from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,7 +52,31 @@ class ImageWindows:
         self.name, self._array = name, array  # (C, H, W) or (H, W, C) view, see _chw
         self.shape: tuple[int, int, int] = tuple(int(v) for v in self._chw(array).shape)
         self.dtype = array.dtype
-        self.bytes_read = nbytes
+        self._bytes = nbytes
+        self.levels: list[ImageWindows] = []  # reduced-resolution levels, finest first (pyramidal TIFF)
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes asked of the file so far, this level and its reduced levels together."""
+        return self._bytes + sum(level.bytes_read for level in self.levels)
+
+    def level_for(self, top: int, left: int, height: int, width: int,
+                  min_side: float) -> tuple["ImageWindows", tuple[int, int, int, int]]:
+        """The coarsest level on which the box ``(top, left, height, width)`` (px of this level)
+        still spans at least ``min_side`` px in both directions, and the box on that level (edges
+        rounded to its pixel grid: they move by less than half a pixel there). Without such a
+        level: this reader and the box unchanged."""
+        chosen, box = self, (top, left, height, width)
+        _, full_h, full_w = self.shape
+        for level in self.levels:
+            _, h, w = level.shape
+            sy, sx = h / full_h, w / full_w
+            if height * sy < min_side or width * sx < min_side:
+                break
+            t, l = min(h - 1, math.floor(top * sy + 0.5)), min(w - 1, math.floor(left * sx + 0.5))
+            b, r = min(h, math.floor((top + height) * sy + 0.5)), min(w, math.floor((left + width) * sx + 0.5))
+            chosen, box = level, (t, l, max(1, b - t), max(1, r - l))
+        return chosen, box
 
     @staticmethod
     def _chw(array: np.ndarray) -> np.ndarray:
@@ -92,10 +125,10 @@ class _MemmapWindows(ImageWindows):
     def _cut(self, top: int, left: int, height: int, width: int) -> np.ndarray:
         if self._hwc:
             window = self._array[top:top + height, left:left + width]
-            self.bytes_read += window.nbytes
+            self._bytes += window.nbytes
             return np.moveaxis(window, -1, 0)
         window = self._array[:, top:top + height, left:left + width]
-        self.bytes_read += window.nbytes
+        self._bytes += window.nbytes
         return window
 
 
@@ -104,11 +137,11 @@ class _SegmentWindows(ImageWindows):
 
     kind = "segments"
 
-    def __init__(self, name: str, tif, page) -> None:  # tifffile.TiffFile, tifffile.TiffPage
-        self._tif, self._page = tif, page
+    def __init__(self, name: str, tif, page, owner: bool = True) -> None:  # tifffile.TiffFile, .TiffPage
+        self._tif, self._page, self._owner = tif, page, owner  # owner: close() closes the file
         self._planes = page.samplesperpixel if page.planarconfig == 2 else 1
         self._samples = page.samplesperpixel
-        self.name, self.dtype, self.bytes_read = name, np.dtype(page.dtype), 0
+        self.name, self.dtype, self._bytes, self.levels = name, np.dtype(page.dtype), 0, []
         self.shape = (self._samples, int(page.imagelength), int(page.imagewidth))
         if page.is_tiled:
             self._seg_h, self._seg_w = int(page.tilelength), int(page.tilewidth)
@@ -129,7 +162,7 @@ class _SegmentWindows(ImageWindows):
         size = self._tif.filehandle.size
         if any(o + n > size for o, n in zip(offsets, counts)):
             raise ValueError("the file ends before the window's data (truncated?)")
-        self.bytes_read += int(sum(counts))
+        self._bytes += int(sum(counts))
         for data, index in self._tif.filehandle.read_segments(offsets, counts, indices, sort=True):
             segment, (plane, _, y, x, _), _ = page.decode(data, index, jpegtables=page.jpegtables)
             if segment is None:
@@ -141,32 +174,78 @@ class _SegmentWindows(ImageWindows):
         return np.moveaxis(out, -1, 0)
 
     def close(self) -> None:
-        self._tif.close()
+        if self._owner:
+            self._tif.close()
+
+
+class _Plane(NamedTuple):
+    """One resolution level stored contiguously and uncompressed: where and how (a cached layout)."""
+
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str  # with byte order, e.g. "<u2"
+    axes: str
+
+
+def _contiguous_planes(tif) -> tuple[_Plane, ...] | None:
+    """Level 0 and every following reduced level of ``tif``'s first series that is contiguous and
+    uncompressed with level 0's axes, or None when level 0 is not (then segments or a full read)."""
+    series = tif.series[0]
+    planes = []
+    for level in series.levels:
+        if level.dataoffset is None or level.keyframe.compression != 1 or level.axes != series.axes:
+            break
+        dtype = np.dtype(level.dtype).newbyteorder(tif.byteorder)
+        planes.append(_Plane(int(level.dataoffset), tuple(int(v) for v in level.shape), dtype.str, level.axes))
+    return tuple(planes) or None
+
+
+def _integer_image(series) -> bool:
+    return np.issubdtype(np.dtype(series.dtype), np.integer) and len(series.shape) in (2, 3)
+
+
+@lru_cache(maxsize=1 << 16)
+def _file_planes(path: str, mtime_ns: int, size: int) -> tuple[_Plane, ...] | None:
+    """The contiguous levels of the TIFF at ``path`` (parsed once per process and file version)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return _contiguous_planes(tif) if _integer_image(tif.series[0]) else None
+
+
+def _plane_readers(name: str, buffer, planes: tuple[_Plane, ...]) -> ImageWindows:
+    """Zero-copy readers of ``planes`` in ``buffer`` (bytes or a memory map), levels attached."""
+    readers = [_MemmapWindows(name, np.frombuffer(buffer, np.dtype(p.dtype), math.prod(p.shape), p.offset)
+                              .reshape(p.shape), p.axes) for p in planes]
+    readers[0].levels = readers[1:]
+    return readers[0]
 
 
 def _open_tiff(name: str, source: Path | bytes) -> ImageWindows | None:
-    """A memmap or segment reader for a one-page integer TIFF, or None (use a full read)."""
+    """A memmap or segment reader (with the file's reduced levels) for a one-page integer TIFF,
+    or None (use a full read)."""
     import tifffile
 
+    if isinstance(source, Path):
+        stat = source.stat()
+        planes = _file_planes(str(source), stat.st_mtime_ns, stat.st_size)
+        if planes is not None:
+            with open(source, "rb") as file:
+                return _plane_readers(name, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ), planes)
     tif = tifffile.TiffFile(io.BytesIO(source) if isinstance(source, bytes) else source)
     series = tif.series[0]
-    page = series.keyframe
-    integer = np.issubdtype(np.dtype(series.dtype), np.integer)
-    if not integer or len(series.shape) not in (2, 3):
+    if not _integer_image(series):
         tif.close()
         return None
-    if series.dataoffset is not None and page.compression == 1:  # contiguous and uncompressed
-        # what tifffile.memmap does, at the offset this parse found (no second parse of the file)
-        shape, offset, axes = tuple(series.shape), series.dataoffset, series.axes
-        dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
+    planes = _contiguous_planes(tif) if isinstance(source, bytes) else None
+    if planes is not None:
         tif.close()
-        if isinstance(source, bytes):
-            array = np.frombuffer(source, dtype, math.prod(shape), offset).reshape(shape)
-        else:
-            array = np.memmap(source, dtype, mode="r", offset=offset, shape=shape)
-        return _MemmapWindows(name, array, axes)
+        return _plane_readers(name, source, planes)
     if len(series.pages) == 1 and series.axes in ("YX", "YXS", "SYX"):
-        return _SegmentWindows(name, tif, page)
+        reader = _SegmentWindows(name, tif, series.keyframe)
+        reader.levels = [_SegmentWindows(name, tif, level.keyframe, owner=False) for level in series.levels[1:]
+                         if len(level.pages) == 1 and level.axes == series.axes]
+        return reader
     tif.close()
     return None
 
