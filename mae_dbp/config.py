@@ -103,8 +103,9 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # area fraction of the random crop
     crop_first: bool = True  # training crops read only their window (false: decode the whole image first)
     # pyramidal TIFFs (mae-dbp data pyramid): read each crop from the coarsest level on which it still
-    # spans level_gap x model.img_size px (null: always the full resolution)
-    level_gap: Optional[float] = 1.5
+    # spans level_gap x model.img_size px (1: OpenSlide's best level for the downsample; null: always
+    # the full resolution)
+    level_gap: Optional[float] = 1.0
     crops_per_image: int = 1  # k random crops per read; an epoch still reads every image once (k x the crops)
     shuffle_buffer: int = 0  # crops mixed per loader worker when streaming (0: max(2, k) x train.batch_size)
     shards: Optional[str] = None  # WebDataset shards (a folder with manifest.json, or a pattern) instead of root

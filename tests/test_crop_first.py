@@ -75,6 +75,16 @@ def test_bytes_read_count_only_the_window(tmp_path):
         tiled.read(10, 20, 60, 40)  # rows 10-69, columns 20-59: 2 x 1 tiles of 64 x 64 px x 2 channels x 2 bytes
         assert flat.bytes_read == 60 * 40 * 2 * 2
         assert tiled.bytes_read == 2 * 64 * 64 * 2 * 2
+    _write(tmp_path / "planar.tif", image, planarconfig="separate")  # contiguous CHW planes
+    for name, pixel, row, plane in (("a.tif", 4, 256 * 4, 0), ("planar.tif", 2, 256 * 2, 256 * 256 * 2)):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            offset = tif.series[0].dataoffset
+        pages = {(offset + c * plane + r * row + 20 * pixel + b) // 4096  # every byte of the window, by brute force
+                 for c in range(1 if plane == 0 else 2) for r in range(10, 70) for b in range(40 * pixel)}
+        with open_window(tmp_path / name) as reader:
+            assert reader.kind == "memmap"
+            reader.read(10, 20, 60, 40)
+            assert reader.bytes_read == 60 * 40 * 2 * 2 and reader.pages_read == len(pages) * 4096
     png = tmp_path / "b.png"
     _write(png, image[:1])
     with open_window(png) as whole:

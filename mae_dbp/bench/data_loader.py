@@ -6,11 +6,14 @@ Builds the training set exactly as pretraining does (``train_val_datasets``: cro
 image, ``data.crops_per_image``, ``data.shards``) and measures:
 
 * **MB read per sample**: one in-process pass over ``--images`` samples, counting the bytes the
-  readers ask for (:mod:`mae_dbp.data.window`: window rows for memory-mapped TIFF, stored segments
+  readers ask for (:mod:`mae_dbp.data.window`: the window for memory-mapped TIFF, stored segments
   for tiled TIFF, whole files otherwise, whole tar members for shards). With the page cache warm
   that is the read's cost; ``/proc/self/io`` would show neither page-cache hits nor memory-mapped
-  reads. The same pass gives the CPU ms per sample (one thread: this process's CPU clock, blind to
+  reads. Beside it the MB of the 4 KB pages those reads touch: what a cold page cache or a disk
+  moves at least; The same pass gives the CPU ms per sample (one thread: this process's CPU clock, blind to
   other load) and the rate one dedicated core would give;
+* **levels** (pyramidal TIFFs, ``data.level_gap``): the share of crops read from a reduced level and
+  how far those are from the full-resolution crop of the same box (:func:`level_fidelity`);
 * **images/s for each ``--workers`` count**: the training DataLoader (``data.num_workers`` = N,
   the config's micro-batch), wall clock over ``--images`` samples after the workers started,
   filled their buffers and emptied their prefetch queue (:func:`warmup_batches`); ``--repeats`` times, median and range;
@@ -109,16 +112,55 @@ def read_cost(train_set, samples: int, seed: int = 0) -> dict:
         order = torch.randint(len(train_set), (samples,)).tolist()
         items = (train_set[i] for i in order)
     next(items)  # first call: imports, caches
-    before, start = train_set.bytes_read, time.process_time()
+    before, pages_before, start = train_set.bytes_read, train_set.pages_read, time.process_time()
     opened = getattr(train_set, "images_read", 0)
     count = sum(1 for _ in zip(range(samples), items))
     cpu = (time.process_time() - start) / count
     if isinstance(train_set, CropStream):  # the buffer reads ahead: bytes per image read, over k crops
-        per_sample = (train_set.bytes_read - before) / max(train_set.images_read - opened, 1) / train_set.k
+        per = max(train_set.images_read - opened, 1) * train_set.k
     else:
-        per_sample = (train_set.bytes_read - before) / count
-    return {"mb_per_sample": per_sample / 1e6, "cpu_ms_per_sample": cpu * 1e3, "one_core_images_per_s": 1.0 / cpu,
-            "samples": count}
+        per = count
+    return {"mb_per_sample": (train_set.bytes_read - before) / per / 1e6,
+            "page_mb_per_sample": (train_set.pages_read - pages_before) / per / 1e6,
+            "cpu_ms_per_sample": cpu * 1e3, "one_core_images_per_s": 1.0 / cpu, "samples": count}
+
+
+def level_fidelity(train_set, samples: int, seed: int = 0) -> dict | None:
+    """How crops read from reduced resolution levels compare with full resolution, over ``samples``
+    random crops of a folder's images: the share of crops a level served, and for those the RMS
+    difference to the full-resolution crop of the same box (snapped to the level's grid) over that
+    crop's standard deviation, median and max. None without ``data.level_gap`` or for shards."""
+    import random
+
+    import torch
+
+    from mae_dbp.data.crops import CropFirst, draw_box, to_float
+    from mae_dbp.data.stream import CropStream
+    from mae_dbp.data.window import open_window
+
+    crop = train_set.crop if isinstance(train_set, CropStream) else train_set.transform
+    paths = train_set.paths
+    if not isinstance(crop, CropFirst) or crop.level_gap is None or paths is None:
+        return None
+    generator, pick = torch.Generator().manual_seed(seed), random.Random(seed)
+    differences, from_level = [], 0
+    for _ in range(samples):
+        with open_window(paths[pick.randrange(len(paths))], train_set.channels) as reader:
+            _, height, width = reader.shape
+            level, (top, left, h, w) = reader.level_for(*draw_box(height, width, crop.scale, generator=generator),
+                                                        min_side=crop.level_gap * crop.size)
+            if level is reader:
+                continue
+            from_level += 1
+            sy, sx = height / level.shape[1], width / level.shape[2]
+            t, l = round(top * sy), round(left * sx)
+            full = crop.resize(to_float(reader.read(t, l, min(round(h * sy), height - t), min(round(w * sx), width - l))))
+            reduced = crop.resize(to_float(level.read(top, left, h, w)))
+            differences.append(float((reduced - full).pow(2).mean().sqrt() / full.std().clamp_min(1e-12)))
+    result = {"samples": samples, "share_from_levels": from_level / samples}
+    if differences:
+        result |= {"rms_over_std_median": statistics.median(differences), "rms_over_std_max": max(differences)}
+    return result
 
 
 def step_rate(config, batch: int, steps: int, device: str) -> dict:
@@ -164,6 +206,9 @@ def run_data_bench(config, workers: list[int], samples: int, repeats: int, steps
     micro, _ = batch_plan(config.train, 1)
     result = {"path": describe(config), "img_size": config.model.img_size, "loader_batch": micro,
               **read_cost(train_set, min(samples, 256)), "workers": {}}
+    fidelity = level_fidelity(train_set, min(samples, 256))
+    if fidelity is not None:
+        result["levels"] = fidelity
     for n in workers:
         rates = [loader_rate(train_set, micro, n, samples) for _ in range(repeats)]
         result["workers"][str(n)] = {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
@@ -182,8 +227,16 @@ def markdown_table(result: dict) -> str:
     lines = [f"data path: {result['path']} ({result['img_size']} px crops, loader batch {result['loader_batch']})", "",
              "| measure | value |", "| --- | --- |",
              f"| MB read per sample | {result['mb_per_sample']:.3g} |",
+             f"| MB of 4 KB pages touched per sample (cold cache: the least a disk moves) | "
+             f"{result['page_mb_per_sample']:.3g} |",
              f"| CPU ms per sample (one thread) | {result['cpu_ms_per_sample']:.3g} |",
              f"| images/s of one dedicated core | {result['one_core_images_per_s']:.0f} |"]
+    if "levels" in result:
+        levels = result["levels"]
+        lines.append(f"| crops read from a reduced level | {levels['share_from_levels']:.0%} |")
+        if "rms_over_std_median" in levels:
+            lines.append(f"| level crop vs full resolution, RMS / std (median, max) | "
+                         f"{levels['rms_over_std_median']:.2%}, {levels['rms_over_std_max']:.2%} |")
     for n, rate in result["workers"].items():
         lines.append(f"| images/s, {n} worker(s) (median, range) | {rate['median']:.0f} ({rate['min']:.0f}-{rate['max']:.0f}) |")
     if "step" in result:

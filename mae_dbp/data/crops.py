@@ -77,10 +77,14 @@ class CropFirst:
         self.normalize = Normalize(mean, std, channels)
         self.level_gap = level_gap  # None: always the full-resolution level
 
+    def resize(self, window: Tensor) -> Tensor:
+        """A float ``(C, h, w)`` window resized to ``(C, size, size)`` (bicubic, antialiased)."""
+        return TF.resize(window, [self.size, self.size], interpolation=BICUBIC, antialias=True)
+
     def finish(self, window: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Resize a float ``(C, h, w)`` window to ``size`` (bicubic, antialiased), flip with p = 0.5
-        (torchvision's draw: no flip when ``rand >= 0.5``), normalise."""
-        out = TF.resize(window, [self.size, self.size], interpolation=BICUBIC, antialias=True)
+        """Resize a float ``(C, h, w)`` window to ``size``, flip with p = 0.5 (torchvision's draw:
+        no flip when ``rand >= 0.5``), normalise."""
+        out = self.resize(window)
         if torch.rand(1, generator=generator) < 0.5:
             out = TF.horizontal_flip(out)
         return self.normalize(out.contiguous())

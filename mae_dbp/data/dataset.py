@@ -76,6 +76,7 @@ class ImageFolderDataset(Dataset):
         self.bad_reasons: dict[str, str] = {}
         self.warnings: list[str] = []
         self.bytes_read = 0  # bytes the reader asked for, over all samples (this process)
+        self.pages_read = 0  # bytes of the memory pages those reads touched (mae_dbp.data.window)
         self.classes, labels = label_paths(paths, root)
         self.samples: list[tuple[Path, int]] = list(zip(paths, labels))
         if self.skip_bad:
@@ -127,6 +128,7 @@ class ImageFolderDataset(Dataset):
         path = self.samples[index][0]
         array = read_image(path, self.channels)
         self.bytes_read += path.stat().st_size
+        self.pages_read += path.stat().st_size
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
     def sample(self, index: int) -> Tensor:
@@ -135,6 +137,7 @@ class ImageFolderDataset(Dataset):
             with open_window(self.samples[index][0], self.channels) as reader:
                 image = self.transform.crops(reader, 1)[0]
             self.bytes_read += reader.bytes_read
+            self.pages_read += reader.pages_read
             return image
         image = self.load(index)
         return self.transform(image) if self.transform is not None else image

@@ -64,6 +64,7 @@ class CropStream(IterableDataset):
         self.bad_files: list[str] = []
         self.warnings: list[str] = []
         self.bytes_read = 0  # bytes asked of files / shard streams (this process)
+        self.pages_read = 0  # bytes of the memory pages those reads touched (mae_dbp.data.window)
         self.images_read = 0
 
     # -- sizes -------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class CropStream(IterableDataset):
                         with opener() as reader:
                             crops = self.crop.crops(reader, self.k, generator)
                         self.bytes_read += reader.bytes_read if nbytes is None else nbytes
+                        self.pages_read += reader.pages_read if nbytes is None else nbytes
                         self.images_read += 1
                     except UserInputError as error:
                         if not self.skip_bad:

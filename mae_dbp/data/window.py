@@ -19,10 +19,13 @@ libvips write them) gives one reader per level in :attr:`ImageWindows.levels`, f
 :meth:`ImageWindows.level_for` picks the coarsest level on which a crop box still spans enough
 pixels and maps the box onto it.
 
-``bytes_read`` counts the bytes the reader asks for (window rows x row bytes for ``memmap``, the
+``bytes_read`` counts the bytes the reader asks for (the window's own bytes for ``memmap``, the
 stored size of the segments for ``segments``, the whole file for ``full``): with the page cache
-warm, this is what a read costs; the kernel's own counters (``/proc/self/io``) see neither page
-cache hits nor memory-mapped reads. Every failure is a :class:`UserInputError` naming the file.
+warm, this is the memory a read moves. ``pages_read`` counts what a read from disk or a cold page
+cache moves at least: the distinct 4 KB pages the window's rows touch (``memmap``; rows of a
+contiguous image are whole pages apart, so a window about half the image's width or more touches
+every page of its rows), else the same as ``bytes_read``. The kernel's own counters
+(``/proc/self/io``) see neither page cache hits nor memory-mapped reads. Every failure is a :class:`UserInputError` naming the file.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from mae_dbp.errors import UserInputError
 
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+PAGE = mmap.PAGESIZE  # bytes the page cache moves at a time
 
 
 class ImageWindows:
@@ -52,13 +56,18 @@ class ImageWindows:
         self.name, self._array = name, array  # (C, H, W) or (H, W, C) view, see _chw
         self.shape: tuple[int, int, int] = tuple(int(v) for v in self._chw(array).shape)
         self.dtype = array.dtype
-        self._bytes = nbytes
+        self._bytes = self._pages_bytes = nbytes
         self.levels: list[ImageWindows] = []  # reduced-resolution levels, finest first (pyramidal TIFF)
 
     @property
     def bytes_read(self) -> int:
         """Bytes asked of the file so far, this level and its reduced levels together."""
         return self._bytes + sum(level.bytes_read for level in self.levels)
+
+    @property
+    def pages_read(self) -> int:
+        """Bytes of the memory pages those reads touched (see the module docstring)."""
+        return self._pages_bytes + sum(level.pages_read for level in self.levels)
 
     def level_for(self, top: int, left: int, height: int, width: int,
                   min_side: float) -> tuple["ImageWindows", tuple[int, int, int, int]]:
@@ -114,15 +123,30 @@ class _MemmapWindows(ImageWindows):
 
     kind = "memmap"
 
-    def __init__(self, name: str, array: np.ndarray, axes: str) -> None:
+    def __init__(self, name: str, array: np.ndarray, axes: str, offset: int = 0) -> None:
         self._hwc = axes.endswith("S") and array.ndim == 3
+        self._offset = offset  # of the array's first byte in the file
         array = array[None] if array.ndim == 2 else array
         super().__init__(name, array, 0)
+
+    def _pages(self, top: int, left: int, height: int, width: int) -> int:
+        """Bytes of the distinct memory pages that the window's rows touch (every channel plane's
+        rows for CHW); rows narrower than a page share pages."""
+        array, item = self._array, self._array.dtype.itemsize
+        row = array.strides[0] if self._hwc else array.strides[1]
+        pixel = array.strides[1] if self._hwc else item
+        planes = [0] if self._hwc else [c * array.strides[0] for c in range(array.shape[0])]
+        starts = (self._offset + np.add.outer(np.asarray(planes, np.int64), (top + np.arange(height, dtype=np.int64)) * row)
+                  + left * pixel).ravel()
+        first, last = starts // PAGE, (starts + width * pixel - 1) // PAGE  # increasing in both
+        shared = np.maximum(0, np.minimum(last[:-1], last[1:]) - first[1:] + 1)  # with the row before
+        return int((last - first + 1).sum() - shared.sum()) * PAGE
 
     def _chw(self, array: np.ndarray) -> np.ndarray:
         return np.moveaxis(array, -1, 0) if self._hwc else array
 
     def _cut(self, top: int, left: int, height: int, width: int) -> np.ndarray:
+        self._pages_bytes += self._pages(top, left, height, width)
         if self._hwc:
             window = self._array[top:top + height, left:left + width]
             self._bytes += window.nbytes
@@ -141,7 +165,7 @@ class _SegmentWindows(ImageWindows):
         self._tif, self._page, self._owner = tif, page, owner  # owner: close() closes the file
         self._planes = page.samplesperpixel if page.planarconfig == 2 else 1
         self._samples = page.samplesperpixel
-        self.name, self.dtype, self._bytes, self.levels = name, np.dtype(page.dtype), 0, []
+        self.name, self.dtype, self._bytes, self._pages_bytes, self.levels = name, np.dtype(page.dtype), 0, 0, []
         self.shape = (self._samples, int(page.imagelength), int(page.imagewidth))
         if page.is_tiled:
             self._seg_h, self._seg_w = int(page.tilelength), int(page.tilewidth)
@@ -163,6 +187,7 @@ class _SegmentWindows(ImageWindows):
         if any(o + n > size for o, n in zip(offsets, counts)):
             raise ValueError("the file ends before the window's data (truncated?)")
         self._bytes += int(sum(counts))
+        self._pages_bytes += int(sum(counts))
         for data, index in self._tif.filehandle.read_segments(offsets, counts, indices, sort=True):
             segment, (plane, _, y, x, _), _ = page.decode(data, index, jpegtables=page.jpegtables)
             if segment is None:
@@ -216,7 +241,7 @@ def _file_planes(path: str, mtime_ns: int, size: int) -> tuple[_Plane, ...] | No
 def _plane_readers(name: str, buffer, planes: tuple[_Plane, ...]) -> ImageWindows:
     """Zero-copy readers of ``planes`` in ``buffer`` (bytes or a memory map), levels attached."""
     readers = [_MemmapWindows(name, np.frombuffer(buffer, np.dtype(p.dtype), math.prod(p.shape), p.offset)
-                              .reshape(p.shape), p.axes) for p in planes]
+                              .reshape(p.shape), p.axes, p.offset) for p in planes]
     readers[0].levels = readers[1:]
     return readers[0]
 
