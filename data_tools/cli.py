@@ -153,6 +153,6 @@ def _subset(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen data tool; 0 on success, 1 when validation finds problems."""
-    tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "shard": _shard, "pyramid": _pyramid, "stats": _stats,
-             "subset": _subset, "digits": digits.run, "photos": photos.run}
+    tools = {"synthetic": _synthetic, "validate": _validate, "tile": _tile, "shard": _shard, "pyramid": _pyramid,
+             "stats": _stats, "subset": _subset, "digits": digits.run, "photos": photos.run}
     return tools[args.data_command](args)

@@ -97,7 +97,8 @@ def write_shards(folder: Path | str, out: Path | str, tile: int | None = None, o
                 for path, key, top, left, h, w in chosen:
                     with open_window(path, channels) as reader:
                         pixels = np.asarray(reader.read(top, left, h, w))
-                        levels = [np.asarray(level.read(0, 0, *level.shape[1:])) for level in reader.levels] if tile is None else []
+                        whole_levels = reader.levels if tile is None else []  # a pyramid's levels stay with it
+                        levels = [np.asarray(level.read(0, 0, *level.shape[1:])) for level in whole_levels]
                     meta = {"source": path.relative_to(root).as_posix(), "top": top, "left": left,
                             "shape": [channels, h, w], "dtype": dtype}
                     writer.write({"__key__": key, IMAGE_EXT: tiff_bytes(pixels, levels), META_EXT: json.dumps(meta).encode()})

@@ -10,13 +10,14 @@ image, ``data.crops_per_image``, ``data.shards``) and measures:
   for tiled TIFF, whole files otherwise, whole tar members for shards). With the page cache warm
   that is the read's cost; ``/proc/self/io`` would show neither page-cache hits nor memory-mapped
   reads. Beside it the MB of the 4 KB pages those reads touch: what a cold page cache or a disk
-  moves at least; The same pass gives the CPU ms per sample (one thread: this process's CPU clock, blind to
-  other load) and the rate one dedicated core would give;
+  moves at least. The same pass gives the CPU ms per sample (one thread: this process's CPU clock,
+  blind to other load) and the rate one dedicated core would give;
 * **levels** (pyramidal TIFFs, ``data.level_gap``): the share of crops read from a reduced level and
   how far those are from the full-resolution crop of the same box (:func:`level_fidelity`);
 * **images/s for each ``--workers`` count**: the training DataLoader (``data.num_workers`` = N,
   the config's micro-batch), wall clock over ``--images`` samples after the workers started,
-  filled their buffers and emptied their prefetch queue (:func:`warmup_batches`); ``--repeats`` times, median and range;
+  filled their buffers and emptied their prefetch queue (:func:`warmup_batches`); ``--repeats``
+  times, median and range;
 * **the training step** (forward, backward, AdamW, R update as in ``bench pretrain``) at the
   config's batch (``--step-batch`` to shrink it on a CPU), ``--steps`` timed steps, on ``--device``;
 

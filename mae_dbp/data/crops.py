@@ -8,9 +8,9 @@ horizontal flip with p = 0.5, the per-channel normalisation — but reads only t
 same RNG state the result equals the whole-image path (to float rounding of the resize).
 
 With ``level_gap`` set and a pyramidal TIFF, each crop is read from the coarsest reduced level on
-which it still spans ``level_gap`` x ``size`` px (:meth:`ImageWindows.level_for`): a 1,000 px crop of
-a 2048 px image becomes a ~250-500 px window of the 512 px level, so far fewer pixels are read,
-converted and resized. The result is then the window of a pre-reduced image resized once more:
+which it still spans ``level_gap`` x ``size`` px (:meth:`ImageWindows.level_for`): at gap 1 a
+1,000 px crop of a 2048 px image for a 224 px input becomes a 250 px window of the 512 px level, so
+far fewer pixels are read, converted and resized. The result is then the window of a pre-reduced image resized once more:
 close to, not equal to, the full-resolution path (docs/benchmarks.md gives the measured difference).
 
 Randomness comes from torch's global RNG (as torchvision's, so DataLoader worker seeding applies)

@@ -9,14 +9,12 @@
 
 ``data.shards`` is that DIR, or a brace pattern / URL of the shards (``DIR/shard-{00000..00009}.tar``,
 ``https://host/wb/shard-{00000..00099}.tar``) with ``manifest.json`` beside them. Shards are read
-sequentially through the ``webdataset`` package (``tarfile_samples``: local files, ``pipe:``
-commands and URLs). A shard that ends early, or holds other samples than its manifest says, is one
+sequentially: opened through the ``webdataset`` package (``webdataset.gopen``: local files,
+``pipe:`` commands and URLs), their members read by :func:`tar_members`, one ``read`` per member
+(webdataset's own ``tarfile_samples`` goes through ``tarfile``'s stream mode, which copies a member
+in 10 KB pieces: 15.6 ms for a 16.8 MB member against 1.4 ms, 2048² 2-channel uint16, page cache
+warm). A shard that ends early, or holds other samples than its manifest says, is one
 :class:`UserInputError` naming it.
-
-Shards are opened through ``webdataset.gopen`` (local files, ``pipe:`` commands, URLs) and their tar
-members read by :func:`tar_members`, one ``read`` per member. webdataset's own iterator goes
-through ``tarfile``'s stream mode, which copies every member in 10 KB pieces: 15.6 ms for a
-16.8 MB member against 1.0 ms for one read (2048² 2-channel uint16, page cache warm).
 """
 
 from __future__ import annotations
