@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from mae_dbp.data.io import CLASSES_FILE, image_folder, list_images, mask_folder, read_header, read_image
+from mae_dbp.data.io import CLASSES_FILE, image_folder, list_images, mask_folder, read_header, read_image, write_tiff
 from mae_dbp.errors import UserInputError
 from mae_dbp.files import atomic_write
 from mae_dbp.run_dir import prepare_output
@@ -46,24 +45,6 @@ def reduced_levels(image: np.ndarray, min_side: int) -> list[np.ndarray]:
         levels.append(level.round_().clamp_(info.min, info.max).numpy().astype(image.dtype))
         j += 1
     return levels
-
-
-def write_tiff(target, image: np.ndarray, levels: Sequence[np.ndarray] = ()) -> None:
-    """``image`` ``(C, H, W)`` and its reduced ``levels`` as one uncompressed, contiguous TIFF
-    (HWC on disk, levels in SubIFDs) into ``target``: a path or a binary file object."""
-    import tifffile
-
-    def layout(array: np.ndarray) -> tuple[np.ndarray, dict]:
-        if array.shape[0] == 1:
-            return array[0], {"photometric": "minisblack"}
-        return np.ascontiguousarray(np.moveaxis(array, 0, -1)), {"photometric": "minisblack", "planarconfig": "contig"}
-
-    with tifffile.TiffWriter(target) as tiff:
-        data, options = layout(image)
-        tiff.write(data, **({"subifds": len(levels)} if levels else {}), **options)
-        for level in levels:
-            data, options = layout(level)
-            tiff.write(data, subfiletype=1, **options)
 
 
 def write_pyramids(directory: Path | str, out: Path | str, min_side: int = 224, force: bool = False,

@@ -20,9 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from data_tools.pyramid import write_tiff
 from data_tools.tile import tile_starts
-from mae_dbp.data.io import image_folder, list_images, read_header
+from mae_dbp.data.io import image_folder, list_images, read_header, write_tiff
 from mae_dbp.data.shards import FORMAT, IMAGE_EXT, MANIFEST, META_EXT, webdataset
 from mae_dbp.data.window import open_window
 from mae_dbp.errors import UserInputError
@@ -32,7 +31,7 @@ from mae_dbp.run_dir import prepare_output
 
 def tiff_bytes(window_chw: np.ndarray, levels: Sequence[np.ndarray] = ()) -> bytes:
     """A ``(C, h, w)`` array (and its reduced ``levels``) as the bytes of an uncompressed contiguous
-    TIFF (:func:`data_tools.pyramid.write_tiff`)."""
+    TIFF (:func:`mae_dbp.data.io.write_tiff`)."""
     buffer = io.BytesIO()
     write_tiff(buffer, window_chw, levels)
     return buffer.getvalue()

@@ -12,11 +12,11 @@ import tifffile
 import torch
 import torch.nn.functional as F
 
-from data_tools.pyramid import reduced_levels, write_pyramids, write_tiff
+from data_tools.pyramid import reduced_levels, write_pyramids
 from mae_dbp.cli import main
 from mae_dbp.config import DataConfig
 from mae_dbp.data.crops import CropFirst, draw_box
-from mae_dbp.data.io import read_header, read_image, write_image
+from mae_dbp.data.io import read_header, read_image, write_image, write_tiff
 from mae_dbp.data.transforms import build_transform
 from mae_dbp.data.window import open_window
 from mae_dbp.errors import UserInputError

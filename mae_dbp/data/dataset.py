@@ -127,8 +127,9 @@ class ImageFolderDataset(Dataset):
         """The raw image ``index`` as float32 (C, H, W), before the transform."""
         path = self.samples[index][0]
         array = read_image(path, self.channels)
-        self.bytes_read += path.stat().st_size
-        self.pages_read += path.stat().st_size
+        size = path.stat().st_size
+        self.bytes_read += size
+        self.pages_read += size
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
     def sample(self, index: int) -> Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -200,6 +200,26 @@ def read_header(path: Path | str) -> ImageHeader:
     return ImageHeader(array.shape[0], array.shape[1], array.shape[2], str(array.dtype))
 
 
+def write_tiff(target, array_chw: np.ndarray, levels: Sequence[np.ndarray] = ()) -> None:
+    """A ``(C, H, W)`` array as an uncompressed, contiguous TIFF into ``target`` (a path or a binary
+    file object): HWC on disk (HW for one channel; 3-channel uint8 as RGB), and its reduced-resolution
+    ``levels`` (each ``(C, h, w)``) in SubIFDs, the pyramid layout of OME-TIFF and libvips."""
+    import tifffile
+
+    def layout(array: np.ndarray) -> tuple[np.ndarray, dict]:
+        if array.shape[0] == 1:
+            return array[0], {"photometric": "minisblack"}
+        photometric = "rgb" if array.shape[0] == 3 and array.dtype == np.uint8 else "minisblack"
+        return np.ascontiguousarray(np.moveaxis(array, 0, -1)), {"photometric": photometric, "planarconfig": "contig"}
+
+    with tifffile.TiffWriter(target) as tiff:
+        data, options = layout(array_chw)
+        tiff.write(data, **({"subifds": len(levels)} if levels else {}), **options)
+        for level in levels:
+            data, options = layout(level)
+            tiff.write(data, subfiletype=1, **options)
+
+
 def write_image(path: Path | str, array_chw: np.ndarray) -> Path:
     """Write a ``(C, H, W)`` (or ``(H, W)``) array: TIFF for any C and dtype, PNG for 1/3-channel
     uint8 or 1-channel uint16, JPEG (lossy, quality 95) for 1/3-channel uint8. The format follows
@@ -214,13 +234,7 @@ def write_image(path: Path | str, array_chw: np.ndarray) -> Path:
     c = array.shape[0]
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
-        import tifffile
-
-        if c == 1:
-            tifffile.imwrite(path, array[0])
-        else:
-            photometric = "rgb" if c == 3 and array.dtype == np.uint8 else "minisblack"
-            tifffile.imwrite(path, np.moveaxis(array, 0, -1), photometric=photometric, planarconfig="contig")
+        write_tiff(path, array)
         return path
     if suffix in (".png", ".jpg", ".jpeg"):
         from PIL import Image
