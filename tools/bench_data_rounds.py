@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -40,27 +39,26 @@ ROWS = {  # key: (label, overrides relative to DATA_DIR as {d})
 }
 
 
-def median_range(values: list[float], fmt: str = "{:.0f}") -> str:
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-
 def table(results: dict[str, list[dict]]) -> str:
-    lines = ["| data path | MB read / pages per sample | CPU ms / sample | img/s, one core | img/s, 1 worker "
-             "| img/s, 2 workers | crops from a level; RMS / std (median, max) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    """The rows' markdown table: median (min - max) over rounds of each rate."""
+    from mae_dbp.bench.compare import median_range
+    from mae_dbp.bench.report import markdown_table, range_cell
+
+    def cell(runs: list[dict], value, spec: str = ".0f") -> str:
+        return range_cell(median_range([value(r) for r in runs]), spec)
+
+    rows = []
     for key, runs in results.items():
         first, levels = runs[0], runs[0].get("levels") or {}
         level = f"{levels['share_from_levels']:.0%}" if levels else ""
         if "rms_over_std_median" in levels:
             level += f"; {levels['rms_over_std_median']:.2%}, {levels['rms_over_std_max']:.2%}"
-        lines.append(f"| {ROWS[key][0]} | {first['mb_per_sample']:.2f} / {first['page_mb_per_sample']:.2f} | "
-                     f"{median_range([r['cpu_ms_per_sample'] for r in runs], '{:.2f}')} | "
-                     f"{median_range([r['one_core_images_per_s'] for r in runs])} | "
-                     f"{median_range([r['workers']['1']['median'] for r in runs])} | "
-                     f"{median_range([r['workers']['2']['median'] for r in runs])} | {level} |")
-    return "\n".join(lines)
+        rows.append([ROWS[key][0], f"{first['mb_per_sample']:.2f} / {first['page_mb_per_sample']:.2f}",
+                     cell(runs, lambda r: r["cpu_ms_per_sample"], ".2f"), cell(runs, lambda r: r["one_core_images_per_s"]),
+                     cell(runs, lambda r: r["workers"]["1"]["median"]), cell(runs, lambda r: r["workers"]["2"]["median"]),
+                     level])
+    return markdown_table(["data path", "MB read / pages per sample", "CPU ms / sample", "img/s, one core",
+                           "img/s, 1 worker", "img/s, 2 workers", "crops from a level; RMS / std (median, max)"], rows)
 
 
 def main() -> int:

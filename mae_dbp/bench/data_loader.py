@@ -197,29 +197,28 @@ def step_rate(config, batch: int, steps: int, device: str) -> dict:
 def run_data_bench(config, workers: list[int], samples: int, repeats: int, steps: int, step_batch: int | None,
                    device: str = "auto") -> dict:
     """All of ``bench data`` for a loaded pretraining config; returns the result dict."""
-    import torch
-
+    from mae_dbp.bench.device import torch_threads
     from mae_dbp.data.dataset import train_val_datasets
     from mae_dbp.train.setup import batch_plan
 
-    torch.set_num_threads(1)
-    train_set, _ = train_val_datasets(config.data, config.model.in_chans, config.model.img_size)
-    micro, _ = batch_plan(config.train, 1)
-    result = {"path": describe(config), "img_size": config.model.img_size, "loader_batch": micro,
-              **read_cost(train_set, min(samples, 256)), "workers": {}}
-    fidelity = level_fidelity(train_set, min(samples, 256))
-    if fidelity is not None:
-        result["levels"] = fidelity
-    for n in workers:
-        rates = [loader_rate(train_set, micro, n, samples) for _ in range(repeats)]
-        result["workers"][str(n)] = {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
-                                     "runs": rates}
-    loader = result["workers"][str(max(workers))]["median"]
-    if steps > 0:
-        result["step"] = step_rate(config, step_batch or config.train.batch_size, steps, device)
-        step = result["step"]["images_per_s"]
-        bound = "loader-bound" if loader < step else "step-bound"
-        result["verdict"] = f"{bound}: the loader gives {loader:.3g} img/s, the step takes {step:.3g} img/s"
+    with torch_threads(1):  # one thread, as one loader worker has; restored afterwards
+        train_set, _ = train_val_datasets(config.data, config.model.in_chans, config.model.img_size)
+        micro, _ = batch_plan(config.train, 1)
+        result = {"path": describe(config), "img_size": config.model.img_size, "loader_batch": micro,
+                  **read_cost(train_set, min(samples, 256)), "workers": {}}
+        fidelity = level_fidelity(train_set, min(samples, 256))
+        if fidelity is not None:
+            result["levels"] = fidelity
+        for n in workers:
+            rates = [loader_rate(train_set, micro, n, samples) for _ in range(repeats)]
+            result["workers"][str(n)] = {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
+                                         "runs": rates}
+        loader = result["workers"][str(max(workers))]["median"]
+        if steps > 0:
+            result["step"] = step_rate(config, step_batch or config.train.batch_size, steps, device)
+            step = result["step"]["images_per_s"]
+            bound = "loader-bound" if loader < step else "step-bound"
+            result["verdict"] = f"{bound}: the loader gives {loader:.3g} img/s, the step takes {step:.3g} img/s"
     return result
 
 
