@@ -141,7 +141,8 @@ class GuardConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation: AdamW, warm-up + cosine per step, accumulation to ``effective_batch``."""
+    """Optimisation: the optimizer (timm's factory, or ``mud``), warm-up + cosine per step,
+    accumulation to ``effective_batch``."""
 
     epochs: int = 10
     batch_size: int = 64  # per process and micro-step, at most
@@ -151,6 +152,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    # any name timm.optim.create_optimizer_v2 knows (adamw, muon, nmuon, adamuon, lamb, lion, ...) or mud
+    # (mae_dbp.optim.Mud); optimizer_args are passed through (e.g. {ns_steps: 5, adjust_lr_fn: original})
+    optimizer: str = "adamw"
+    optimizer_args: dict[str, Any] = field(default_factory=dict)
     grad_clip: Optional[float] = None
     mixed_precision: str = "no"  # one of MIXED_PRECISION
     # auto: the GPU(s) accelerate sees, else the CPU; cpu: the CPU even where a GPU is (gloo ranks
@@ -175,6 +180,9 @@ class TrainConfig:
             require(getattr(self, key) >= 0, f"train.{key}", "a number >= 0", getattr(self, key))
         require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas", "two numbers in [0, 1)",
                 list(self.betas))
+        from mae_dbp.optim.factory import check_name
+
+        self.optimizer = check_name(self.optimizer)
         require(self.mixed_precision in MIXED_PRECISION, "train.mixed_precision", f"one of {', '.join(MIXED_PRECISION)}",
                 self.mixed_precision)
         require(self.check_every is None or self.check_every >= 1, "train.check_every", "null or an int >= 1",

@@ -60,6 +60,8 @@ def _add_step_benches(sub) -> None:
         p.add_argument(f"--{count}", type=int, default=20, help=f"timed {count} per contender (default 20)")
         p.add_argument("--batch-size", type=int, help="override train.batch_size")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+        if name == "pretrain":
+            p.add_argument("--optimizer", default=None, help="train.optimizer of both contenders (default: the config's)")
         if name != "overhead":
             device.add_arguments(p)
     p = sub.add_parser("all", help="decor, pretrain, inference and overhead in one process")
@@ -111,7 +113,9 @@ def _config(args: argparse.Namespace):
     from mae_dbp.config import load_config
     from mae_dbp.train.pretrain import PretrainConfig
 
-    return load_config(PretrainConfig, args.config, getattr(args, "overrides", []))
+    optimizer = getattr(args, "optimizer", None)
+    overrides = [*getattr(args, "overrides", []), *([f"train.optimizer={optimizer}"] if optimizer else [])]
+    return load_config(PretrainConfig, args.config, overrides)
 
 
 def run_decor(args: argparse.Namespace) -> dict:

@@ -194,7 +194,8 @@ def cached_run(config: Any, run_dir: Path, train: Callable[[Any, Path, Callable[
 def run_pairs(runner: Callable[[str, float, int], dict], lrs: dict[str, list[float]], seeds: Sequence[int],
               sweep_seeds: Sequence[int] | None, metric: Metric) -> tuple[dict | None, dict[tuple[str, int], dict]]:
     """The lr sweep on ``sweep_seeds`` (None: no sweep, each method's single lr), then one run per
-    method and seed at each method's pick, the order alternating by seed. ``runner(method, lr,
+    method and seed at each method's pick, the order reversed on every other seed. The methods are
+    the keys of ``lrs`` (BP and DBP, or a race's arms). ``runner(method, lr,
     seed)`` returns a record (cached: the sweep's runs are reused). Returns (sweep, {(method, seed): record})."""
     best_key = f"best_{metric.name}"
 
@@ -202,15 +203,16 @@ def run_pairs(runner: Callable[[str, float, int], dict], lrs: dict[str, list[flo
         record = runner(method, lr, seed)
         return {**record, best_key: metric.best(record["rows"])[metric.key]}
 
+    methods = list(lrs)
     if sweep_seeds:
         sweep = lr_sweep(scored, lrs, sweep_seeds, key=best_key, higher_is_better=metric.higher_is_better)
-        chosen = {m: sweep[m]["chosen"] for m in METHODS}
-    elif any(len(lrs[m]) != 1 for m in METHODS):
+        chosen = {m: sweep[m]["chosen"] for m in methods}
+    elif any(len(lrs[m]) != 1 for m in methods):
         raise UserInputError("bench: several lrs need sweep seeds to choose among them")
     else:
-        sweep, chosen = None, {m: lrs[m][0] for m in METHODS}
+        sweep, chosen = None, {m: lrs[m][0] for m in methods}
     results = {}
     for index, seed in enumerate(seeds):
-        for method in METHODS if index % 2 == 0 else METHODS[::-1]:
+        for method in methods if index % 2 == 0 else methods[::-1]:
             results[(method, seed)] = scored(method, chosen[method], seed)
     return sweep, results

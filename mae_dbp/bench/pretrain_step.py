@@ -1,7 +1,7 @@
 """``bench pretrain``: MAE training-step time with DBP vs BP, same model and data, alternating.
 
 A step is what the trainer does per optimizer step: forward (under ``--dtype`` autocast), backward,
-AdamW step (fused where torch has it for the device) and (DBP) the R update through the trainer's
+optimizer step (the config's ``train.optimizer``; AdamW fused where torch has it) and (DBP) the R update through the trainer's
 :class:`~mae_dbp.train.decor_policy.DecorPolicy` (its R lr, every ``decor.update_every``-th step).
 After timing, one more step of each contender counts its host reads (what would make a CUDA step
 wait: :class:`~mae_dbp.bench.host_reads.HostReads`).
@@ -28,9 +28,9 @@ from mae_dbp.bench.device import (autocast, device_record, peak_memory_gib, rese
 from mae_dbp.bench.host_reads import HostReads
 from mae_dbp.bench.timing import time_alternating
 from mae_dbp.config import GuardConfig
+from mae_dbp.optim import build_optimizer
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard
-from mae_dbp.train.optim import adamw
 from mae_dbp.train.pretrain import PretrainConfig, build_model
 from mae_dbp.train.schedules import WarmupCosine
 
@@ -38,12 +38,13 @@ WARMUP_STEPS = 3  # compiling happens here; frames compiled later are recompiles
 
 
 def training_step(model: torch.nn.Module, images: torch.Tensor, policy: DecorPolicy | None = None,
-                  dtype: str = "float32", forward: torch.nn.Module | None = None) -> Callable[[], None]:
+                  dtype: str = "float32", forward: torch.nn.Module | None = None, optimizer: str = "adamw",
+                  optimizer_args: dict | None = None) -> Callable[[], None]:
     """A closure running one optimizer step of ``model`` (through ``forward``, e.g. its compiled
-    version, when given); with a ``policy``, the R step after it as the trainer does (the policy's
-    R lr and ``update_every``; a constant main lr of 1e-4)."""
-    optimizer = adamw([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95),
-                      device=images.device)
+    version, when given) with ``optimizer`` (a ``train.optimizer`` name); with a ``policy``, the R
+    step after it as the trainer does (the policy's R lr and ``update_every``; a constant main lr of 1e-4)."""
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optimizer, 1e-4, (0.9, 0.95),
+                                images.device, optimizer_args)
     schedule, guard = WarmupCosine(1e-4, total_steps=10**9, floor=1e-4), InstabilityGuard(GuardConfig(enabled=False))
     model.train()
     forward = model if forward is None else forward
@@ -92,7 +93,7 @@ def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | Non
     k = config.decor.update_every  # a timed sample is a block of k steps, so it holds one R update
     blocks, watches, first = {}, {}, {}
     for name, (model, policy, compiled) in contenders.items():
-        step = training_step(model, images, policy, dtype, compiled)
+        step = training_step(model, images, policy, dtype, compiled, config.train.optimizer, config.train.optimizer_args)
         watch = CompileWatch()
         if compiled is not None:
             watch.start()
@@ -115,7 +116,7 @@ def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | Non
         first[name]["host_reads_per_step"] = reads.count / k
     result = {
         "bp_step_s": times["bp"], "dbp_step_s": times["dbp"], "overhead_ratio": times["dbp"] / times["bp"],
-        "batch_size": batch, "encoder": config.model.encoder, "img_size": dbp_model.img_size,
+        "batch_size": batch, "optimizer": config.train.optimizer, "encoder": config.model.encoder, "img_size": dbp_model.img_size,
         "decor_sites": len(contenders["dbp"][1].summary()["decor_sites"]), "update_every": k,
         "warmup_steps": warmup, "steps": steps, **device_record(where, dtype, compile), "contenders": first,
     }

@@ -55,7 +55,8 @@ class SpeedupSettings:
     no cap); ``epochs`` None: the horizon's (short: 14; long: computed from the data);
     ``threads``: torch CPU threads (None: unchanged); ``thresholds`` None: median BP best x 1.10,
     1.05, 1.02; ``clock``: "wall" or "cpu" (the process's CPU seconds); ``plots``: each run's own PNGs;
-    ``device`` / ``dtype`` / ``compile``: every run's ``train.device`` / bf16 autocast / ``train.compile``."""
+    ``device`` / ``dtype`` / ``compile``: every run's ``train.device`` / bf16 autocast / ``train.compile``;
+    ``optimizer``: both methods' ``train.optimizer``."""
 
     budget_s: float | None = 300.0
     epochs: int | None = horizon.SHORT_EPOCHS
@@ -75,12 +76,15 @@ class SpeedupSettings:
     device: str = "auto"
     dtype: str = "float32"
     compile: bool = False
+    optimizer: str = "adamw"
 
 
-def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: SpeedupSettings) -> list[str]:
-    """The config overrides of one run (the only place the bench speaks the config's language)."""
+def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: SpeedupSettings,
+                  optimizer: str | None = None) -> list[str]:
+    """The config overrides of one run (the only place the bench speaks the config's language);
+    ``optimizer`` None: ``settings.optimizer``."""
     stats = data_dir / "stats.json"
-    return [
+    return [f"train.optimizer={optimizer or settings.optimizer}",
         f"data.root={data_dir / 'train'}", f"data.val_root={data_dir / 'val'}",
         *([f"data.stats={stats}"] if stats.is_file() else []),
         f"decor.enabled={method == 'dbp'}", f"train.base_lr={lr}", f"train.seed={seed}", f"decor.seed={seed}",
@@ -93,10 +97,12 @@ def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: S
     ]
 
 
-def run_name(method: str, lr: float, seed: int, dbp_overrides: Sequence[str] = ()) -> str:
-    """The run directory name of one bench run (DBP variants carry their overrides in it)."""
+def run_name(method: str, lr: float, seed: int, dbp_overrides: Sequence[str] = (), optimizer: str = "adamw") -> str:
+    """The run directory name of one bench run (DBP variants carry their overrides in it; optimizers
+    other than AdamW their name in front)."""
     variant = "-".join(o.replace("=", "").replace(".", "").replace("*", "x").replace(" ", "") for o in dbp_overrides)
-    name = f"{method}{'-' + variant if method == 'dbp' and variant else ''}-lr{lr:g}-seed{seed}"
+    prefix = "" if optimizer == "adamw" else f"{optimizer}-"
+    name = f"{prefix}{method}{'-' + variant if method == 'dbp' and variant else ''}-lr{lr:g}-seed{seed}"
     return name.replace("/", "_").replace('"', "").replace("'", "")[:150]
 
 
@@ -153,13 +159,48 @@ def curve_of(record: dict) -> list[tuple[float, float]]:
     return [(r["train_seconds"], r["val_loss"]) for r in record["rows"]]
 
 
+def arm_key(optimizer: str, method: str, race: bool) -> str:
+    """An arm's name: "bp" / "dbp" in a one-optimizer bench; "adamw", "adamw+dbp", "muon", ... in a race."""
+    return (optimizer if method == "bp" else f"{optimizer}+dbp") if race else method
+
+
+def pair_numbers(results: dict, sweep: dict, s: SpeedupSettings, optimizer: str, race: bool,
+                 levels: Sequence[float] | None = None) -> dict:
+    """BP vs DBP with one optimizer: {"runs": per seed, "summary", "thresholds"} (module docstring)."""
+    bp_arm, dbp_arm = arm_key(optimizer, "bp", race), arm_key(optimizer, "dbp", race)
+    levels = list(levels) if levels else default_thresholds(
+        [VAL_LOSS.best(results[(bp_arm, seed)]["rows"])["val_loss"] for seed in s.seeds])
+    runs = []
+    for seed in s.seeds:
+        bp, dbp = results[(bp_arm, seed)], results[(dbp_arm, seed)]
+        runs.append({"seed": seed, "bp_run": run_name("bp", sweep[bp_arm]["chosen"], seed, optimizer=optimizer),
+                     "dbp_run": run_name("dbp", sweep[dbp_arm]["chosen"], seed, s.dbp_overrides, optimizer),
+                     **compare_pair(bp, dbp, VAL_LOSS, levels),
+                     "bp_steps": bp["rows"][-1]["step"], "dbp_steps": dbp["rows"][-1]["step"],
+                     "speedup_curve": curves.speedup_curve(curve_of(bp), curve_of(dbp)),
+                     "bp_improvement_by_third": curves.improvement_share(curve_of(bp))})
+    summary = {**summarize(runs, SUMMARY_KEYS), "speedup_curve": curves.curve_summary(runs)}
+    return {"runs": runs, "summary": summary, "thresholds": levels}
+
+
 def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
-                      settings: SpeedupSettings | None = None, out_dir: str | Path | None = None) -> dict:
+                      settings: SpeedupSettings | None = None, out_dir: str | Path | None = None,
+                      optimizers: Sequence[str] | None = None) -> dict:
     """BP vs DBP pretraining (see the module docstring); returns {"settings", "horizon", "sweep", "runs",
-    "summary", "curves"}. Run directories go to ``out_dir`` (default: a temporary folder, deleted)."""
+    "summary", "curves"}. Run directories go to ``out_dir`` (default: a temporary folder, deleted).
+
+    ``optimizers`` (two or more): a race of every optimizer with and without DBP, each arm swept
+    and seeded alike (:mod:`mae_dbp.bench.race`); the result then also holds "race" (the arms
+    against the best baseline) and "pairs" (BP vs DBP per optimizer); "runs" / "summary" are the
+    first optimizer's pair."""
     import dataclasses
 
+    from mae_dbp.optim.factory import check_name
+
     s = settings or SpeedupSettings()
+    optimizers = [check_name(o, "--optimizer") for o in (optimizers or [s.optimizer])]
+    race = len(optimizers) > 1
+    s = dataclasses.replace(s, optimizer=optimizers[0])
     data_dir, config = Path(data_dir), str(resolve_config_path(config, "pretrain")) if config else None
     if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
         raise UserInputError(f"{data_dir}: expected train/ and val/ image folders (mae-dbp data photos)")
@@ -170,42 +211,41 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
     s = dataclasses.replace(s, epochs=plan["epochs"])
     temporary = tempfile.TemporaryDirectory(prefix="bench-speedup-") if out_dir is None else None
     root = Path(temporary.name if temporary else out_dir)
+    arms = {arm_key(o, m, race): (o, m) for o in optimizers for m in METHODS}
 
-    def runner(method: str, lr: float, seed: int) -> dict:
-        name = run_name(method, lr, seed, s.dbp_overrides)
+    def runner(arm: str, lr: float, seed: int) -> dict:
+        optimizer, method = arms[arm]
+        name = run_name(method, lr, seed, s.dbp_overrides, optimizer)
         print(f"== bench speedup: {name} ==", flush=True)
-        return _train(config, run_overrides(data_dir, method, lr, seed, s), root / name, s.clock)
+        return _train(config, run_overrides(data_dir, method, lr, seed, s, optimizer), root / name, s.clock)
 
-    lrs = {"bp": [s.base_lr * m for m in s.lr_multipliers],
-           "dbp": [s.base_lr * m for m in (s.dbp_lr_multipliers or s.lr_multipliers)]}
+    multipliers = {"bp": s.lr_multipliers, "dbp": s.dbp_lr_multipliers or s.lr_multipliers}
+    lrs = {arm: [s.base_lr * m for m in multipliers[method]] for arm, (_, method) in arms.items()}
     try:
         with torch_threads(s.threads) as threads:
             sweep, results = run_pairs(runner, lrs, s.seeds, s.sweep_seeds, VAL_LOSS)
     finally:
         if temporary:
             temporary.cleanup()
-    levels = list(s.thresholds) if s.thresholds else default_thresholds(
-        [VAL_LOSS.best(results[("bp", seed)]["rows"])["val_loss"] for seed in s.seeds])
-    runs = []
-    for seed in s.seeds:
-        bp, dbp = results[("bp", seed)], results[("dbp", seed)]
-        runs.append({"seed": seed, "bp_run": run_name("bp", sweep["bp"]["chosen"], seed),
-                     "dbp_run": run_name("dbp", sweep["dbp"]["chosen"], seed, s.dbp_overrides),
-                     **compare_pair(bp, dbp, VAL_LOSS, levels),
-                     "bp_steps": bp["rows"][-1]["step"], "dbp_steps": dbp["rows"][-1]["step"],
-                     "speedup_curve": curves.speedup_curve(curve_of(bp), curve_of(dbp)),
-                     "bp_improvement_by_third": curves.improvement_share(curve_of(bp))})
-    recorded = {**asdict(s), "threads": threads, "thresholds": levels,
-                "dbp_lr_multipliers": list(s.dbp_lr_multipliers or s.lr_multipliers)}
+    pairs = {o: pair_numbers(results, sweep, s, o, race, s.thresholds) for o in optimizers}
+    first = pairs[optimizers[0]]
+    recorded = {**asdict(s), "threads": threads, "thresholds": first["thresholds"],
+                "dbp_lr_multipliers": list(s.dbp_lr_multipliers or s.lr_multipliers), "optimizers": optimizers}
     recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in recorded.items()}
     settings_out = {"data": str(data_dir), "config": config, **recorded, "out_dir": None if temporary else str(root)}
-    summary = {**summarize(runs, SUMMARY_KEYS), "speedup_curve": curves.curve_summary(runs)}
-    share = summary["bp_improvement_by_third"]["median"]
+    share = first["summary"]["bp_improvement_by_third"]["median"]
     plan["bp_left_plateau_by_third"] = None if share is None else share >= PLATEAU_SHARE
-    plan["runs_cut_short"] = [f"{m}-seed{r['seed']}" for r in runs for m in METHODS if r[f"{m}_steps"] < plan["planned_steps"]]
-    curves_out = {m: {str(seed): curve_of(results[(m, seed)]) for seed in s.seeds} for m in METHODS}
-    return {"settings": settings_out, "device": {**device, "threads": threads}, "horizon": plan, "sweep": sweep, "runs": runs,
-            "summary": summary, "curves": curves_out}
+    plan["runs_cut_short"] = [f"{arm}-seed{seed}" for (arm, seed), record in results.items()
+                              if record["rows"][-1]["step"] < plan["planned_steps"]]
+    curves_out = {arm: {str(seed): curve_of(results[(arm, seed)]) for seed in s.seeds} for arm in arms}
+    out = {"settings": settings_out, "device": {**device, "threads": threads}, "horizon": plan, "sweep": sweep,
+           "runs": first["runs"], "summary": first["summary"], "curves": curves_out}
+    if race:
+        from mae_dbp.bench.race import race_summary
+
+        out["pairs"] = {o: {"summary": p["summary"], "runs": p["runs"]} for o, p in pairs.items()}
+        out["race"] = race_summary(results, sweep, arms, s.seeds)
+    return out
 
 
 def add_arguments(sub) -> None:
@@ -232,6 +272,12 @@ def add_arguments(sub) -> None:
                    help="fixed val-loss levels (default: median BP best x 1.10, 1.05, 1.02)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--dbp", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for the DBP runs only")
+    p.add_argument("--optimizer", default="adamw", help="train.optimizer of BP and DBP (default adamw; any name of "
+                   "timm's factory, or mud)")
+    p.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",
+                   help="a race: every optimizer with and without DBP, same sweep and seeds, one table against the "
+                        "best baseline (e.g. --optimizers adamw muon)")
+    p.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every run")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time runs by wall-clock (default) or by this process's CPU seconds (robust to other jobs)")
     p.add_argument("--no-emissions", action="store_true", help="skip codecarbon (no kg CO2)")
@@ -241,6 +287,8 @@ def add_arguments(sub) -> None:
     p.add_argument("--plot", type=Path, default=None, help="PNG of val loss vs training seconds")
     p.add_argument("--curve-plot", type=Path, default=None,
                    help="PNG of the speed-up curve and the loss gap at equal training time")
+    p.add_argument("--race-plot", type=Path, default=None, help="with --optimizers: PNG of every arm's loss vs steps "
+                   "and vs seconds")
 
 
 def settings_from_args(args) -> SpeedupSettings:
@@ -250,20 +298,27 @@ def settings_from_args(args) -> SpeedupSettings:
         budget_s=budget, epochs=args.epochs, seeds=args.seeds, base_lr=args.base_lr, lr_multipliers=args.lr_multipliers,
         dbp_lr_multipliers=args.dbp_lr_multipliers, sweep_seeds=args.sweep_seeds, threads=args.threads,
         thresholds=args.thresholds, dbp_overrides=args.dbp, emissions=not args.no_emissions, clock=args.clock,
-        horizon=args.horizon, device=args.device, dtype=args.dtype, compile=args.compile)
+        horizon=args.horizon, device=args.device, dtype=args.dtype, compile=args.compile, optimizer=args.optimizer,
+        overrides=args.overrides)
 
 
 def run(args) -> dict:
     """``mae-dbp bench speedup``: runs the bench, prints the tables, writes --markdown / --plot / --curve-plot."""
     from mae_dbp.bench.speedup_report import curve_plot, loss_plot, markdown_report
 
-    result = run_speedup_bench(args.data, args.config, settings_from_args(args), args.out)
+    result = run_speedup_bench(args.data, args.config, settings_from_args(args), args.out, args.optimizers)
     text = markdown_report(result)
+    if "race" in result:
+        from mae_dbp.bench.race import markdown_race, race_plot
+
+        text = markdown_race(result) + "\n" + f"BP vs DBP with {result['settings']['optimizer']}:\n\n" + text
+        if args.race_plot is not None:
+            race_plot(result, args.race_plot)
     print(text)
     if args.markdown is not None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text)
-    if args.plot is not None:
+    if args.plot is not None and "race" not in result:
         loss_plot(result, args.plot)
     if args.curve_plot is not None:
         curve_plot(result, args.curve_plot)

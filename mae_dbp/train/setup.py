@@ -1,4 +1,4 @@
-"""Building a run: the accelerator on ``train.device``, per-rank seeds, loaders, AdamW + schedule,
+"""Building a run: the accelerator on ``train.device``, per-rank seeds, loaders, optimizer + schedule,
 and a fresh start or a resume.
 
     setup() = build_accelerator -> seed_ranks -> build_loaders -> optimizer_and_schedule
@@ -26,11 +26,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from mae_dbp.config import LogConfig, TrainConfig
 from mae_dbp.data.loader import build_train_loader
 from mae_dbp.errors import UserInputError
+from mae_dbp.optim import build_optimizer
 from mae_dbp.run_dir import RunDir
 from mae_dbp.train import checkpoints
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard
-from mae_dbp.train.optim import adamw
 from mae_dbp.train.run_dir import cpu_only
 from mae_dbp.train.schedules import WarmupCosine
 from mae_dbp.train.state import Run, Task, WithIndex
@@ -88,12 +88,14 @@ def build_loaders(config, accelerator: Accelerator, train_set: Dataset,
 
 def optimizer_and_schedule(train_cfg: TrainConfig, task: Task, per_epoch: int,
                            device: torch.device) -> tuple[torch.optim.Optimizer, WarmupCosine]:
-    """AdamW over timm's weight-decay groups (fused where torch has it for ``device``) at the peak
-    lr ``base_lr x effective_batch / 256``, and its per-step warm-up + cosine schedule."""
+    """``train.optimizer`` over timm's weight-decay groups (AdamW fused where torch has it for
+    ``device``) at the peak lr ``base_lr x effective_batch / 256``, and its per-step warm-up + cosine
+    schedule (:class:`~mae_dbp.train.schedules.WarmupCosine`, which the DBP policy reads too)."""
     peak = train_cfg.base_lr * train_cfg.effective_batch / 256
     schedule = WarmupCosine(peak, per_epoch * train_cfg.epochs, round(train_cfg.warmup_epochs * per_epoch), train_cfg.min_lr)
     groups = param_groups_weight_decay(task.model, train_cfg.weight_decay, no_weight_decay_list=task.no_weight_decay())
-    return adamw(groups, lr=peak, betas=tuple(train_cfg.betas), device=device), schedule
+    optimizer = build_optimizer(groups, train_cfg.optimizer, peak, tuple(train_cfg.betas), device, train_cfg.optimizer_args)
+    return optimizer, schedule
 
 
 def start_or_resume(run: Run, resume: bool) -> None:
@@ -123,5 +125,6 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
     policy.start(accelerator.gradient_accumulation_steps, per_epoch, schedule.total_steps)
     start_or_resume(run, resume)
     run.say(f"effective batch {train_cfg.effective_batch} = {accelerator.num_processes} process(es) x {micro} images "
-            f"x {accelerator.gradient_accumulation_steps} accumulation step(s); peak lr {schedule.peak:.3g}")
+            f"x {accelerator.gradient_accumulation_steps} accumulation step(s); {train_cfg.optimizer}, peak lr "
+            f"{schedule.peak:.3g} = train.base_lr {train_cfg.base_lr:g} x {train_cfg.effective_batch} / 256")
     return run
