@@ -26,14 +26,14 @@ def floating_tensors(value) -> list[torch.Tensor]:
     return []
 
 
-def train_tiny_mae(dtype: str, device: str, steps: int = 10) -> torch.nn.Module:
+def train_tiny_mae(dtype: str, device: str, steps: int = 10, optimizer: str = "adamw") -> torch.nn.Module:
     """The tiny DBP MAE after ``steps`` optimizer + R steps on one seeded batch, under ``dtype``."""
     config = tiny_pretrain(None)
     config.decor.lr = 0.02  # R moves ~1e-2 in 10 steps: well above bf16's rounding of the activations
     torch.manual_seed(0)
     model = build_model(config)[0].to(device)
     images = torch.randn(8, 2, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
-    step = training_step(model, images, DecorPolicy(model.encoder, config.decor), dtype)
+    step = training_step(model, images, DecorPolicy(model.encoder, config.decor), dtype, optimizer=optimizer)
     torch.manual_seed(2)  # the same mask noise in both runs
     for _ in range(steps):
         step()
@@ -41,9 +41,10 @@ def train_tiny_mae(dtype: str, device: str, steps: int = 10) -> torch.nn.Module:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 @pytest.mark.parametrize("device", DEVICES)
-def test_bf16_autocast_keeps_r_float32_and_moves_it_as_far(device):
-    runs = {dtype: train_tiny_mae(dtype, device) for dtype in ("float32", "bf16")}
+def test_bf16_autocast_keeps_r_float32_and_moves_it_as_far(device, optimizer):
+    runs = {dtype: train_tiny_mae(dtype, device, optimizer=optimizer) for dtype in ("float32", "bf16")}
     layers = {dtype: dict(decor.decor_modules(model.encoder)) for dtype, model in runs.items()}
     assert len(layers["bf16"]) == 5
     for name, layer in layers["bf16"].items():

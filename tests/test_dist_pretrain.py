@@ -84,3 +84,17 @@ def test_resumed_two_rank_run_continues_exactly(runs):
     # every rank's RNG state is in the checkpoint
     assert {p.name for p in (runs["split"] / "last").glob("random_states_*.pkl")} == {
         "random_states_0.pkl", "random_states_1.pkl"}
+
+
+def test_muon_on_two_ranks_keeps_r_identical_and_trains(tmp_path):
+    """The hybrid optimizer (Muon for matrices, AdamW for the rest) over DDP's averaged gradients:
+    every rank applies the same update, so weights and R stay identical across the two ranks."""
+    data = write_synthetic(tmp_path / "data", num=40, size=32, seed=0, progress=False)
+    config = tiny_pretrain(data, epochs=2)
+    config.train.batch_size, config.train.optimizer, config.log.plots = 4, "muon", False
+    launch(write_config(config, tmp_path / "muon.yaml"), tmp_path / "muon")
+    rank0, rank1 = probes(tmp_path / "muon")
+    for name, r in rank0["R"].items():
+        assert not torch.equal(r, torch.eye(r.shape[0])) and torch.equal(r, rank1["R"][name]), name
+    metrics = rows(tmp_path / "muon")
+    assert float(metrics[-1]["val_loss"]) < float(metrics[0]["val_loss"])
