@@ -38,6 +38,28 @@ def test_update_matches_explicit_rule(kappa, variant, n, d):
         assert torch.equal(wrapped.R, torch.tril(wrapped.R))
 
 
+def test_layers_of_one_width_updated_together_match_the_rule_each():
+    """update() stacks the layers whose steps go through the rows path (same width and rows): each
+    layer's own kappa, lr scale and variant still apply, and each R matches the explicit rule."""
+    d, n = 20, 6  # 6 (6 + 20) < 20²: the rows path
+    kinds = [(0.0, 1.0, "standard"), (0.5, 2.0, "standard"), (1.0, 0.5, "triangular"), (0.0, 1.0, "gain")]
+    model = nn.Sequential(*[nn.Linear(d, d).double() for _ in kinds])
+    for index, (kappa, scale, variant) in enumerate(kinds):
+        model[index] = DecorLinear.wrap(model[index], decor.DecorSettings(
+            kappa=kappa, lr=0.05, lr_scale=scale, sample_frac=1.0, variant=variant, seed=index))
+    inputs = [correlated(n, d, seed=i) for i in range(len(kinds))]
+    inputs = [x / x.std() for x in inputs]
+    expected = [layer.R.clone() for layer in model]
+    for _ in range(3):
+        for layer, x in zip(model, inputs):
+            layer(x)
+        metrics = decor.update(model)
+        for i, ((kappa, scale, variant), x) in enumerate(zip(kinds, inputs)):
+            expected[i] = reference_step(expected[i], x, kappa, 0.05 * scale, variant)[0]
+            torch.testing.assert_close(model[i].R, expected[i], rtol=1e-10, atol=1e-12)
+    assert list(metrics) == ["0", "1", "2", "3"] and all(torch.isfinite(m) for m in metrics.values())
+
+
 def test_metric_is_mean_squared_offdiagonal_correlation():
     x = correlated(500, 5, seed=2)
     layer = DecorLinear.wrap(nn.Linear(5, 2).double(), decor.DecorSettings(sample_frac=1.0, lr=0.0))

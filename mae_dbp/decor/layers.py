@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mae_dbp.decor.cost import fused_is_cheaper
+from mae_dbp.decor.cost import fused_is_cheaper, rows_update_is_cheaper
 from mae_dbp.decor.forms import FormChooser
 from mae_dbp.decor.matrix import Factors, SampleRows, SampleStats, times_r, times_rt, update_r
 from mae_dbp.decor.settings import DecorSettings
@@ -123,6 +123,26 @@ class DecorMixin:
         with torch.no_grad():
             rank = self.settings.rank if self.factors() is not None else None
             return self.subsample.take(self._r_work(), self._factors_work(), summable, rank)
+
+    def take_rows(self) -> torch.Tensor | None:
+        """The kept rows X (n, d) when this layer's update may go through the stacked rows path
+        (:func:`~mae_dbp.decor.matrix.update_r_stacked`: ``standard`` / ``triangular``, rows kept
+        unfolded, the rows path the cheaper one), forgetting them; else None and nothing changes."""
+        subsample = self.subsample
+        if self.settings.variant not in ("standard", "triangular") or subsample.folded or not subsample._rows:
+            return None
+        if not rows_update_is_cheaper(subsample._row_count, self.decor_dim):
+            return None
+        rows = subsample.kept_rows()
+        subsample.clear()
+        self._had_sample = True
+        return rows
+
+    def set_r(self, r: torch.Tensor) -> None:
+        """R <- ``r`` (d, d) after an update computed elsewhere (a stacked update of several layers)."""
+        with torch.no_grad():
+            self.R.copy_(r)
+        self.invalidate_cache()
 
     def apply_update(self, stats: SampleStats | SampleRows, lr: float | None = None) -> torch.Tensor:
         """One R step from (possibly all-reduced) statistics, at ``lr`` (default ``settings.lr``)

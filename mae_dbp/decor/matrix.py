@@ -264,3 +264,29 @@ def update_r(
         keep = active & (new_sq > 0)
         r.mul_(torch.where(keep, torch.sqrt(stats.xx / count / new_sq.clamp_min(1e-30)), torch.ones_like(new_sq)))
     return torch.where(active, metric, nan)
+
+
+def update_r_stacked(r: torch.Tensor, x: torch.Tensor, kappa: torch.Tensor, lr: torch.Tensor,
+                     triangular: bool = False) -> torch.Tensor:
+    """One update of L layers of the same width at once, from their subsample rows: in place on ``r``.
+
+    r: (L, d, d) the layers' R (working dtype); x: (L, n, d) each layer's n input rows; kappa, lr:
+    (L,) each layer's kappa and step (lr x lr_scale; 0 for a layer without a sample). The rows path
+    of :func:`update_r` (``standard`` / ``triangular``) with batched products: Z = X Rᵀ,
+    G R = (1 - kappa) Zᵀ (Z R) / n + diag(c) R, the metric from Z Zᵀ. Returns the L metrics (L,).
+    """
+    n, d = x.shape[1], x.shape[2]
+    z = x.to(r.dtype) @ r.mT
+    variances = z.square().sum(1) / n  # (L, d)
+    step = (z.mT @ (z @ r)).mul_(((1.0 - kappa) / n)[:, None, None])
+    step.addcmul_(_row_scale(variances, kappa[:, None])[..., None], r)
+    if triangular:
+        step = torch.tril(step)
+    r.sub_(step.mul_(lr[:, None, None]))
+    if d < 2:
+        return r.new_zeros(r.shape[0])
+    scale = variances.clamp_min(1e-12).rsqrt()
+    zs = z * scale[:, None, :]
+    total = (zs @ zs.mT).square().sum((1, 2)) / (n * n)
+    diag = (variances * scale * scale).square().sum(1)
+    return (total - diag) / (d * (d - 1))
