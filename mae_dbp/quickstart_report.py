@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mae_dbp.bench.finetune import markdown_report as finetune_report
 from mae_dbp.bench.report import markdown_table, range_cell
+from mae_dbp.bench.results import long_horizon_summary
 from mae_dbp.bench.speedup_report import plateau_sentence
 
 SET_NAMES = {"photos": "crops of real photographs (bundled with scikit-learn / matplotlib)",
@@ -86,12 +87,7 @@ def write_report(out: Path, results: dict, size) -> Path:
         "escape (each data set's line says how far BP had got by a third of its run); it is not the papers' "
         "long-training claim.",
         "",
-        "**Long horizon** (>= 1,500 optimizer steps on >= 4,000 photo crops, `mae-dbp bench speedup --horizon long`, "
-        "two model sizes; this quickstart does not run it): the gain is much smaller there. Measured on 2026-12-02 "
-        "(docs/benchmarks.md, section *Long horizon*; 3 seeds, CPU clock), DBP reached BP's best validation loss in "
-        "0.90x (tiny model) and 0.76x (deeper model, 2 of 3 seeds) of BP's optimizer steps with a best loss about 1% "
-        "lower, but its step cost 1.08-1.15x BP's, so in time it was about even (1.21x and 0.92x of BP's CPU "
-        "seconds): the gain below is a short-run gain.",
+        long_horizon_summary(),
         "",
         "## Does DBP reach BP's best validation loss sooner?",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from data_tools.photos import write_photos
 from mae_dbp.bench.compare import VAL_LOSS, compare_pair, median_range
@@ -161,3 +162,60 @@ def test_device_flags_are_the_runs_train_settings_and_the_defaults_keep_cached_r
         assert main(["bench", "speedup", "--data", str(tmp_path), "--device", "cuda"]) == 2
         assert capsys.readouterr().err.strip() == (
             "mae-dbp: error: --device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False)")
+
+
+def test_race_measures_every_arm_against_the_best_baseline():
+    from mae_dbp.bench.race import race_summary
+
+    runs = {  # (arm, seed) -> record; the DBP arm of adamw is lowest, but the reference is a baseline
+        ("adamw", 0): _run([0.5, 0.4, 0.3], [10, 20, 30]), ("adamw+dbp", 0): _run([0.4, 0.25, 0.2], [12, 24, 36]),
+        ("muon", 0): _run([0.45, 0.28, 0.26], [15, 30, 45]), ("muon+dbp", 0): _run([0.3, 0.27, 0.27], [16, 32, 48]),
+    }
+    arms = {"adamw": ("adamw", "bp"), "adamw+dbp": ("adamw", "dbp"), "muon": ("muon", "bp"), "muon+dbp": ("muon", "dbp")}
+    sweep = {arm: {"chosen": 0.01} for arm in arms}
+    race = race_summary(runs, sweep, arms, [0])
+    assert race["reference"] == "muon"  # best baseline 0.26, though adamw+dbp ends at 0.2
+    arm = race["arms"]
+    assert arm["muon"]["step_fraction"]["median"] == 1.0
+    assert arm["adamw+dbp"]["step_fraction"]["median"] == pytest.approx(20 / 30)  # 0.25 <= 0.26 at step 20
+    assert arm["adamw+dbp"]["time_fraction"]["median"] == pytest.approx(24 / 45)
+    assert arm["adamw"]["step_fraction"]["median"] is None and arm["adamw"]["step_fraction"]["never"] == 1
+    assert arm["muon+dbp"]["best_val_loss"]["median"] == 0.27 and arm["muon+dbp"]["step_fraction"]["never"] == 1
+    assert arm["muon+dbp"]["seconds_per_step"]["median"] == pytest.approx(48 / 30)
+    assert race["step_curves"]["muon"]["0"] == [(10, 0.45), (20, 0.28), (30, 0.26)]
+
+
+@pytest.mark.slow
+def test_optimizer_race_cli_runs_every_arm_and_the_report_quotes_it(tmp_path):
+    from mae_dbp.bench.results import README_END, README_START, load_results, readme_section, results_markdown
+
+    data = tmp_path / "photos"
+    write_photos(data, size=32, train_crops=64, val_crops=16, seed=0)
+    out = tmp_path / "bench"
+    argv = ["bench", "speedup", "--data", str(data), "--epochs", "2", "--seeds", "0", "--lr-multipliers", "1",
+            "--no-emissions", "--clock", "cpu", "--out", str(out / "runs"), "--config", "tiny_photos_dbp.yaml",
+            "--optimizers", "adamw", "mud", "--json", str(out / "race_tiny.json"), "--race-plot", str(out / "race.png")]
+    assert main(argv) == 0
+    result = json.loads((out / "race_tiny.json").read_text())
+    assert set(result["race"]["arms"]) == {"adamw", "adamw+dbp", "mud", "mud+dbp"}
+    assert result["settings"]["optimizers"] == ["adamw", "mud"] and set(result["pairs"]) == {"adamw", "mud"}
+    for arm, (folder, optimizer) in {"mud": ("mud-bp-lr0.008-seed0", "mud"), "adamw+dbp": ("dbp-lr0.008-seed0", "adamw")}.items():
+        config = yaml.safe_load((out / "runs" / folder / "config.yaml").read_text())  # each run trained as its arm says
+        assert (config["train"]["optimizer"], config["decor"]["enabled"]) == (optimizer, "dbp" in arm), arm
+    assert (out / "race.png").read_bytes()[:4] == b"\x89PNG"
+    results = load_results(out)
+    block = readme_section(results)
+    assert block.startswith(README_START) and block.endswith(README_END)
+    reference = result["race"]["reference"]
+    assert f"Best baseline: **{reference}**" in block and "`tiny_photos_dbp.yaml`: ViT 96 wide x 4 blocks" in block
+    assert "## Optimizer race, long horizon: tiny" in results_markdown(results)
+
+
+def test_committed_results_markdown_is_what_bench_report_generates():
+    from pathlib import Path
+
+    from mae_dbp.bench.results import generated, load_results
+
+    root = Path(__file__).resolve().parents[1]
+    for path, text in generated(load_results(root / "docs" / "results"), root / "README.md").items():
+        assert path.read_text() == text, f"{path} differs from `mae-dbp bench report` (run it)"

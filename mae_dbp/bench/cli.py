@@ -9,6 +9,7 @@
     mae-dbp bench finetune  --speedup JSON --seg-data DIR UperNet mIoU of a speedup run's BP and DBP encoders
     mae-dbp bench data      [--config F] [--workers 1 2]  training data path: images/s, MB read, vs the step
     mae-dbp bench all       [--json PATH] [--markdown PATH]
+    mae-dbp bench report    [--check]                     docs/results.md and the README's table from docs/results/*.json
 
 Every bench registers its sub-parser through ``add_arguments(sub)`` in its own module (listed in
 :data:`BENCH_MODULES`) and sets ``_bench_run`` (``"module:function"``, imported only when run, so
@@ -31,7 +32,8 @@ from mae_dbp.bench import device
 
 TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 # modules with an ``add_arguments(sub)`` registering one or more benches (light imports only)
-BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.finetune", "mae_dbp.bench.data_loader")
+BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.finetune", "mae_dbp.bench.data_loader",
+                 "mae_dbp.bench.results")
 
 
 def _add_step_benches(sub) -> None:
@@ -142,7 +144,8 @@ def run_decor(args: argparse.Namespace) -> dict:
 def run_pretrain(args: argparse.Namespace) -> dict:
     from mae_dbp.bench.pretrain_step import markdown_table, run_pretrain_bench
 
-    result = run_pretrain_bench(_config(args), args.steps, args.batch_size, args.device, args.dtype, args.compile)
+    result = run_pretrain_bench(_config(args), args.steps, args.batch_size, args.device, args.dtype, args.compile,
+                                config_name=Path(args.config).name)
     print(markdown_table(result))
     return result
 

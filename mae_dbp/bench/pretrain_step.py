@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mae_dbp.bench.compile_stats import CompileWatch
 from mae_dbp.bench.device import (autocast, device_record, peak_memory_gib, reset_peak_memory, resolve_device,
@@ -78,7 +79,8 @@ def _models(config: PretrainConfig, device: torch.device) -> dict[str, tuple[tor
 
 
 def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | None = None, device: str = "auto",
-                       dtype: str = "float32", compile: bool = False, warmup: int = WARMUP_STEPS) -> dict:
+                       dtype: str = "float32", compile: bool = False, warmup: int = WARMUP_STEPS,
+                       config_name: str | None = None) -> dict:
     """{"bp_step_s", "dbp_step_s", "overhead_ratio", ...} for the config's model and batch size; with
     ``compile`` also the compiled contenders, their ratios and compile counts (module docstring)."""
     where = resolve_device(device)
@@ -110,12 +112,18 @@ def run_pretrain_bench(config: PretrainConfig, steps: int, batch_size: int | Non
         blocks[name] = (lambda step=step: [step() for _ in range(k)])
     times = {name: seconds / k for name, seconds in
              time_alternating(blocks, repeats=steps, warmup=1, device=where).items()}
+    flops = {}
     for name, block in blocks.items():  # what a CUDA step would wait for (bench/host_reads.py)
         with HostReads() as reads:
             block()
         first[name]["host_reads_per_step"] = reads.count / k
+        if not name.endswith("_compiled"):
+            with FlopCounterMode(display=False) as counter:  # the arithmetic of k steps (one R update)
+                block()
+            flops[name] = counter.get_total_flops()
     result = {
         "bp_step_s": times["bp"], "dbp_step_s": times["dbp"], "overhead_ratio": times["dbp"] / times["bp"],
+        "flop_ratio": flops["dbp"] / flops["bp"], "config": config_name,
         "batch_size": batch, "optimizer": config.train.optimizer, "encoder": config.model.encoder, "img_size": dbp_model.img_size,
         "decor_sites": len(contenders["dbp"][1].summary()["decor_sites"]), "update_every": k,
         "warmup_steps": warmup, "steps": steps, **device_record(where, dtype, compile), "contenders": first,
@@ -144,4 +152,7 @@ def markdown_table(result: dict) -> str:
         lines.append(f"| {name} | {seconds:.4f} | {seconds / result['bp_step_s']:.3f} | {first['first_steps_s']:.1f} | "
                      f"{peak} | {first.get('host_reads_per_step', '-'):g} | {c.get('graph_breaks', '-')} | {c.get('graphs', '-')} | "
                      f"{c.get('recompiles_after_warmup', '-')} |")
+    if "flop_ratio" in result:
+        lines.append(f"\nDBP / BP: {result['overhead_ratio']:.3f} in time, {result['flop_ratio']:.3f} in FLOPs "
+                     "(torch.utils.flop_counter; the arithmetic floor of the time ratio)")
     return "\n".join(lines)
