@@ -8,7 +8,7 @@ levels are added while their shorter side stays at least ``--min-side`` px. A 20
 512 and 256 px levels (+33% on disk).
 
 Why: a training crop of a 2048² image spans ~1,000 px; reading, converting and resizing all of its
-pixels is what limits the loader (docs/benchmarks.md). With levels, the crop is read from the
+pixels is what limits the loader (`mae-dbp bench data`; docs/history.md). With levels, the crop is read from the
 coarsest level on which it still spans ``data.level_gap`` x the model's input (the training reader
 does this by itself; :meth:`mae_dbp.data.window.ImageWindows.level_for`). Masks and
 ``classes.yaml`` are copied unchanged, so DIR stands in for FOLDER. Every file is written

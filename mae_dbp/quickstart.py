@@ -10,7 +10,7 @@ median + range); ``report.md`` has the tables and plots.
 
 Regime: the **short horizon** of ``bench speedup`` (about 200 optimizer steps on 512 photo crops,
 where BP sits on an early plateau that DBP leaves sooner); the long-horizon numbers (>= 1,500
-steps on >= 4,000 crops) are in docs/benchmarks.md.
+steps on >= 4,000 crops) are in docs/results.md.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def write_report(out: Path, results: dict, size) -> Path:
         *[f"{p.parent.parent.parent.name.split('-')[0].upper()}: ![{p.parent.parent.parent.name}]({p.relative_to(out)})"
           for p in previews],
         "",
-        "Small CPU runs are noisy: see docs/benchmarks.md for the repeated measurements behind the defaults.",
+        "Small CPU runs are noisy: docs/results.md has the repeated long-horizon measurements behind the defaults.",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

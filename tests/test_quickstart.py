@@ -35,7 +35,7 @@ def test_quickstart_reduced_size(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     report = (out / "report.md").read_text()
     assert report.index("short horizon") < report.index("BP's best validation loss sooner") < report.index("BP mIoU")
-    assert "docs/benchmarks.md" in report and finetune["verdict"] in report
+    assert "docs/results.md" in report and finetune["verdict"] in report
     assert "| photos |" in report and "| synthetic |" in report and "| median (range) |" in report
     for name in ("photos", "synthetic"):  # both data sets' BP and DBP reconstructions, side by side
         seed0 = results["comparisons"][name]["runs"][0]

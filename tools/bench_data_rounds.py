@@ -1,9 +1,10 @@
-"""The industrial data-path table of docs/benchmarks.md: ``mae-dbp bench data`` for every data path,
+"""The industrial data-path table: ``mae-dbp bench data`` for every data path,
 in rounds (each round runs every row once), so slow drifts of a shared machine hit all rows alike.
 
     python tools/bench_data_rounds.py DATA_DIR [--rounds 3] [--images 1024] [--out OUT] [--rows pyr crop ...]
 
-DATA_DIR holds what docs/benchmarks.md ("Industrial data at GPU speed") generates: ``wb2048``,
+DATA_DIR holds 2048² 2-channel 16-bit images and their derived copies, made by ``mae-dbp data
+synthetic --size 2048`` / ``data stats`` / ``data tile`` / ``data pyramid`` / ``data shard``: ``wb2048``,
 ``wb2048_stats.json``, ``wb2048_tiled``, ``wb2048_pyr``, the shards and ``wb512``. Prints the markdown
 table (median and range over rounds) and writes every run's JSON under OUT.
 """

@@ -80,7 +80,7 @@ def no_levels_warning(paths: Sequence[Path], headers: Sequence[ImageHeader | Non
     return (f"{len(bare)} of {len(paths)} images are at least {LARGE}x {limit} without reduced-resolution levels "
             f"(e.g. {path}, {header.height}x{header.width}): each training crop reads and resizes a full-resolution "
             f"window; mae-dbp data pyramid {path.parent} --out DIR writes pyramidal copies the loader reads "
-            f"about 3x faster (docs/benchmarks.md)")
+            f"about 3x faster (docs/history.md)")
 
 
 def header_warnings(paths: Sequence[Path], min_size: int | None, size_name: str = "model.img_size") -> list[str]:

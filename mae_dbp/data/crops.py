@@ -11,7 +11,7 @@ With ``level_gap`` set and a pyramidal TIFF, each crop is read from the coarsest
 which it still spans ``level_gap`` x ``size`` px (:meth:`ImageWindows.level_for`): at gap 1 a
 1,000 px crop of a 2048 px image for a 224 px input becomes a 250 px window of the 512 px level, so
 far fewer pixels are read, converted and resized. The result is then the window of a pre-reduced image resized once more:
-close to, not equal to, the full-resolution path (docs/benchmarks.md gives the measured difference).
+close to, not equal to, the full-resolution path (`mae-dbp bench data` measures the difference).
 
 Randomness comes from torch's global RNG (as torchvision's, so DataLoader worker seeding applies)
 or from a ``torch.Generator`` passed in (the streaming loader's per-epoch, per-worker seed).
