@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mae_dbp.pretrain_cli import add_run_arguments
+from mae_dbp.pretrain_cli import add_run_arguments, progress_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.config and not args.resume:
         raise UserInputError("give --config FILE (or --resume RUN_DIR)")
-    config = cli_config(ClassifyConfig, args.config, args.resume, args.overrides)
+    config = cli_config(ClassifyConfig, args.config, args.resume, progress_overrides(args))
     summary = classify(config, out=args.out, resume=args.resume, stem=Path(args.config).stem if args.config else "classify")
     if not process_state().is_main_process:
         return 0

@@ -206,6 +206,7 @@ class LogConfig:
     country: str = "NLD"  # ISO code for codecarbon's offline CO2 estimate
     emissions: bool = True
     plots: bool = True
+    progress: Optional[bool] = None  # progress bars; null: when stderr is a terminal (not in logs or pipes)
 
 
 # ---------------------------------------------------------------------------------------------

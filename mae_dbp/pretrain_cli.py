@@ -11,8 +11,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, config_help: str, overrid
     parser.add_argument("--config", help=config_help)
     parser.add_argument("--out", help="run directory (default: log.dir/log.name, or the config name + time)")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory from its last/ checkpoint, with its own config.yaml")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (log.progress=false; by default bars show only on a terminal)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help=f"dotted config overrides, e.g. {override_example} data.root=PATH decor.enabled=false")
+
+
+def progress_overrides(args: argparse.Namespace) -> list[str]:
+    """The command's overrides, with ``log.progress=false`` for ``--no-progress``."""
+    return [*args.overrides, *(["log.progress=false"] if getattr(args, "no_progress", False) else [])]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from mae_dbp.train.pretrain import PretrainConfig, pretrain
     from mae_dbp.train.run_dir import cli_config, process_state
 
-    config = cli_config(PretrainConfig, args.config, args.resume, args.overrides)
+    config = cli_config(PretrainConfig, args.config, args.resume, progress_overrides(args))
     stem = Path(args.config).stem if args.config else "pretrain"
     summary = pretrain(config, out=args.out, resume=args.resume, stem=stem)
     if process_state().is_main_process:

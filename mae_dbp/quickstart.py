@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="replace an existing quickstart folder")
     parser.add_argument("--pretrain-seconds", type=float, help="wall-clock budget per pretraining run")
     parser.add_argument("--seg-iters", type=int, help="UperNet fine-tuning iterations per encoder (default 40)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (by default they show only on a terminal)")
 
 
 def make_data(out: Path, size: QuickstartSize) -> dict[str, Path | None]:
@@ -76,7 +78,8 @@ def make_data(out: Path, size: QuickstartSize) -> dict[str, Path | None]:
     return {"photos": photos, "synthetic": data / "pretrain", "segmentation": seg_dir}
 
 
-def compare_pretraining(out: Path, data: dict[str, Path | None], size: QuickstartSize) -> dict[str, dict]:
+def compare_pretraining(out: Path, data: dict[str, Path | None], size: QuickstartSize,
+                        progress: bool | None = None) -> dict[str, dict]:
     """``bench speedup`` on the photo crops (each method at its lr from the bench's sweep) and on the
     wire-bond images (the shipped tiny configs' lr)."""
     from mae_dbp.bench.speedup import BEST_LR_MULTIPLIERS, SpeedupSettings, run_speedup_bench
@@ -85,6 +88,7 @@ def compare_pretraining(out: Path, data: dict[str, Path | None], size: Quickstar
     shipped = {"bp": 1.0, "dbp": 1.0}  # the wire-bond configs' own lr (their base_lr 8e-3)
     sets = {"photos": (PHOTO_CONFIG, [], BEST_LR_MULTIPLIERS),
             "synthetic": (SYNTHETIC_CONFIG, [f"model.img_size={size.image_size}"], shipped)}
+    shown = [] if progress is None else [f"log.progress={str(progress).lower()}"]
     results = {}
     for name, (config, overrides, multipliers) in sets.items():
         if data[name] is None:
@@ -94,7 +98,7 @@ def compare_pretraining(out: Path, data: dict[str, Path | None], size: Quickstar
         settings = SpeedupSettings(
             budget_s=size.pretrain_seconds, epochs=size.pretrain_epochs, seeds=size.seeds,
             lr_multipliers=[multipliers["bp"]], dbp_lr_multipliers=[multipliers["dbp"]],
-            sweep_seeds=size.seeds[:1], threads=1, overrides=overrides, plots=True)  # 1 thread: steady on a busy CPU
+            sweep_seeds=size.seeds[:1], threads=1, overrides=[*overrides, *shown], plots=True)  # 1 thread: steady on a busy CPU
         results[name] = run_speedup_bench(data[name], config, settings, out / "pretrain" / name)
         loss_plot(results[name], out / f"loss_vs_time_{name}.png", title=f"BP vs DBP on the {name} set")
     return results
@@ -108,15 +112,16 @@ def finetune_all(out: Path, synthetic: dict, seg_data: Path, size: QuickstartSiz
     return run_finetune_bench(synthetic, seg_data, out / "finetune", FinetuneSettings(iters=size.seg_iters, lr=size.seg_lr))
 
 
-def run_quickstart(out: Path, size: QuickstartSize, force: bool = False) -> dict:
-    """The whole pipeline; returns the numbers of the report (also in out/results.json)."""
+def run_quickstart(out: Path, size: QuickstartSize, force: bool = False, progress: bool | None = None) -> dict:
+    """The whole pipeline; returns the numbers of the report (also in out/results.json).
+    ``progress``: every run's ``log.progress`` (None: bars only on a terminal)."""
     from mae_dbp.quickstart_report import summarize, write_report
     from mae_dbp.run_dir import prepare_output
 
     out = Path(out)
     prepare_output(out, None, force)  # the quickstart owns its whole folder
     data = make_data(out, size)
-    comparisons = compare_pretraining(out, data, size)
+    comparisons = compare_pretraining(out, data, size, progress)
     finetune = finetune_all(out, comparisons["synthetic"], data["segmentation"], size)
     results = summarize(comparisons, finetune)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -131,5 +136,5 @@ def run(args: argparse.Namespace) -> int:
         size.pretrain_seconds = args.pretrain_seconds
     if args.seg_iters:
         size.seg_iters = args.seg_iters
-    run_quickstart(Path(args.out), size, force=args.force)
+    run_quickstart(Path(args.out), size, force=args.force, progress=False if args.no_progress else None)
     return 0

@@ -92,7 +92,8 @@ def train_one_epoch(run: Run, task: Task, epoch: int, clock: Callable[[], float]
     run.train_loader.set_epoch(epoch)  # the seedable sampler's shuffle of this epoch, also after a resume
     meter, start, total, count = StepMeter(acc.device), clock(), 0.0, 0
     batches = len(run.train_loader)
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{run.train_cfg.epochs}", disable=not run.main, leave=False)
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{run.train_cfg.epochs}", disable=not (run.main and run.progress),
+               leave=False)
     for number, (batch, index) in enumerate(bar, 1):
         with acc.accumulate(run.model):
             loss = task.train_loss(run.model, batch)

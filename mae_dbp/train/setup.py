@@ -17,6 +17,8 @@ positions of its own images) and R, whose statistics ``decor.update`` all-reduce
 from __future__ import annotations
 
 import math
+import sys
+
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
@@ -34,6 +36,11 @@ from mae_dbp.train.guard import InstabilityGuard
 from mae_dbp.train.run_dir import cpu_only
 from mae_dbp.train.schedules import WarmupCosine
 from mae_dbp.train.state import Run, Task, WithIndex
+
+
+def show_progress(setting: bool | None) -> bool:
+    """``log.progress``, or (null) whether stderr is a terminal: no bars in logs and pipes."""
+    return sys.stderr.isatty() if setting is None else setting
 
 
 def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: RunDir) -> Accelerator:
@@ -121,7 +128,8 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
     optimizer, schedule = optimizer_and_schedule(train_cfg, task, per_epoch, accelerator.device)
     model, optimizer, val_loader = accelerator.prepare(task.model, optimizer, val_loader)
     run = Run(accelerator, model, optimizer, train_loader, val_loader, indexed, schedule,
-              InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=schedule.peak)
+              InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=schedule.peak,
+              progress=show_progress(config.log.progress))
     policy.start(accelerator.gradient_accumulation_steps, per_epoch, schedule.total_steps)
     start_or_resume(run, resume)
     run.say(f"effective batch {train_cfg.effective_batch} = {accelerator.num_processes} process(es) x {micro} images "

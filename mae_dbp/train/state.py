@@ -111,6 +111,7 @@ class Run:
     train_cfg: TrainConfig
     state: LoopState = field(default_factory=LoopState)
     lr: float = 0.0  # main lr of the last step
+    progress: bool = True  # a progress bar per epoch (main process)
 
     @property
     def main(self) -> bool:
