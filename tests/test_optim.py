@@ -110,3 +110,24 @@ def test_an_optimizer_step_reads_nothing_to_the_host(name, reads):
             optimizer.step()
         optimizer.zero_grad()
     assert counted.count == reads
+
+
+def test_muon_runs_newton_schulz_in_float32_on_the_cpu_unless_asked_for_bfloat16():
+    import timm.optim.muon as muon
+
+    original = muon.zeropower_via_newtonschulz
+    grads = [torch.randn(16, 24, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+    def trained(args: dict | None) -> torch.Tensor:
+        param = torch.nn.Parameter(torch.ones(16, 24))
+        optimizer = build_optimizer([param], "muon", 0.01, (0.9, 0.95), "cpu", args)
+        for grad in grads:
+            param.grad = grad.clone()
+            optimizer.step()
+        assert muon.zeropower_via_newtonschulz is original  # only patched during the step
+        return param.detach()
+
+    default, float32, bfloat16 = trained(None), trained({"ns_dtype": "float32"}), trained({"ns_dtype": "bfloat16"})
+    assert torch.equal(default, float32) and not torch.equal(default, bfloat16)
+    with pytest.raises(UserInputError, match=r"^train.optimizer_args.ns_dtype: expected one of float32, bfloat16"):
+        build_optimizer([torch.nn.Parameter(torch.ones(4, 4))], "adamw", 0.01, (0.9, 0.95), "cpu", {"ns_dtype": "float32"})

@@ -11,6 +11,11 @@ and a few others in torch >= 2.4): it updates every parameter in one kernel per 
 its step counters as tensors on the device, so an optimizer step reads nothing back to the host
 (the for-loop implementation calls ``.item()`` on each parameter's step counter).
 
+timm's Muon family (muon, nmuon, adamuon, nadamuon) runs its Newton-Schulz iterations in bfloat16,
+which GPUs multiply at full speed but many CPUs only emulate (7x slower than float32 on an AMD EPYC
+without AVX512-BF16). On a CPU device they run in float32 instead (:class:`NewtonSchulzDtype`);
+``train.optimizer_args: {ns_dtype: bfloat16}`` keeps timm's choice, ``float32`` forces it anywhere.
+
 The hybrid optimizers (Muon, MUD) treat a decorrelated layer's W like any weight: a DBP Linear's W
 is a plain 2-D parameter and the patch embedding's conv kernel is flattened to (out, in·K·K), the
 same matrix R acts on. 1-D parameters, tokens and position embeddings take their AdamW fallback.
@@ -26,6 +31,33 @@ import torch
 from mae_dbp.errors import UserInputError
 
 OWN = ("mud",)  # optimizers of this package, besides timm's
+MUON_FAMILY = ("muon", "nmuon", "adamuon", "nadamuon")  # timm's Newton-Schulz optimizers
+NS_DTYPES = ("float32", "bfloat16")
+
+
+class NewtonSchulzDtype:
+    """Run timm's Newton-Schulz iterations in ``dtype`` during one optimizer's ``step`` (timm has no
+    argument for it: its ``zeropower_via_newtonschulz`` defaults to bfloat16)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
+        import functools
+
+        import timm.optim.muon as muon
+
+        self.module, self.dtype = muon, dtype
+        self.original = muon.zeropower_via_newtonschulz
+        self.patched = functools.partial(self.original, dtype=dtype)
+        step = optimizer.step
+
+        @functools.wraps(step)
+        def step_in_dtype(*args, **kwargs):
+            self.module.zeropower_via_newtonschulz = self.patched
+            try:
+                return step(*args, **kwargs)
+            finally:
+                self.module.zeropower_via_newtonschulz = self.original
+
+        optimizer.step = step_in_dtype
 
 
 def fused_available(device: torch.device | str) -> bool:
@@ -60,6 +92,11 @@ def build_optimizer(params: Iterable, name: str, lr: float, betas: tuple[float, 
     ``weight_decay``) at ``lr``, with ``betas`` where it takes them and ``args`` passed through.
     A keyword the optimizer does not take is one error line naming ``train.optimizer_args``."""
     name, args = check_name(name), dict(args or {})
+    base = name.removeprefix("lookahead_")
+    ns_dtype = args.pop("ns_dtype", None)
+    if ns_dtype is not None and (base not in MUON_FAMILY or ns_dtype not in NS_DTYPES):
+        raise UserInputError(f"train.optimizer_args.ns_dtype: expected one of {', '.join(NS_DTYPES)} with one of "
+                             f"{', '.join(MUON_FAMILY)}, got {ns_dtype!r} with {name}")
     try:
         if name == "mud":
             from mae_dbp.optim.mud import Mud
@@ -70,6 +107,9 @@ def build_optimizer(params: Iterable, name: str, lr: float, betas: tuple[float, 
 
         if name == "adamw" and "fused" not in args and "foreach" not in args and fused_available(device):
             args["fused"] = True
-        return create_optimizer_v2(params, name, lr=lr, betas=tuple(betas), **args)
+        optimizer = create_optimizer_v2(params, name, lr=lr, betas=tuple(betas), **args)
     except TypeError as error:  # an argument the optimizer's constructor does not take
         raise UserInputError(f"train.optimizer_args {args}: not accepted by {name} ({error})") from None
+    if base in MUON_FAMILY and (ns_dtype or ("float32" if torch.device(device).type == "cpu" else None)) == "float32":
+        NewtonSchulzDtype(optimizer, torch.float32)
+    return optimizer
