@@ -20,16 +20,15 @@ written, in files and in overrides: ``train.mixed_precision=no`` is ``"no"``, no
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from mae_dbp.decor.errors import DecorError
+from mae_dbp.decor.errors import DecorError, expect
 from mae_dbp.decor.settings import DecorSettings
-from mae_dbp.errors import UserInputError
+from mae_dbp.errors import UserInputError, closest
 
 C = TypeVar("C")
 
@@ -40,9 +39,8 @@ ENCODER_SITES = ["patch_embed.proj", "blocks.*.attn.qkv", "blocks.*.mlp.fc1"]
 
 
 def require(ok: bool, key: str, expected: str, value: Any) -> None:
-    """Raise ``key: expected EXPECTED, got VALUE`` unless ``ok``."""
-    if not ok:
-        raise UserInputError(f"{key}: expected {expected}, got {value!r}")
+    """:func:`mae_dbp.decor.errors.expect` as a :class:`UserInputError` (``key: expected EXPECTED, got VALUE``)."""
+    expect(ok, key, expected, value, UserInputError)
 
 
 @dataclass
@@ -248,7 +246,7 @@ def _user_error(error: Exception, source: str) -> UserInputError:
         parent = getattr(error, "parent_node", None)
         known = list(parent.keys()) if isinstance(parent, DictConfig) else []
         prefix = key.rpartition(".")[0]
-        close = difflib.get_close_matches(str(getattr(error, "key", key)), known, n=1)
+        close = closest(str(getattr(error, "key", key)), known)
         hint = f" (closest: {prefix + '.' if prefix else ''}{close[0]})" if close else (
             f" (known here: {', '.join(known)})" if known else "")
         return UserInputError(f"{where}unknown config key '{key}'{hint}")

@@ -2,17 +2,16 @@
 
 mmengine's ``Config.merge_from_dict`` creates any key it is given, so a typo (``max_iter=5``,
 ``pretrained_exprt=...``) would silently do nothing. :func:`check_keys` rejects a key that is not
-in the config with one line naming it and the closest existing key (difflib), and a value whose kind
+in the config with one line naming it and the closest existing key (:func:`mae_dbp.errors.closest`), and a value whose kind
 differs from the config's (``model.backbone.drop_path_rate=abc`` where the config has 0.0) with one
 line naming the key, the expected kind and the value.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-from mae_dbp.errors import UserInputError
+from mae_dbp.errors import UserInputError, closest
 
 
 def parse_cfg_options(items: list[str]) -> dict[str, Any]:
@@ -37,19 +36,6 @@ def config_keys(node: Any, prefix: str = "") -> list[str]:
         keys.append(path)
         keys += config_keys(value, path + ".")
     return keys
-
-
-def _similarity(wanted: str, existing: str) -> float:
-    """difflib ratio of the whole paths, or of the last components (``max_iter`` ~ ``train_cfg.max_iters``)."""
-    whole = difflib.SequenceMatcher(None, wanted, existing).ratio()
-    last = difflib.SequenceMatcher(None, wanted.rsplit(".", 1)[-1], existing.rsplit(".", 1)[-1]).ratio()
-    return max(whole, 0.9 * last + 0.1 * whole)
-
-
-def closest_key(wanted: str, keys: list[str]) -> str | None:
-    """The existing key most similar to ``wanted`` (None when nothing is even remotely similar)."""
-    best = max(keys, key=lambda k: _similarity(wanted, k), default=None)
-    return best if best is not None and _similarity(wanted, best) >= 0.4 else None
 
 
 def _kind(value: Any) -> str | None:
@@ -92,7 +78,7 @@ def check_keys(cfg: Any, options: dict[str, Any], config_name: str) -> None:
                 break
         if not found:
             keys = keys if keys is not None else config_keys(tree)
-            near = closest_key(key, keys)
+            near = next(iter(closest(key, keys)), None)
             hint = f"; did you mean {near}?" if near else ""
             raise UserInputError(f"--cfg-options {key}: no such key in {config_name}{hint}")
         check_value_kind(key, node, options[key], config_name)

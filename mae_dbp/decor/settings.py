@@ -6,16 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from mae_dbp.decor.errors import DecorError
+from mae_dbp.decor.errors import expect
 
 VARIANTS = ("standard", "gain", "triangular", "low_rank")
 DEFAULT_LR = 5e-4  # the DBP-MAE paper's R learning rate (epsilon)
 
 
 def check(ok: bool, key: str, expected: str, value: Any) -> None:
-    """Raise ``DecorError("decor.KEY: expected EXPECTED, got VALUE")`` unless ``ok``."""
-    if not ok:
-        raise DecorError(f"decor.{key}: expected {expected}, got {value!r}")
+    """:func:`~mae_dbp.decor.errors.expect` for the setting ``decor.KEY`` (a :class:`DecorError`)."""
+    expect(ok, f"decor.{key}", expected, value)
 
 
 @dataclass

@@ -23,12 +23,11 @@ same matrix R acts on. 1-D parameters, tokens and position embeddings take their
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Iterable
 
 import torch
 
-from mae_dbp.errors import UserInputError
+from mae_dbp.errors import UserInputError, closest
 
 OWN = ("mud",)  # optimizers of this package, besides timm's
 MUON_FAMILY = ("muon", "nmuon", "adamuon", "nadamuon")  # timm's Newton-Schulz optimizers
@@ -81,7 +80,7 @@ def check_name(name: str, key: str = "train.optimizer") -> str:
     base = lowered.removeprefix("lookahead_")  # timm's "lookahead_<name>" wraps any optimizer
     if base in known and not (base != lowered and base in OWN):
         return lowered
-    close = difflib.get_close_matches(lowered, known, n=3, cutoff=0.5)
+    close = closest(lowered, known, n=3, cutoff=0.5)
     hint = f" (closest: {', '.join(close)})" if close else f" (known: {', '.join(known)})"
     raise UserInputError(f"{key}: unknown optimizer {name!r}{hint}")
 
