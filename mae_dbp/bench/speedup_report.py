@@ -136,8 +136,6 @@ def loss_plot(result: dict, path: Path, title: str = "BP vs DBP MAE pretraining"
         if curves:
             grid, middle = median_curve(curves)
             ax.plot(grid, middle, color=COLORS[method], lw=2.5, label=f"{method.upper()} (median of {len(curves)} seeds)")
-    for level in result["settings"]["thresholds"]:
-        ax.axhline(level, color="grey", lw=0.6, ls=":")
     ax.set_xlabel(_clock_label(result))
     ax.set_ylabel("validation loss (masked patches)")
     ax.set_title(title)

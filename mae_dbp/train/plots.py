@@ -14,7 +14,6 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from mae_dbp.data.display import stretch
 
 
 def figure(width: float, height: float, rows: int = 1, columns: int = 1, squeeze: bool = True):
@@ -51,6 +50,7 @@ def loss_curves(rows_by_run: dict[str, list[dict]], path: Path, metric: str = "v
         axes[1].plot(t, [r[metric] for r in rows], marker=".", label=name)
     for ax, title in zip(axes, ("training loss", metric.replace("_", " "))):
         ax.set_xlabel(f"training wall-clock ({unit})")
+        ax.set_ylabel(title)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -58,38 +58,68 @@ def loss_curves(rows_by_run: dict[str, list[dict]], path: Path, metric: str = "v
 
 
 def decorrelation(site_rows: list[dict], path: Path) -> Path:
-    """Mean squared off-diagonal correlation of each DBP layer's input z, per epoch (log scale)."""
+    """Mean squared off-diagonal correlation of each DBP layer's input z, per epoch (log scale; 0 =
+    fully decorrelated), one line and marker per named site."""
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
+
     sites = [k for k in site_rows[0] if k not in ("epoch", "step")]
-    fig, ax = figure(7, 4.5)
-    colors = matplotlib.colormaps["viridis"](np.linspace(0, 1, max(1, len(sites))))
+    fig, ax = figure(8, 4.5)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, max(1, len(sites))))
     for color, site in zip(colors, sites):
         values = [r.get(site, math.nan) for r in site_rows]
-        ax.plot([r["epoch"] for r in site_rows], values, color=color, label=site, lw=1.2)
+        ax.plot([r["epoch"] for r in site_rows], values, color=color, label=site, lw=1.2, marker="o", ms=3)
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mean squared off-diagonal correlation of z")
-    ax.set_title("decorrelation per DBP layer")
+    ax.set_ylabel("how correlated the layer's input still is\n(mean squared correlation between features)")
+    ax.set_title("decorrelation of each DBP layer's input (lower: more decorrelated)")
     ax.grid(alpha=0.3, which="both")
-    if len(sites) <= 12:
-        ax.legend(fontsize=7)
+    if len(sites) <= 16:
+        ax.legend(fontsize=7, title="DBP layer", title_fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save(fig, path)
 
 
-def image_grid(columns: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
-    """One row per sample, one column per named stack of (N, C, H, W) images: RGB for 3 channels,
-    else channel 0, contrast-stretched between the 1st and 99th percentile."""
-    names = list(columns)
+HIDDEN_COLOUR = (0.25, 0.45, 0.85)  # masked-out patches: a colour no grey-scale image has
+
+
+def _panels(name: str, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(title, H x W or H x W x 3 array) of one (C, H, W) image: RGB for 3 channels, each channel of
+    a 2-channel image on its own, else channel 0 (said in the title)."""
+    channels = image.shape[0]
+    if channels == 3:
+        return [(name, image.transpose(1, 2, 0))]
+    if channels == 2:
+        return [(f"{name}, channel {c}", image[c]) for c in range(2)]
+    return [(name if channels == 1 else f"{name}, channel 0 of {channels}", image[0])]
+
+
+def image_grid(columns: dict[str, np.ndarray], path: Path, title: str = "",
+               hidden: dict[str, np.ndarray] | None = None) -> Path:
+    """One row per sample, one column per named stack of (N, C, H, W) images (:func:`_panels`: RGB,
+    both channels of a 2-channel image, or channel 0), every panel of a row contrast-stretched like
+    its first column (1st - 99th percentile). ``hidden`` {column: (N, H, W) bool}: pixels drawn in
+    :data:`HIDDEN_COLOUR` (e.g. the patches an MAE masked out)."""
+    names, hidden = list(columns), hidden or {}
     n = len(columns[names[0]])
-    fig, axes = figure(2.2 * len(names), 2.2 * n, n, len(names), squeeze=False)
-    for i in range(n):
-        for j, name in enumerate(names):
+    layout = [[(name, t, a) for name in names for t, a in _panels(name, columns[name][i])] for i in range(n)]
+    fig, axes = figure(2.2 * len(layout[0]), 2.2 * n, n, len(layout[0]), squeeze=False)
+    for i, row in enumerate(layout):
+        lo, hi = np.percentile(np.asarray(row[0][2], dtype=np.float32), (1.0, 99.0))
+        for j, (name, panel_title, array) in enumerate(row):
+            shown = np.clip((np.asarray(array, dtype=np.float32) - lo) / max(float(hi - lo), 1e-8), 0.0, 1.0)
+            if shown.ndim == 2:
+                shown = np.repeat(shown[..., None], 3, axis=-1)
+            if name in hidden:
+                shown[hidden[name][i]] = HIDDEN_COLOUR
             ax = axes[i][j]
-            image = columns[name][i]
-            ax.imshow(stretch(image.transpose(1, 2, 0) if image.shape[0] == 3 else image[0]), cmap="gray")
+            ax.imshow(shown)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(name, fontsize=9)
+                ax.set_title(panel_title, fontsize=9)
     if title:
         fig.suptitle(title)
     return save(fig, path, dpi=100)

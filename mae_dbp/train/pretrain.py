@@ -77,9 +77,12 @@ class MAETask(Task):
         with torch.no_grad():
             _, pred, mask = model(images, self.val_noise[:count].to(device))
             masked, recon = model.reconstruct(images, pred, mask)
+        patch, side = model.patch_size, model.img_size // model.patch_size
+        hidden = mask.reshape(-1, side, side).repeat_interleave(patch, 1).repeat_interleave(patch, 2).bool()
         plots.image_grid(
             {"input": images.cpu().numpy(), "masked": masked.cpu().numpy(), "reconstruction": recon.cpu().numpy()},
-            run_dir.reconstructions_plot, title="validation reconstructions (best checkpoint)",
+            run_dir.reconstructions_plot, hidden={"masked": hidden.cpu().numpy()},
+            title=f"validation reconstructions (best checkpoint; blue: the {model.mask_ratio:.0%} of patches hidden from the encoder)",
         )
 
 
