@@ -26,6 +26,7 @@ from mae_dbp.bench import curves
 from mae_dbp.bench.compare import VAL_LOSS, median_range, ratio, seconds_per_step
 from mae_dbp.bench.report import fmt, range_cell
 from mae_dbp.bench.report import markdown_table as table
+from mae_dbp.bench.speedup import curve_of
 
 SEED_KEYS = ("best_val_loss", "step_fraction", "time_fraction", "seconds_per_step")
 
@@ -33,11 +34,6 @@ SEED_KEYS = ("best_val_loss", "step_fraction", "time_fraction", "seconds_per_ste
 def step_curve(record: dict) -> list[tuple[float, float]]:
     """(optimizer steps, validation loss) per epoch of a run record."""
     return [(r["step"], r["val_loss"]) for r in record["rows"]]
-
-
-def time_curve(record: dict) -> list[tuple[float, float]]:
-    """(training seconds, validation loss) per epoch of a run record."""
-    return [(r["train_seconds"], r["val_loss"]) for r in record["rows"]]
 
 
 def against(record: dict, reference: dict) -> dict:
@@ -49,7 +45,7 @@ def against(record: dict, reference: dict) -> dict:
             "time_fraction": ratio(hit.get("train_seconds"), target["train_seconds"]),
             "seconds_per_step": seconds_per_step(record["rows"]),
             "speedup_curve_steps": curves.speedup_curve(step_curve(reference), step_curve(record)),
-            "speedup_curve_seconds": curves.speedup_curve(time_curve(reference), time_curve(record))}
+            "speedup_curve_seconds": curves.speedup_curve(curve_of(reference), curve_of(record))}
 
 
 def race_summary(results: dict, sweep: dict, arms: dict[str, tuple[str, str]], seeds: Sequence[int]) -> dict:

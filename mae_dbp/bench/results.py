@@ -97,8 +97,12 @@ def verdict(result: dict) -> str:
     top = best_dbp_arm(result)
     on_ref = dbp_on_reference(result)
     entry = arms[top]
-    reach = (f"reaches {reference}'s best loss in {range_cell(entry['step_fraction'], '.2f')} of its optimizer steps and "
-             f"{range_cell(entry['time_fraction'], '.2f')} of its time")
+    steps, seeds = entry["step_fraction"], len(entry["seeds"])
+    if steps["median"] is None:
+        reach = f"does not reach {reference}'s best loss (never in {steps['never']} of {seeds} seeds)"
+    else:
+        reach = (f"reaches {reference}'s best loss in {range_cell(steps, '.2f')} of its optimizer steps and "
+                 f"{range_cell(entry['time_fraction'], '.2f')} of its time")
     lines = [f"Best baseline: **{reference}** (best validation loss {arms[reference]['best_val_loss']['median']:.4f}). "
              f"Best arm with DBP: **{top}** ({entry['best_val_loss']['median']:.4f}); it {reach}."]
     if on_ref["lower_in"] == on_ref["seeds"]:
