@@ -112,12 +112,12 @@ def run_stages(stages: dict[str, Callable[[], dict]]) -> dict:
 
 
 def _config(args: argparse.Namespace):
-    from mae_dbp.config import load_config
+    from mae_dbp.config import load_config, resolve_config_path
     from mae_dbp.train.pretrain import PretrainConfig
 
     optimizer = getattr(args, "optimizer", None)
     overrides = [*getattr(args, "overrides", []), *([f"train.optimizer={optimizer}"] if optimizer else [])]
-    return load_config(PretrainConfig, args.config, overrides)
+    return load_config(PretrainConfig, resolve_config_path(args.config, "pretrain"), overrides)
 
 
 def run_decor(args: argparse.Namespace) -> dict:
