@@ -39,7 +39,7 @@ from mae_dbp.config import resolve_config_path
 from mae_dbp.errors import UserInputError
 
 PHOTO_CONFIG = "tiny_photos_dbp.yaml"  # in the shipped configs/pretrain/
-BEST_LR_MULTIPLIERS = {"bp": 4.0, "dbp": 4.0}  # of train.base_lr 8e-3: each method's sweep pick (docs/benchmarks.md)
+BEST_LR_MULTIPLIERS = {"bp": 4.0, "dbp": 4.0}  # of train.base_lr 8e-3: each method's AdamW sweep pick on the short horizon
 SUMMARY_KEYS = ("time_fraction", "epoch_fraction", "co2_fraction", "step_time_ratio", "bp_best_val_loss",
                 "dbp_best_val_loss", "bp_seconds_to_best", "dbp_seconds_to_bp_best", "bp_cpu_per_wall",
                 "dbp_cpu_per_wall", "bp_improvement_by_third")
@@ -56,7 +56,7 @@ class SpeedupSettings:
     ``threads``: torch CPU threads (None: unchanged); ``thresholds`` None: median BP best x 1.10,
     1.05, 1.02; ``clock``: "wall" or "cpu" (the process's CPU seconds); ``plots``: each run's own PNGs;
     ``device`` / ``dtype`` / ``compile``: every run's ``train.device`` / bf16 autocast / ``train.compile``;
-    ``optimizer``: both methods' ``train.optimizer``."""
+    ``optimizer``: both methods' ``train.optimizer`` (None: the config's)."""
 
     budget_s: float | None = 300.0
     epochs: int | None = horizon.SHORT_EPOCHS
@@ -76,15 +76,16 @@ class SpeedupSettings:
     device: str = "auto"
     dtype: str = "float32"
     compile: bool = False
-    optimizer: str = "adamw"
+    optimizer: str | None = None
 
 
 def run_overrides(data_dir: Path, method: str, lr: float, seed: int, settings: SpeedupSettings,
                   optimizer: str | None = None) -> list[str]:
     """The config overrides of one run (the only place the bench speaks the config's language);
-    ``optimizer`` None: ``settings.optimizer``."""
+    ``optimizer`` None: ``settings.optimizer``, and with that None the config's own."""
     stats = data_dir / "stats.json"
-    return [f"train.optimizer={optimizer or settings.optimizer}",
+    optimizer = optimizer or settings.optimizer
+    return [*([f"train.optimizer={optimizer}"] if optimizer else []),
         f"data.root={data_dir / 'train'}", f"data.val_root={data_dir / 'val'}",
         *([f"data.stats={stats}"] if stats.is_file() else []),
         f"decor.enabled={method == 'dbp'}", f"train.base_lr={lr}", f"train.seed={seed}", f"decor.seed={seed}",
@@ -197,11 +198,15 @@ def run_speedup_bench(data_dir: str | Path, config: str | None = PHOTO_CONFIG,
 
     from mae_dbp.optim.factory import check_name
 
+    from mae_dbp.config import load_config
+    from mae_dbp.train.pretrain import PretrainConfig
+
     s = settings or SpeedupSettings()
-    optimizers = [check_name(o, "--optimizer") for o in (optimizers or [s.optimizer])]
+    data_dir, config = Path(data_dir), str(resolve_config_path(config, "pretrain")) if config else None
+    own = s.optimizer or load_config(PretrainConfig, config, list(s.overrides)).train.optimizer
+    optimizers = [check_name(o, "--optimizer") for o in (optimizers or [own])]
     race = len(optimizers) > 1
     s = dataclasses.replace(s, optimizer=optimizers[0])
-    data_dir, config = Path(data_dir), str(resolve_config_path(config, "pretrain")) if config else None
     if not (data_dir / "train").is_dir() or not (data_dir / "val").is_dir():
         raise UserInputError(f"{data_dir}: expected train/ and val/ image folders (mae-dbp data photos)")
     if len(s.seeds) < 1 or not s.lr_multipliers:
@@ -272,8 +277,8 @@ def add_arguments(sub) -> None:
                    help="fixed val-loss levels (default: median BP best x 1.10, 1.05, 1.02)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--dbp", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for the DBP runs only")
-    p.add_argument("--optimizer", default="adamw", help="train.optimizer of BP and DBP (default adamw; any name of "
-                   "timm's factory, or mud)")
+    p.add_argument("--optimizer", default=None, help="train.optimizer of BP and DBP (default: the config's; any name "
+                   "of timm's factory, or mud)")
     p.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",
                    help="a race: every optimizer with and without DBP, same sweep and seeds, one table against the "
                         "best baseline (e.g. --optimizers adamw muon)")
