@@ -97,7 +97,8 @@ def test_bench_speedup_long_horizon_runs_the_whole_schedule(tmp_path, monkeypatc
                                  "runs_cut_short": []}
     assert result["settings"]["budget_s"] is None
     for method in ("bp", "dbp"):
-        rows = read_csv(next((tmp_path / "runs").glob(f"{method}-lr*-seed0")) / "metrics.csv")
+        # the shipped config's optimizer (Muon) names the run folders
+        rows = read_csv(next((tmp_path / "runs").glob(f"muon-{method}-lr*-seed0")) / "metrics.csv")
         assert [r["step"] for r in rows] == [2, 4, 6, 8, 10, 12]
         # warm-up (1 epoch = 2 steps) + cosine over exactly the 12 planned steps: the last step's lr
         peak = rows[0]["lr"]  # step index 1 = the warm-up's last: (1 + 1) / 2 x peak
