@@ -7,7 +7,8 @@ import json
 import pytest
 
 from mae_dbp.bench.decor_layers import run_decor_bench
-from mae_dbp.bench.framework import run_inference_bench, run_overhead_bench
+from mae_dbp.bench.inference import run_inference_bench
+from mae_dbp.bench.overhead import run_overhead_bench
 from mae_dbp.cli import main
 from mae_dbp.config import load_config
 from mae_dbp.train.pretrain import PretrainConfig

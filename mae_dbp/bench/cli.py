@@ -32,7 +32,7 @@ from mae_dbp.bench import device
 
 TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 # modules with an ``add_arguments(sub)`` registering one or more benches (light imports only)
-BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.finetune", "mae_dbp.bench.data_loader",
+BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.finetune", "mae_dbp.bench.data_path",
                  "mae_dbp.bench.results")
 
 
@@ -151,14 +151,14 @@ def run_pretrain(args: argparse.Namespace) -> dict:
 
 
 def run_inference(args: argparse.Namespace) -> dict:
-    from mae_dbp.bench.framework import run_inference_bench
+    from mae_dbp.bench.inference import run_inference_bench
 
     return run_inference_bench(_config(args), args.repeats, args.batch_size or 32, args.device, args.dtype,
                                args.compile)
 
 
 def run_overhead(args: argparse.Namespace) -> dict:
-    from mae_dbp.bench.framework import run_overhead_bench
+    from mae_dbp.bench.overhead import run_overhead_bench
 
     return run_overhead_bench(_config(args), args.steps, args.batch_size)
 
@@ -166,7 +166,8 @@ def run_overhead(args: argparse.Namespace) -> dict:
 def run_all(args: argparse.Namespace) -> dict:
     """``bench all``: the four step benches in one process, their markdown table printed."""
     from mae_dbp.bench.decor_layers import run_decor_bench
-    from mae_dbp.bench.framework import run_inference_bench, run_overhead_bench
+    from mae_dbp.bench.inference import run_inference_bench
+    from mae_dbp.bench.overhead import run_overhead_bench
     from mae_dbp.bench.pretrain_step import run_pretrain_bench
 
     config = _config(args)

@@ -37,7 +37,7 @@ TINY = "configs/pretrain/tiny_cpu_dbp.yaml"
 def add_arguments(sub) -> None:
     """Register ``data`` on the ``mae-dbp bench`` sub-parsers (``--json`` is added by the caller)."""
     p = sub.add_parser("data", help="training data path (images/s per worker count, MB read per sample) vs the step")
-    p.set_defaults(_bench_run="mae_dbp.bench.data_loader:run")
+    p.set_defaults(_bench_run="mae_dbp.bench.data_path:run")
     p.add_argument("--config", default=TINY, help=f"pretraining YAML (default {TINY})")
     p.add_argument("--workers", nargs="+", type=int, default=[1, 2], help="DataLoader worker counts (default 1 2)")
     p.add_argument("--images", type=int, default=512, help="samples timed per measurement (default 512)")

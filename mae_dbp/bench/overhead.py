@@ -1,11 +1,5 @@
-"""``bench all`` parts beyond the layer and step benchmarks.
-
-* fused inference: the exported (fused) encoder vs a plain timm ViT of the same size built
-  directly by timm: time ratio, and the fused model's max abs difference from the unfused DBP
-  encoder computed step by step as W (R x);
-* framework overhead: our MAE in BP mode vs a plain MAE written the straightforward way with timm
-  blocks (no framework), same sizes, same optimizer.
-"""
+"""``bench overhead``: our MAE in BP mode vs a plain MAE written the straightforward way with timm
+blocks (no framework), same sizes, same optimizer: the framework's cost per training step."""
 
 from __future__ import annotations
 
@@ -16,8 +10,6 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from mae_dbp import decor
-from mae_dbp.bench.device import autocast, device_record, resolve_device
 from mae_dbp.bench.pretrain_step import training_step
 from mae_dbp.bench.timing import time_alternating
 from mae_dbp.train.pretrain import PretrainConfig, build_model
@@ -60,44 +52,6 @@ class StraightforwardMAE(nn.Module):
         mask = torch.gather(mask, 1, ids_restore)
         loss = (((y - target) ** 2).mean(-1) * mask).sum() / mask.sum()
         return loss, y, mask
-
-
-def run_inference_bench(config: PretrainConfig, repeats: int, batch_size: int = 32, device: str = "auto",
-                        dtype: str = "float32", compile: bool = False) -> dict:
-    """Fused exported encoder vs the plain timm ViT: time ratio and max abs diff to the unfused model
-    (float32, computed before timing); timed on ``device`` under ``dtype`` autocast, both models
-    ``torch.compile``'d with ``compile``."""
-    where = resolve_device(device)
-    config = copy.deepcopy(config)
-    config.decor.enabled = True
-    torch.manual_seed(0)
-    mae, _ = build_model(config)
-    encoder = mae.encoder.eval()
-    with torch.no_grad():  # a non-trivial R, as after training
-        for _, layer in decor.decor_modules(encoder):
-            layer.R.add_(0.02 * torch.randn_like(layer.R))
-    fused = decor.fuse(copy.deepcopy(encoder)).eval()
-    plain = timm.create_model(config.model.encoder, pretrained=False, num_classes=0, img_size=mae.img_size,
-                              in_chans=mae.in_chans, **dict(config.model.encoder_args)).eval()
-    plain.load_state_dict(fused.state_dict(), strict=True)
-    encoder, fused, plain = encoder.to(where), fused.to(where), plain.to(where)
-    images = torch.randn(batch_size, mae.in_chans, mae.img_size, mae.img_size, device=where)
-    with torch.no_grad():
-        with decor.explicit(encoder):
-            reference = encoder.forward_features(images)
-        diff = float((fused.forward_features(images) - reference).abs().max())
-        run_plain, run_fused = (torch.compile(plain), torch.compile(fused)) if compile else (plain, fused)
-
-        def timed(model):
-            def call() -> None:
-                with autocast(where, dtype):
-                    model(images)
-            return call
-
-        times = time_alternating({"plain": timed(run_plain), "fused": timed(run_fused)}, repeats=repeats,
-                                 warmup=3 if compile else 1, device=where)
-    return {"plain_s": times["plain"], "fused_s": times["fused"], "ratio": times["fused"] / times["plain"],
-            "max_abs_diff_vs_unfused": diff, "batch_size": batch_size, **device_record(where, dtype, compile)}
 
 
 def run_overhead_bench(config: PretrainConfig, steps: int, batch_size: int | None = None) -> dict:
