@@ -1,6 +1,6 @@
 """The ``mae-dbp`` command line: one sub-command per product feature.
 
-Each sub-command lives in its own module with two functions, ``add_arguments(parser)`` and
+Each sub-command lives in its own module of :mod:`mae_dbp.commands` with two functions, ``add_arguments(parser)`` and
 ``run(args) -> int``. Those modules import torch, timm or mmseg only inside ``run`` so that
 ``mae-dbp --help`` stays fast. Bad user input (:class:`~mae_dbp.errors.UserInputError`, a missing
 file, an output that already exists, or a bad DBP setting: :class:`~mae_dbp.decor.DecorError`) is printed as one ``mae-dbp: error: ...`` line, exit code 2.
@@ -18,13 +18,13 @@ from mae_dbp.errors import UserInputError
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "quickstart": ("mae_dbp.quickstart", "BP vs DBP end to end on built-in synthetic data"),
-    "pretrain": ("mae_dbp.pretrain_cli", "MAE pretraining (BP or DBP) with accelerate"),
-    "export": ("mae_dbp.export_cli", "fuse R into the weights and export a plain timm ViT"),
-    "segment": ("segmentation.cli", "UperNet fine-tuning / testing through mmsegmentation"),
-    "classify": ("mae_dbp.classify_cli", "supervised training of the DBP backbone zoo"),
-    "data": ("data_tools.cli", "synthetic data, subsets, tiling, validation and statistics"),
-    "bench": ("mae_dbp.bench.cli", "benchmarks that print DBP / BP time ratios"),
+    "quickstart": ("mae_dbp.commands.quickstart", "BP vs DBP end to end on built-in synthetic data"),
+    "pretrain": ("mae_dbp.commands.pretrain", "MAE pretraining (BP or DBP) with accelerate"),
+    "export": ("mae_dbp.commands.export", "fuse R into the weights and export a plain timm ViT"),
+    "segment": ("mae_dbp.commands.segment", "UperNet fine-tuning / testing through mmsegmentation"),
+    "classify": ("mae_dbp.commands.classify", "supervised training of the DBP backbone zoo"),
+    "data": ("mae_dbp.commands.data", "synthetic data, subsets, tiling, validation and statistics"),
+    "bench": ("mae_dbp.commands.bench", "benchmarks that print DBP / BP time ratios"),
 }
 
 

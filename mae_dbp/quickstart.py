@@ -1,4 +1,4 @@
-"""``mae-dbp quickstart [--out DIR] [--force]``: what DBP buys, end to end, on this machine.
+"""The quickstart job (``mae-dbp quickstart``, :mod:`mae_dbp.commands.quickstart`): what DBP buys, end to end, on this machine.
 
 First the comparison that matters: the same small MAE pretrained with BP and with DBP, each method
 at its lr from ``mae-dbp bench speedup``, same data, seeds, schedule and wall-clock cap, on crops of
@@ -15,7 +15,6 @@ steps on >= 4,000 crops) are in docs/results.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +39,6 @@ class QuickstartSize:
     pretrain_epochs: int = 12  # the schedule's length (warm-up + cosine), the same for both methods
     seg_iters: int = 40  # per fine-tune of each seed's BP and DBP encoder (1 thread, ~15 s each)
     seg_lr: float = 1e-2  # at 3e-3, 40 iterations learnt only the background
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="quickstart_out", help="output folder (default: quickstart_out)")
-    parser.add_argument("--force", action="store_true", help="replace an existing quickstart folder")
-    parser.add_argument("--pretrain-seconds", type=float, help="wall-clock budget per pretraining run")
-    parser.add_argument("--seg-iters", type=int, help="UperNet fine-tuning iterations per encoder (default 40)")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bars (by default they show only on a terminal)")
 
 
 def make_data(out: Path, size: QuickstartSize) -> dict[str, Path | None]:
@@ -129,13 +119,3 @@ def run_quickstart(out: Path, size: QuickstartSize, force: bool = False, progres
     report = write_report(out, results, size)
     print(f"\nreport: {report}")
     return results
-
-
-def run(args: argparse.Namespace) -> int:
-    size = QuickstartSize()
-    if args.pretrain_seconds:
-        size.pretrain_seconds = args.pretrain_seconds
-    if args.seg_iters:
-        size.seg_iters = args.seg_iters
-    run_quickstart(Path(args.out), size, force=args.force, progress=False if args.no_progress else None)
-    return 0

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import mae_dbp
-from mae_dbp.bench.cli import run_stages
+from mae_dbp.commands.bench import run_stages
 from mae_dbp.cli import main
 
 

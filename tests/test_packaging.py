@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-APPLICATION = ("mae_dbp.quickstart", "mae_dbp.bench", "mae_dbp.cli", "mae_dbp.export_cli", "mae_dbp.pretrain_cli",
-               "mae_dbp.classify_cli", "segmentation", "mmseg")
+APPLICATION = ("mae_dbp.quickstart", "mae_dbp.bench", "mae_dbp.cli", "mae_dbp.commands", "segmentation", "mmseg")
 LIBRARY = ["config.py", "errors.py", "export.py", "files.py", "run_dir.py", "data", "decor", "models", "train"]
 
 

@@ -1,2 +1,2 @@
 """Benchmarks that print DBP vs BP ratios measured in one process; the command line is
-:mod:`mae_dbp.bench.cli` (``mae-dbp bench ...``)."""
+:mod:`mae_dbp.commands.bench` (``mae-dbp bench ...``)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mae_dbp.pretrain_cli import add_run_arguments, progress_overrides
+from mae_dbp.commands.pretrain import add_run_arguments, progress_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

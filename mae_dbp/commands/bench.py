@@ -39,7 +39,7 @@ BENCH_MODULES = ("mae_dbp.bench.zoo", "mae_dbp.bench.speedup", "mae_dbp.bench.fi
 def _add_step_benches(sub) -> None:
     """``decor``, ``pretrain``, ``inference``, ``overhead`` and ``all``: the step-time benches."""
     p = sub.add_parser("decor", help="DBP layer overhead per training step at ViT-B and small-batch shapes")
-    p.set_defaults(_bench_run="mae_dbp.bench.cli:run_decor")
+    p.set_defaults(_bench_run="mae_dbp.commands.bench:run_decor")
     p.add_argument("--repeats", type=int, default=5, help="timed blocks per contender (default 5)")
     p.add_argument("--update-every", type=int, default=1, help="R update every k steps (default 1)")
     p.add_argument("--shapes", nargs="+", default=None, help="subset of vitb_qkv vitb_fc1 mlp_1000 patch_embed")
@@ -57,7 +57,7 @@ def _add_step_benches(sub) -> None:
                               ("inference", "fused exported encoder vs the plain timm ViT", "repeats"),
                               ("overhead", "our MAE (BP mode) vs a straightforward timm MAE", "steps")):
         p = sub.add_parser(name, help=text)
-        p.set_defaults(_bench_run=f"mae_dbp.bench.cli:run_{name}")
+        p.set_defaults(_bench_run=f"mae_dbp.commands.bench:run_{name}")
         p.add_argument("--config", default=TINY, help=f"pretraining YAML (default {TINY})")
         p.add_argument(f"--{count}", type=int, default=20, help=f"timed {count} per contender (default 20)")
         p.add_argument("--batch-size", type=int, help="override train.batch_size")
@@ -67,7 +67,7 @@ def _add_step_benches(sub) -> None:
         if name != "overhead":
             device.add_arguments(p)
     p = sub.add_parser("all", help="decor, pretrain, inference and overhead in one process")
-    p.set_defaults(_bench_run="mae_dbp.bench.cli:run_all")
+    p.set_defaults(_bench_run="mae_dbp.commands.bench:run_all")
     p.add_argument("--config", default=TINY, help=f"pretraining YAML for the model benchmarks (default {TINY})")
     p.add_argument("--steps", type=int, default=20, help="timed steps per contender (default 20)")
     p.add_argument("--markdown", type=Path, help="also write the results as a markdown table")
