@@ -84,14 +84,17 @@ def job_config(schema: type[C], config: C | None, resume: str | Path | None) -> 
 def open_run(config, out: str | Path | None, resume: str | Path | None, stem: str) -> Iterator[RunDir]:
     """The run directory (new or resumed) with ``config`` saved in it, for the ``with`` block that
     trains. A new run that fails before its first epoch ends (also Ctrl-C) leaves nothing behind:
-    what was created in the folder is removed, and the folder if this start made it."""
+    what was created in the folder is removed, and the folder if this start made it. A resumed
+    run's config.yaml is left as it is here: the loop rewrites it only once ``last/`` has loaded
+    (:func:`mae_dbp.train.setup.start_or_resume`), so overrides that do not fit the checkpoint change
+    nothing in the folder."""
     device = config.train.device
     run = RunDir(resume).require_resumable() if resume is not None else resolve_run_dir(config.log, out, stem, device)
     main = process_state(device).is_main_process
     existed = run.path.is_dir()
     before = set(run.path.iterdir()) if existed else set()
     try:
-        if main:
+        if main and resume is None:
             run.path.mkdir(parents=True, exist_ok=True)
             save_config(config, run.config)
         yield run
