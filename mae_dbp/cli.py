@@ -18,6 +18,7 @@ import sys
 from mae_dbp import __version__
 from mae_dbp.decor.errors import DecorError
 from mae_dbp.errors import UserInputError, os_error_line
+from mae_dbp.train.stop import EXIT_REQUEUE, Stopped
 
 EXIT_BAD_INPUT = 2
 EXIT_IO_ERROR = 74  # EX_IOERR: a file-system error on an output (read-only, full disk)
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UserInputError, DecorError, FileNotFoundError, FileExistsError) as error:
         print(f"mae-dbp: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Stopped:  # the loop saved last/ and said so
+        return EXIT_REQUEUE
     except OSError as error:
         print(f"mae-dbp: error: {os_error_line(error)}", file=sys.stderr)
         return EXIT_IO_ERROR

@@ -41,6 +41,7 @@ from mae_dbp.run_dir import CHECKPOINT_MODEL, saved_checkpoint
 MODEL_FILE = CHECKPOINT_MODEL  # what save_state names the model file (safe_serialization=False)
 OPTIMIZER_FILE = "optimizer.bin"
 LOOP_FILE = "custom_checkpoint_0.pkl"  # the first object registered for checkpointing: the loop state
+RANK_FILE = "rank_state_{rank}.pt"  # a mid-epoch stop: each rank's RNG before its last batch was read
 CHECKSUMS = "checksums.sha256"  # sha256sum's format: "<hex>  <name>" per file of the folder
 assert MODEL_FILE == WEIGHTS_NAME
 
@@ -168,10 +169,17 @@ def _link_copy(source: Path, target: Path) -> None:
             shutil.copy2(entry, target / entry.name)
 
 
-def save(accelerator: Accelerator, folders: tuple[Path, ...]) -> None:
+def rank_state(folder: Path, rank: int) -> dict:
+    """What :func:`save` was given as ``rank_state`` on process ``rank`` ({} if nothing)."""
+    path = Path(folder) / RANK_FILE.format(rank=rank)
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+
+
+def save(accelerator: Accelerator, folders: tuple[Path, ...], rank_state: dict | None = None) -> None:
     """The accelerator's whole state (model, optimizer, every rank's RNG, registered objects) as
     the checkpoint folders ``folders`` (e.g. a RunDir's ``last``, ``best``), atomically; call on
-    every rank. A write that fails (full disk, file-size limit, read-only folder) on any rank
+    every rank; ``rank_state``: tensors of this rank to keep as well (``rank_state_<rank>.pt``:
+    a stopped run's place in its epoch, :mod:`mae_dbp.train.stop`). A write that fails (full disk, file-size limit, read-only folder) on any rank
     removes the temporary folders, leaves the previous checkpoints as they were, and raises an
     OSError naming the path and the OS error on every rank."""
     tmp = {folder: folder.with_name(f".{folder.name}.tmp") for folder in folders}
@@ -183,6 +191,8 @@ def save(accelerator: Accelerator, folders: tuple[Path, ...]) -> None:
     failed: BaseException | None = None
     try:
         accelerator.save_state(str(first), safe_serialization=False)
+        if rank_state:
+            torch.save(rank_state, first / RANK_FILE.format(rank=accelerator.process_index))
     except Exception as error:  # ENOSPC / EFBIG / EACCES, or torch's zip writer's RuntimeError
         failed = error
     accelerator.wait_for_everyone()

@@ -19,6 +19,7 @@ from accelerate import PartialState
 from mae_dbp.config import LogConfig, checked, load_config, save_config
 from mae_dbp.errors import UserInputError
 from mae_dbp.run_dir import RunDir, refuse_existing
+from mae_dbp.train.stop import Stopped
 
 C = TypeVar("C")
 
@@ -98,6 +99,8 @@ def open_run(config, out: str | Path | None, resume: str | Path | None, stem: st
             run.path.mkdir(parents=True, exist_ok=True)
             save_config(config, run.config)
         yield run
+    except Stopped:  # a signal: last/ was saved for --resume, keep it
+        raise
     except BaseException:
         if main and resume is None and run.path.is_dir() and not run.started():
             for entry in set(run.path.iterdir()) - before:
