@@ -5,7 +5,8 @@ Each sub-command lives in its own module with two functions, ``add_arguments(par
 ``mae-dbp --help`` stays fast. Bad user input (:class:`~mae_dbp.errors.UserInputError`, a missing
 file, an output that already exists, or a bad DBP setting: :class:`~mae_dbp.decor.DecorError`) is printed as one ``mae-dbp: error: ...`` line, exit code 2.
 Any other file-system error (an output folder that cannot be written, a full disk) is one line naming
-the path and the OS error, exit code 74 (``EX_IOERR``). A training run stopped by SIGTERM / SIGINT /
+the path and the OS error, exit code 74 (``EX_IOERR``); a collective that another rank did not
+answer within ``train.collective_timeout`` is one line, exit code 1. A training run stopped by SIGTERM / SIGINT /
 SIGUSR1 saves ``last/`` and exits 75 (``EX_TEMPFAIL``: requeue it and ``--resume``).
 """
 
@@ -17,7 +18,7 @@ import sys
 
 from mae_dbp import __version__
 from mae_dbp.decor.errors import DecorError
-from mae_dbp.errors import UserInputError, os_error_line
+from mae_dbp.errors import UserInputError, collective_failure, os_error_line
 from mae_dbp.train.stop import EXIT_REQUEUE, Stopped
 
 EXIT_BAD_INPUT = 2
@@ -63,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"mae-dbp: error: {os_error_line(error)}", file=sys.stderr)
         return EXIT_IO_ERROR
+    except RuntimeError as error:  # a hung / lost rank: train.collective_timeout
+        line = collective_failure(error)
+        if line is None:
+            raise
+        print(f"mae-dbp: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

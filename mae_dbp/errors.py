@@ -55,3 +55,24 @@ def write_failed(path: "os.PathLike | str", error: BaseException) -> OSError:
     except OSError:
         free = ""
     return OSError(errno.EIO, f"write failed ({type(error).__name__}: {first[:200]}){free}", os.fsdecode(path))
+
+
+def collective_failure(error: BaseException) -> str | None:
+    """One line for a collective (all-reduce, barrier) that failed because another process hung or
+    died (gloo's timeout / closed-connection RuntimeError after ``train.collective_timeout``), else None."""
+    import re
+
+    text = str(error)
+    timed_out = re.search(r"Timed out waiting (\d+)\s*ms|timed out|Timeout", text)
+    lost = re.search(r"Connection (closed|reset) by peer|Broken pipe", text)
+    if not (isinstance(error, RuntimeError) and (timed_out or lost)):
+        return None
+    rank = os.environ.get("RANK", "?")
+    if timed_out and timed_out.group(1):
+        what = f"got no answer from another process within train.collective_timeout ({int(timed_out.group(1)) / 1000:g} s)"
+    elif timed_out:
+        what = "timed out (train.collective_timeout)"
+    else:
+        what = "lost its connection to another process (it died)"
+    return (f"process {rank}: a collective operation (all-reduce / barrier) {what}: a rank hung or was lost, so the "
+            "run stops; last/ holds the last saved state: --resume the run once the machines are well")

@@ -209,3 +209,70 @@ def test_damaged_last_is_named_on_resume_and_damaged_best_on_export(run, tmp_pat
         assert "\n" not in line and line.startswith(f"mae-dbp: error: {target}: damaged checkpoint file"), line
         assert ("copy of" in line and "best" in line) if folder == "last" else "export" in line and "last" in line
         assert snapshot(run) == before
+
+
+# ---- a hung rank ----------------------------------------------------------------------------------
+
+
+def ranks_of(launcher: int) -> dict[int, int]:
+    """{RANK: pid} of the training processes started by the launcher ``launcher`` (its children)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != launcher:
+                continue
+            env = dict(item.split("=", 1) for item in (entry / "environ").read_text().split("\0") if "=" in item)
+        except (OSError, ValueError, IndexError):
+            continue
+        if "RANK" in env:
+            found[int(env["RANK"])] = int(entry.name)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_a_hung_rank_ends_the_run_within_the_collective_timeout(data, tmp_path):
+    """2 gloo ranks; rank 1 is stopped (SIGSTOP) in epoch 2: rank 0 gives up after
+    train.collective_timeout (20 s here) with one line, the job ends non-zero, last/ stays the last
+    good checkpoint (it verifies and resumes)."""
+    import re
+    import time
+
+    from mae_dbp.train import checkpoints
+    from tests.conftest import free_port
+
+    cfg = tiny_pretrain(data, epochs=50)
+    cfg.log.plots, cfg.train.batch_size, cfg.train.collective_timeout = False, 4, 20
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(free_port()), "-m", "mae_dbp", "pretrain",
+               "--config", str(write_config(cfg, tmp_path / "c.yaml")), "--out", str(run), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    seen = ""
+    while not re.search(r"epoch=1 ", seen):  # epoch 1 done: last/ written
+        line = process.stdout.readline()
+        assert line, process.stderr.read()[-3000:]
+        seen += line
+    ranks = ranks_of(process.pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        out, err = process.communicate(timeout=20 + 30 + 60)  # + torchrun's 30 s before it SIGKILLs the rest
+    finally:
+        if process.poll() is None:
+            os.kill(ranks[1], signal.SIGKILL)
+            process.kill()
+    took = time.monotonic() - stopped
+    (tmp_path / "stderr.txt").write_text(err)
+    assert process.returncode != 0
+    lines = [line for line in err.splitlines() if "mae-dbp: error:" in line]  # torchrun prefixes "[rank0]: "
+    assert len(lines) == 1 and "train.collective_timeout (20 s)" in lines[0], err[-4000:]
+    assert "RuntimeError" not in err, err[-4000:]  # (the launcher still reports its failed child)
+    print(f"hung rank: the job ended {took:.0f} s after SIGSTOP (collective_timeout 20 s)")
+    checkpoints.verify(run / "last")  # the last good one (epoch 0 or 1: the stop may hit the save)
+    assert checkpoints.loop_state(run / "last")["epoch"] in (0, 1)

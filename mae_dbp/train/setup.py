@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import sys
+from datetime import timedelta
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 from timm.optim import param_groups_weight_decay
 from torch.utils.data import DataLoader, Dataset, IterableDataset
@@ -54,7 +55,8 @@ def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: RunDi
         project_dir=str(run_dir.path),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_cfg.seed),
         # R is a buffer that update() keeps identical on all ranks: no per-forward broadcast needed
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False),
+                         InitProcessGroupKwargs(timeout=timedelta(seconds=train_cfg.collective_timeout))],
     )
 
 
