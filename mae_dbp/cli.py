@@ -4,6 +4,10 @@ Each sub-command lives in its own module of :mod:`mae_dbp.commands` with two fun
 ``run(args) -> int``. Those modules import torch, timm or mmseg only inside ``run`` so that
 ``mae-dbp --help`` stays fast. Bad user input (:class:`~mae_dbp.errors.UserInputError`, a missing
 file, an output that already exists, or a bad DBP setting: :class:`~mae_dbp.decor.DecorError`) is printed as one ``mae-dbp: error: ...`` line, exit code 2.
+Any other file-system error (an output folder that cannot be written, a full disk) is one line naming
+the path and the OS error, exit code 74 (``EX_IOERR``); a collective that another rank did not
+answer within ``train.collective_timeout`` is one line, exit code 1. A training run stopped by SIGTERM / SIGINT /
+SIGUSR1 saves ``last/`` and exits 75 (``EX_TEMPFAIL``: requeue it and ``--resume``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ import sys
 
 from mae_dbp import __version__
 from mae_dbp.decor.errors import DecorError
-from mae_dbp.errors import UserInputError
+from mae_dbp.errors import UserInputError, collective_failure, os_error_line
+from mae_dbp.train.stop import EXIT_REQUEUE, Stopped
+
+EXIT_BAD_INPUT = 2
+EXIT_IO_ERROR = 74  # EX_IOERR: a file-system error on an output (read-only, full disk)
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,7 +58,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(args._module).run(args) or 0)
     except (UserInputError, DecorError, FileNotFoundError, FileExistsError) as error:
         print(f"mae-dbp: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except Stopped:  # the loop saved last/ and said so
+        return EXIT_REQUEUE
+    except OSError as error:
+        print(f"mae-dbp: error: {os_error_line(error)}", file=sys.stderr)
+        return EXIT_IO_ERROR
+    except RuntimeError as error:  # a hung / lost rank: train.collective_timeout
+        line = collective_failure(error)
+        if line is None:
+            raise
+        print(f"mae-dbp: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

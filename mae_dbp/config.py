@@ -169,6 +169,10 @@ class TrainConfig:
     seed: int = 0
     max_train_seconds: Optional[float] = None
     stop_after_epoch: Optional[int] = None  # a pre-emption point; never saved with the run
+    # seconds a rank waits in a collective (all-reduce, barrier) for the others before the run ends
+    # with an error: a hung or lost rank ends the job instead of freezing it until the wall time.
+    # Longer than the slowest validation or checkpoint write (which other ranks wait for)
+    collective_timeout: float = 1800.0
     guard: GuardConfig = field(default_factory=GuardConfig)
 
     def __post_init__(self) -> None:
@@ -191,6 +195,7 @@ class TrainConfig:
                 "null or a number > 0", self.max_train_seconds)
         require(self.stop_after_epoch is None or self.stop_after_epoch >= 1, "train.stop_after_epoch",
                 "null or an int >= 1", self.stop_after_epoch)
+        require(self.collective_timeout > 0, "train.collective_timeout", "a number of seconds > 0", self.collective_timeout)
 
 
 @dataclass

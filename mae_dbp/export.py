@@ -32,7 +32,7 @@ from mae_dbp.config import to_dict
 from mae_dbp.data.transforms import channel_stats
 from mae_dbp.models.mae import MAEConfig
 from mae_dbp.errors import UserInputError
-from mae_dbp.files import atomic_write, write_json
+from mae_dbp.files import atomic_write_all, json_safe
 from mae_dbp.run_dir import RunDir, prepare_output
 from mae_dbp.train import checkpoints
 
@@ -44,6 +44,15 @@ _MMSEG_RENAMES = (
     (".norm2.", ".ln2."), (".mlp.fc1.", ".ffn.layers.0.0."), (".mlp.fc2.", ".ffn.layers.1."),
     (".ls1.gamma", ".gamma_1"), (".ls2.gamma", ".gamma_2"),
 )
+
+
+def keep_until_written(out: Path, names: list[str], force: bool) -> None:
+    """The output rule (:func:`~mae_dbp.run_dir.prepare_output`), except that ``--force`` keeps the
+    previous export until the new files are written (they replace it atomically)."""
+    if force:
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        prepare_output(out, names, force)
 
 
 def locate_checkpoint(source: str | Path) -> tuple[Path, RunDir]:
@@ -59,6 +68,7 @@ def locate_checkpoint(source: str | Path) -> tuple[Path, RunDir]:
         checkpoint = run.checkpoint()
     if not run.config.is_file():
         raise UserInputError(f"{run.config} not found: export needs the run directory's config.yaml beside the checkpoint")
+    checkpoints.verify(checkpoint)
     return checkpoint, run
 
 
@@ -127,8 +137,9 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
     config = run.read_config(PretrainConfig)
     out = Path(out)
     names = ["model.safetensors", "config.json"] + (["mmseg_backbone.pth"] if fmt != "timm" else [])
-    prepare_output(out, names, force)
+    keep_until_written(out, names, force)
     mae, sites = build_model(config)
+    checkpoints.check_fits(mae, checkpoint_path, str(run.config), f"was {run.config} edited after training?")
     missing, unexpected = mae.load_state_dict(checkpoints.model_state(checkpoint_path), strict=False)
     if missing or unexpected:
         raise UserInputError(f"{checkpoint_path}: does not match {run.config} "
@@ -144,11 +155,12 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
     extra = {"source": str(checkpoint_path), "fused_sites": sites, "fusion_max_abs_diff": diff,
              "epoch": loop.get("epoch"), "val_loss": loop.get("best_val")}
     meta = timm_config(config.model, fused, mean, std, extra)
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    write_json(out / "config.json", meta)
+    writers = {out / "model.safetensors": lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}),
+               out / "config.json": lambda tmp: tmp.write_text(json.dumps(json_safe(meta), indent=2) + "\n")}
     if fmt != "timm":
         mmseg_state = {"state_dict": mmseg_mae_state_dict(state, int(fused.embed_dim)), "meta": {"mae_dbp": extra}}
-        atomic_write(out / "mmseg_backbone.pth", lambda tmp: torch.save(mmseg_state, tmp))
+        writers[out / "mmseg_backbone.pth"] = lambda tmp: torch.save(mmseg_state, tmp)
+    atomic_write_all(writers)  # all or nothing: a failed write leaves the previous export
     return meta
 
 
@@ -173,8 +185,9 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
     config, out = run.read_config(ClassifyConfig), Path(out)
     if config.model.num_classes is None:
         raise UserInputError(f"{run.config}: model.num_classes is not set (not the config of a trained classify run)")
-    prepare_output(out, ["model.safetensors", "config.json"], force)
+    keep_until_written(out, ["model.safetensors", "config.json"], force)
     model = build_classifier(config.model, config.decor)
+    checkpoints.check_fits(model, checkpoint_path, str(run.config), f"was {run.config} edited after training?")
     model.load_state_dict(checkpoints.model_state(checkpoint_path))
     channels, size, _ = input_size(config.model)
     fused = decor.fuse(copy.deepcopy(model))
@@ -189,6 +202,6 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
         "classes": json.loads(run.classes.read_text()) if run.classes.is_file() else None,
         "model": to_dict(config.model), "fused_max_abs_diff": diff, "source": str(checkpoint_path),
     }
-    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    write_json(out / "config.json", meta)
+    atomic_write_all({out / "model.safetensors": lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}),
+                      out / "config.json": lambda tmp: tmp.write_text(json.dumps(json_safe(meta), indent=2) + "\n")})
     return meta

@@ -58,7 +58,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 
 
 def _create_temporary(path: Path) -> Path:
-    """A new empty file beside ``path`` with the umask's usual permissions."""
+    """A new empty file beside ``path`` with the umask's usual permissions (an OSError names ``path``)."""
     while True:
         tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
         try:
@@ -66,6 +66,8 @@ def _create_temporary(path: Path) -> Path:
             return tmp
         except FileExistsError:
             continue
+        except OSError as error:  # a read-only folder, a full disk: name what the user asked for
+            raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -87,6 +89,36 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_all(writers: dict[Path, Callable[[Path], None]]) -> None:
+    """Write several files as one: each ``write(tmp)`` into a temporary beside its path, all fsynced,
+    and only then renamed over their paths (an export's model + config). A failing write removes
+    every temporary, leaves the previous files as they were, and raises an OSError naming the file
+    and the OS error (:func:`mae_dbp.errors.write_failed`)."""
+    from mae_dbp.errors import write_failed
+
+    done: dict[Path, Path] = {}
+    try:
+        for path, write in writers.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = done[path] = _create_temporary(path)
+            mode = tmp.stat().st_mode & 0o777
+            try:
+                write(tmp)
+                if tmp.stat().st_mode & 0o777 != mode:
+                    tmp.chmod(mode)
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+            except Exception as error:
+                raise write_failed(path, error) from None
+        for path, tmp in done.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in done.values():
+            if tmp.exists():
+                tmp.unlink()
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

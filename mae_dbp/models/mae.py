@@ -11,6 +11,7 @@ Shapes: images (B, C, H, W); L = number of patches; patch vectors have p*p*C val
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -22,7 +23,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
 
 from mae_dbp.config import require
-from mae_dbp.errors import UserInputError
+from mae_dbp.errors import UserInputError, closest
 from mae_dbp.models.pos_embed import sincos_2d
 
 
@@ -52,10 +53,27 @@ class MAEConfig:
         require(self.in_chans >= 1, "model.in_chans", "an int >= 1", self.in_chans)
 
 
+def check_encoder_args(name: str, args: dict[str, Any]) -> None:
+    """Each key of ``model.encoder_args`` must be an argument of timm's VisionTransformer: an unknown
+    one (a typo, or ``{embed_dim:96}`` without a space, which YAML reads as the key ``embed_dim:96``
+    with no value and timm would drop) is one line with the closest name."""
+    known = [p for p in inspect.signature(VisionTransformer.__init__).parameters if p not in ("self", "img_size", "in_chans", "num_classes")]
+    for key in args:
+        if key in known:
+            continue
+        base = str(key).split(":", 1)[0].strip()
+        hint = closest(base, known)
+        advice = f" (did you mean {hint[0]}?)" if hint else f" (expected one of {', '.join(known[:12])}, ...)"
+        if ":" in str(key):
+            advice += "; write `key: value` with a space after the colon"
+        raise UserInputError(f"model.encoder_args: unknown key {str(key)!r} for timm model {name!r}{advice}")
+
+
 def build_encoder(name: str, img_size: int, in_chans: int, **overrides: Any) -> VisionTransformer:
     """A randomly initialised timm ViT (no head, no download) with a frozen sin-cos ``pos_embed``."""
     if not timm.is_model(name):
         raise UserInputError(f"unknown timm model name {name!r} (model.encoder)")
+    check_encoder_args(name, overrides)
     try:
         encoder = timm.create_model(
             name, pretrained=False, num_classes=0, img_size=img_size, in_chans=in_chans, **overrides

@@ -9,6 +9,8 @@ Each folder is what :meth:`accelerate.Accelerator.save_state` writes:
     random_states_<rank>.pkl every rank's python / numpy / torch (/ CUDA) RNG state
     custom_checkpoint_<i>.pkl the objects registered with ``register_for_checkpointing``, in
                              order: 0 the loop state (epochs, steps, best, rows), 1 the guard
+    checksums.sha256         sha256 of every file above (``sha256sum -c`` reads it): a truncated or
+                             altered file is named on ``--resume`` and ``export`` (:func:`verify`)
 
 so a resume (:func:`resume`, ``Accelerator.load_state``) gives every rank back its own RNG and
 continues bit-exactly, while the guard's roll-back (:func:`restore_weights`) takes only model and
@@ -21,6 +23,8 @@ readable: between the two renames only ``.<name>.old`` exists, and
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -30,14 +34,82 @@ from accelerate import Accelerator
 from accelerate.utils import WEIGHTS_NAME
 from torch import nn
 
-from mae_dbp.errors import UserInputError
+from mae_dbp.errors import UserInputError, write_failed
 from mae_dbp.files import load_checkpoint
 from mae_dbp.run_dir import CHECKPOINT_MODEL, saved_checkpoint
 
 MODEL_FILE = CHECKPOINT_MODEL  # what save_state names the model file (safe_serialization=False)
 OPTIMIZER_FILE = "optimizer.bin"
 LOOP_FILE = "custom_checkpoint_0.pkl"  # the first object registered for checkpointing: the loop state
+RANK_FILE = "rank_state_{rank}.pt"  # a mid-epoch stop: each rank's RNG before its last batch was read
+CHECKSUMS = "checksums.sha256"  # sha256sum's format: "<hex>  <name>" per file of the folder
 assert MODEL_FILE == WEIGHTS_NAME
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """``folder/checksums.sha256``: the sha256 of every file in checkpoint ``folder``."""
+    lines = [f"{_sha256(entry)}  {entry.name}\n" for entry in sorted(folder.iterdir())
+             if entry.is_file() and entry.name != CHECKSUMS]
+    (folder / CHECKSUMS).write_text("".join(lines))
+
+
+def damaged(path: Path, why: str) -> UserInputError:
+    """The one line for a damaged checkpoint file ``path``, with the way out."""
+    folder = path.parent
+    if folder.name.lstrip(".").startswith("best"):
+        advice = f"export {folder.with_name('last')} instead, or restart the run"
+    else:
+        advice = (f"resume from the best epoch instead (replace {folder} by a copy of {folder.with_name('best')}), "
+                  "or restart the run")
+    return UserInputError(f"{path}: damaged checkpoint file ({why}); {advice}")
+
+
+def verify(folder: Path) -> None:
+    """Check the files of checkpoint ``folder`` against its checksums.sha256 (folders written before
+    checksums existed pass): a missing, truncated or altered file is a :func:`damaged` error naming it."""
+    manifest = Path(folder) / CHECKSUMS
+    if not manifest.is_file():
+        return
+    for line in manifest.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        path = Path(folder) / name
+        if not path.is_file():
+            raise damaged(path, "missing")
+        if _sha256(path) != digest:
+            raise damaged(path, "its sha256 differs from checksums.sha256: truncated or altered")
+
+
+def _shape(value) -> tuple:
+    return tuple(value.shape) if hasattr(value, "shape") else ()
+
+
+def check_fits(model: nn.Module, folder: Path, source: str, advice: str = "") -> None:
+    """Refuse (one line) when the model state in checkpoint ``folder`` does not fit ``model``: the
+    first key whose shape differs (both shapes), or that only one side has. ``source`` says what
+    built the model (e.g. "the run's config with these overrides"); ``advice``: the way out."""
+    file = Path(folder) / MODEL_FILE
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a truncated or foreign file
+        raise damaged(file, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    now, tail = model.state_dict(), f" ({advice})" if advice else ""
+    head = f"{file} does not fit the model of {source}"
+    for key, value in now.items():
+        if key not in saved:
+            raise UserInputError(f"{head}: it has no {key} (shape {_shape(value)} in the model){tail}")
+        if _shape(saved[key]) != _shape(value):
+            raise UserInputError(f"{head}: {key} has shape {_shape(saved[key])} in the checkpoint, {_shape(value)} in the model{tail}")
+    extra = [key for key in saved if key not in now]
+    if extra:
+        raise UserInputError(f"{head}: the model has no {extra[0]} (shape {_shape(saved[extra[0]])} in the checkpoint){tail}")
 
 
 def model_state(checkpoint: str | Path) -> dict:
@@ -97,38 +169,73 @@ def _link_copy(source: Path, target: Path) -> None:
             shutil.copy2(entry, target / entry.name)
 
 
-def save(accelerator: Accelerator, folders: tuple[Path, ...]) -> None:
+def rank_state(folder: Path, rank: int) -> dict:
+    """What :func:`save` was given as ``rank_state`` on process ``rank`` ({} if nothing)."""
+    path = Path(folder) / RANK_FILE.format(rank=rank)
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+
+
+def save(accelerator: Accelerator, folders: tuple[Path, ...], rank_state: dict | None = None) -> None:
     """The accelerator's whole state (model, optimizer, every rank's RNG, registered objects) as
     the checkpoint folders ``folders`` (e.g. a RunDir's ``last``, ``best``), atomically; call on
-    every rank."""
+    every rank; ``rank_state``: tensors of this rank to keep as well (``rank_state_<rank>.pt``:
+    a stopped run's place in its epoch, :mod:`mae_dbp.train.stop`). A write that fails (full disk, file-size limit, read-only folder) on any rank
+    removes the temporary folders, leaves the previous checkpoints as they were, and raises an
+    OSError naming the path and the OS error on every rank."""
     tmp = {folder: folder.with_name(f".{folder.name}.tmp") for folder in folders}
     if accelerator.is_main_process:
         for path in tmp.values():
             shutil.rmtree(path, ignore_errors=True)  # left by a killed writer
     accelerator.wait_for_everyone()
     first = tmp[folders[0]]
-    accelerator.save_state(str(first), safe_serialization=False)
+    failed: BaseException | None = None
+    try:
+        accelerator.save_state(str(first), safe_serialization=False)
+        if rank_state:
+            torch.save(rank_state, first / RANK_FILE.format(rank=accelerator.process_index))
+    except Exception as error:  # ENOSPC / EFBIG / EACCES, or torch's zip writer's RuntimeError
+        failed = error
     accelerator.wait_for_everyone()
+    if accelerator.is_main_process and failed is None:
+        try:
+            write_checksums(first)
+            _fsync_tree(first)
+            for folder in folders[1:]:
+                _link_copy(first, tmp[folder])
+        except Exception as error:
+            failed = error
+    flags = accelerator.gather(torch.tensor([failed is not None], device=accelerator.device))
+    if bool(flags.any()):
+        if accelerator.is_main_process:
+            for path in tmp.values():
+                shutil.rmtree(path, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        if failed is not None:
+            raise write_failed(first, failed) from None
+        raise OSError(errno.EIO, "checkpoint write failed on another process (its error is above)", str(first))
     if accelerator.is_main_process:
-        _fsync_tree(first)
-        for folder in folders[1:]:
-            _link_copy(first, tmp[folder])
         for folder in folders:
             _swap_in(tmp[folder], folder)
     accelerator.wait_for_everyone()
 
 
-def resume(accelerator: Accelerator, folder: Path) -> Path:
+def resume(accelerator: Accelerator, folder: Path, model: nn.Module | None = None) -> Path:
     """Load the state of checkpoint ``folder`` into the accelerator (every rank its own RNG); returns
-    the folder read (``folder``, or its ``.old`` twin after a cut swap)."""
+    the folder read (``folder``, or its ``.old`` twin after a cut swap). Its files are checked first
+    (:func:`verify`), and that its model state fits ``model`` (:func:`check_fits`)."""
     path = saved_checkpoint(folder)
     if path is None:
         raise UserInputError(f"--resume {folder.parent}: no {folder.name}/ checkpoint there (not a started run directory)")
+    verify(path)
+    if model is not None:
+        check_fits(plain_model(accelerator, model), path, "the run's config with these overrides",
+                   "undo the override that changes the model, or start a new run with --config and --out")
     try:
         accelerator.load_state(str(path))
     except Exception as error:  # a truncated or foreign file
         raise UserInputError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0] if str(error) else ''})") from None
+                             f"{str(error).splitlines()[0] if str(error) else ''}); resume from the best epoch "
+                             f"instead (replace {path} by a copy of {path.with_name('best')}), or restart the run") from None
     return path
 
 

@@ -12,6 +12,7 @@ summary.json. Runs unchanged under ``accelerate launch``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Any, Callable
@@ -23,13 +24,14 @@ from tqdm.auto import tqdm
 
 from mae_dbp.errors import UserInputError
 from mae_dbp.run_dir import RunDir, saved_checkpoint
-from mae_dbp.train import checkpoints
+from mae_dbp.train import checkpoints, stop
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.meter import Reading, StepMeter
 from mae_dbp.train.emissions import TrainingEmissions
 from mae_dbp.train.records import RunRecords
 from mae_dbp.train.setup import setup
 from mae_dbp.train.state import Run, Task, WithIndex
+from mae_dbp.train.stop import StopRequest
 
 __all__ = ["Task", "WithIndex", "fit", "train_one_epoch", "evaluate", "end_epoch"]
 GPU_CHECK_EVERY = 10  # train.check_every: null on a GPU
@@ -75,7 +77,43 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
         run.state.step += 1
 
 
-def train_one_epoch(run: Run, task: Task, epoch: int, clock: Callable[[], float] = time.perf_counter) -> float:
+def epoch_loader(run: Run, epoch: int) -> Any:
+    """The train loader of ``epoch``: its seeded order (also after a resume), without the
+    micro-batches a run stopped mid-epoch had done (``state.epoch_batches``), so a resume goes on
+    where it stopped, with the same random crops (:meth:`WithIndex.replay_rng`)."""
+    run.train_loader.set_epoch(epoch)  # the seedable sampler's shuffle of this epoch, also after a resume
+    done = run.state.epoch_batches
+    if not done:
+        return run.train_loader
+    if not hasattr(run.train_loader, "skip_batches"):  # a crop stream (its own seeded RNG): read and dropped
+        return itertools.islice(run.train_loader, done, None)
+    loader = run.accelerator.skip_first_batches(run.train_loader, done)  # skips by index, loads nothing
+    loader.set_epoch(epoch)
+    before = checkpoints.rank_state(saved_checkpoint(run.run_dir.last), run.accelerator.process_index).get("rng")
+    if before is not None and isinstance(run.train_set, WithIndex):  # data.num_workers 0: crops drawn here
+        run.train_set.replay_rng({0: before, run.train_loader.total_batch_size // run.accelerator.num_processes: torch.get_rng_state()})
+    return loader
+
+
+class _RngBefore:
+    """Iterate ``loader``, keeping torch's RNG state from before each batch was asked for (``.state``)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader, self.state = loader, None
+
+    def __iter__(self):
+        batches = iter(self.loader)
+        while True:
+            self.state = torch.get_rng_state()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield batch
+
+
+def train_one_epoch(run: Run, task: Task, epoch: int, clock: Callable[[], float] = time.perf_counter,
+                    request: StopRequest | None = None) -> float:
     """One pass over the training data (or until the time budget); returns the mean loss over ranks.
     ``clock`` (seconds) times it into ``train_seconds`` (e.g. ``time.process_time`` for CPU seconds).
 
@@ -85,23 +123,28 @@ def train_one_epoch(run: Run, task: Task, epoch: int, clock: Callable[[], float]
     progress bar and the epoch's loss, decides the time budget (the main process's clock, so every
     rank stops after the same step) and lets the guard act: a non-finite loss in the interval skips
     this step and restores ``last/``; the steps between it and the check are lost, so with
-    ``check_every`` k a bad batch costs up to k steps (1 step at k = 1, the CPU default).
+    ``check_every`` k a bad batch costs up to k steps (1 step at k = 1, the CPU default). A stop
+    signal (``request``, :mod:`mae_dbp.train.stop`) seen at a read ends the epoch after that step, with
+    its position kept in ``state.epoch_batches`` (the loss so far too) for a resume.
     """
-    acc, budget, every = run.accelerator, run.train_cfg.max_train_seconds, check_every(run)
+    acc, budget, every, state = run.accelerator, run.train_cfg.max_train_seconds, check_every(run), run.state
     run.model.train()
-    run.train_loader.set_epoch(epoch)  # the seedable sampler's shuffle of this epoch, also after a resume
-    meter, start, total, count = StepMeter(acc.device), clock(), 0.0, 0
+    done, loader = state.epoch_batches, _RngBefore(epoch_loader(run, epoch))
+    meter, start = StepMeter(acc.device), clock()
+    total, count = (state.epoch_loss_sum, state.epoch_loss_count) if done else (0.0, 0)
     batches = len(run.train_loader)
-    bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{run.train_cfg.epochs}", disable=not (run.main and run.progress),
-               leave=False)
-    for number, (batch, index) in enumerate(bar, 1):
+    bar = tqdm(loader, desc=f"epoch {epoch}/{run.train_cfg.epochs}", disable=not (run.main and run.progress),
+               leave=False, initial=done, total=batches)
+    state.epoch_batches = 0
+    for number, (batch, index) in enumerate(bar, done + 1):
         with acc.accumulate(run.model):
             loss = task.train_loss(run.model, batch)
             meter.add(loss, task.inputs(batch), index)
             if number < batches and not (acc.sync_gradients and (run.state.step + 1) % every == 0):
                 optimizer_step(run, loss)
                 continue
-            reading = meter.read(acc, bool(budget) and run.state.train_seconds + clock() - start >= budget)
+            reading = meter.read(acc, bool(budget) and run.state.train_seconds + clock() - start >= budget,
+                                 request is not None and request.requested)
             total, count = total + reading.loss_sum, count + reading.finite
             if reading.non_finite:
                 run.optimizer.zero_grad(set_to_none=True)
@@ -112,6 +155,10 @@ def train_one_epoch(run: Run, task: Task, epoch: int, clock: Callable[[], float]
         if run.main:
             bar.set_postfix(loss=f"{reading.mean_loss:.4f}", lr=f"{run.lr:.2e}")
         if reading.out_of_time:
+            break
+        if reading.stop_requested and number < batches:
+            state.epoch_batches, state.epoch_loss_sum, state.epoch_loss_count = number, total, count
+            run.stop_rng = loader.state  # this rank's RNG before the loader read one batch ahead
             break
     run.state.train_seconds += clock() - start
     return total / count if count else math.nan
@@ -165,6 +212,11 @@ def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Da
         resume: bool = False, extra_summary: dict | None = None, clock: Callable[[], float] = time.perf_counter) -> dict:
     """Train ``task.model`` as ``config.train`` says; returns the summary (also ``run_dir.summary``).
     ``clock`` measures the training seconds (and the ``max_train_seconds`` budget)."""
+    with stop.catching() as request:  # SIGTERM / SIGINT / SIGUSR1: save last/ and stop (mae_dbp.train.stop)
+        return _fit(config, task, policy, train_set, val_set, run_dir, resume, extra_summary, clock, request)
+
+
+def _fit(config, task, policy, train_set, val_set, run_dir, resume, extra_summary, clock, request) -> dict:
     run = setup(config, task, policy, train_set, val_set, run_dir, resume)
     log, train_cfg, state = config.log, config.train, run.state
     records = RunRecords(run_dir, enabled=run.main, plots=log.plots)
@@ -177,11 +229,15 @@ def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Da
     while state.epoch < stop_epoch and not (budget and state.train_seconds >= budget):
         epoch = state.epoch + 1
         emissions.start(f"train_epoch_{epoch}")
-        train_loss = train_one_epoch(run, task, epoch, clock)
+        train_loss = train_one_epoch(run, task, epoch, clock, request)
         emissions.stop()
         state.kg_co2, state.kwh = emissions.kg_co2, emissions.kwh
+        if state.epoch_batches:  # stopped by a signal mid-epoch
+            stop.save_and_stop(run, request, emissions)
         policy.check_ranks(epoch, run.accelerator.num_processes)
         end_epoch(run, epoch, train_loss, evaluate(run, task), records)
+        if state.epoch < stop_epoch and stop.agreed(run.accelerator, request):  # a signal during validation / save
+            stop.save_and_stop(run, request, emissions, saved=True)
     emissions.close()
     summary = {**summarize(run, task, emissions), **(extra_summary or {})}
     if run.main:

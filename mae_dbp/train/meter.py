@@ -26,6 +26,7 @@ class Reading:
     non_finite: int  # micro-batches with a nan / inf loss
     bad_rows: int  # input rows holding a nan / inf
     out_of_time: bool  # the main process's clock passed train.max_train_seconds
+    stop_requested: bool = False  # a rank got SIGTERM / SIGINT / SIGUSR1 (mae_dbp.train.stop)
 
     @property
     def mean_loss(self) -> float:
@@ -48,15 +49,16 @@ class StepMeter:
         self._sums += torch.stack([torch.where(finite, loss, 0.0), finite.float(), (~finite).float(), bad.sum().float()])
         self._bad_index.append(torch.where(bad, index.to(bad.device), -1))
 
-    def read(self, accelerator: Accelerator, out_of_time: bool = False) -> Reading:
-        """The interval's numbers over all ranks (one all-reduce, one host read); starts a new interval."""
-        flag = torch.full((1,), float(out_of_time and accelerator.is_main_process), device=self.device)
-        values = torch.cat([self._sums, flag])
+    def read(self, accelerator: Accelerator, out_of_time: bool = False, stop_requested: bool = False) -> Reading:
+        """The interval's numbers over all ranks (one all-reduce, one host read); starts a new interval.
+        ``stop_requested``: this rank got a stop signal (any rank's makes every rank stop)."""
+        flags = torch.tensor([float(out_of_time and accelerator.is_main_process), float(stop_requested)], device=self.device)
+        values = torch.cat([self._sums, flags])
         if accelerator.num_processes > 1:
             values = accelerator.reduce(values, "sum")
-        loss_sum, finite, non_finite, bad_rows, stop = values.tolist()
+        loss_sum, finite, non_finite, bad_rows, stop, signalled = values.tolist()
         self._sums.zero_()
-        return Reading(loss_sum, int(finite), int(non_finite), int(bad_rows), stop > 0)
+        return Reading(loss_sum, int(finite), int(non_finite), int(bad_rows), stop > 0, signalled > 0)
 
     def bad_indices(self) -> list[int]:
         """Dataset indices of this rank's input rows with a nan / inf since the last :meth:`clear` (a host read)."""

@@ -19,6 +19,7 @@ from accelerate import PartialState
 from mae_dbp.config import LogConfig, checked, load_config, save_config
 from mae_dbp.errors import UserInputError
 from mae_dbp.run_dir import RunDir, refuse_existing
+from mae_dbp.train.stop import Stopped
 
 C = TypeVar("C")
 
@@ -31,21 +32,25 @@ def cpu_only(device: str = "auto") -> bool:
     return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
 
-def process_state(device: str = "auto") -> PartialState:
-    """accelerate's process state on ``train.device`` (:func:`cpu_only`).
+def process_state(device: str = "auto", timeout: float | None = None) -> PartialState:
+    """accelerate's process state on ``train.device`` (:func:`cpu_only`); ``timeout``
+    (``train.collective_timeout``, seconds) bounds every collective of the process group it starts.
 
     Must be the first accelerate object a job creates: on a CPU machine started with torchrun or
     ``accelerate launch --multi_gpu``, a state made without ``cpu=True`` gives separate
     world-size-1 processes instead of gloo ranks.
     """
-    return PartialState(cpu=cpu_only(device))
+    from datetime import timedelta
+
+    return PartialState(cpu=cpu_only(device), **({"timeout": timedelta(seconds=timeout)} if timeout else {}))
 
 
-def resolve_run_dir(log: LogConfig, out: str | Path | None, stem: str, device: str = "auto") -> RunDir:
+def resolve_run_dir(log: LogConfig, out: str | Path | None, stem: str, device: str = "auto",
+                    timeout: float | None = None) -> RunDir:
     """``out`` or ``log.dir/log.name`` (default: ``stem`` + time). Never a folder that holds a run."""
     from accelerate.utils import broadcast_object_list
 
-    state = process_state(device)
+    state = process_state(device, timeout)
     answer = [None, None]
     if state.is_main_process:
         if out is None:
@@ -84,17 +89,22 @@ def job_config(schema: type[C], config: C | None, resume: str | Path | None) -> 
 def open_run(config, out: str | Path | None, resume: str | Path | None, stem: str) -> Iterator[RunDir]:
     """The run directory (new or resumed) with ``config`` saved in it, for the ``with`` block that
     trains. A new run that fails before its first epoch ends (also Ctrl-C) leaves nothing behind:
-    what was created in the folder is removed, and the folder if this start made it."""
-    device = config.train.device
+    what was created in the folder is removed, and the folder if this start made it. A resumed
+    run's config.yaml is left as it is here: the loop rewrites it only once ``last/`` has loaded
+    (:func:`mae_dbp.train.setup.start_or_resume`), so overrides that do not fit the checkpoint change
+    nothing in the folder."""
+    device, timeout = config.train.device, config.train.collective_timeout
+    main = process_state(device, timeout).is_main_process  # the first process state: starts the process group
     run = RunDir(resume).require_resumable() if resume is not None else resolve_run_dir(config.log, out, stem, device)
-    main = process_state(device).is_main_process
     existed = run.path.is_dir()
     before = set(run.path.iterdir()) if existed else set()
     try:
-        if main:
+        if main and resume is None:
             run.path.mkdir(parents=True, exist_ok=True)
             save_config(config, run.config)
         yield run
+    except Stopped:  # a signal: last/ was saved for --resume, keep it
+        raise
     except BaseException:
         if main and resume is None and run.path.is_dir() and not run.started():
             for entry in set(run.path.iterdir()) - before:

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import math
 import sys
+from datetime import timedelta
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from accelerate.utils import set_seed
 from timm.optim import param_groups_weight_decay
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from mae_dbp.config import LogConfig, TrainConfig
+from mae_dbp.config import LogConfig, TrainConfig, save_config
 from mae_dbp.data.loader import build_train_loader
 from mae_dbp.errors import UserInputError
 from mae_dbp.optim import build_optimizer
@@ -54,7 +55,8 @@ def build_accelerator(train_cfg: TrainConfig, log_cfg: LogConfig, run_dir: RunDi
         project_dir=str(run_dir.path),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_cfg.seed),
         # R is a buffer that update() keeps identical on all ranks: no per-forward broadcast needed
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False),
+                         InitProcessGroupKwargs(timeout=timedelta(seconds=train_cfg.collective_timeout))],
     )
 
 
@@ -105,15 +107,18 @@ def optimizer_and_schedule(train_cfg: TrainConfig, task: Task, per_epoch: int,
     return optimizer, schedule
 
 
-def start_or_resume(run: Run, resume: bool) -> None:
+def start_or_resume(run: Run, resume: bool, config=None) -> None:
     """Register the loop state and the guard with accelerate, then load the run's ``last/`` state
-    (``resume``) or write the first one (the guard's roll-back point of epoch 1)."""
+    (``resume``; only then is ``config`` written to the run's config.yaml) or write the first one
+    (the guard's roll-back point of epoch 1)."""
     acc = run.accelerator
     checkpoints.unwrapped_state_hooks(acc)
     acc.register_for_checkpointing(run.state, run.guard)
     if resume:
-        checkpoints.resume(acc, run.run_dir.last)
+        checkpoints.resume(acc, run.run_dir.last, run.model)
         run.policy.resume(run.state.step)
+        if run.main and config is not None:
+            save_config(config, run.run_dir.config)
     else:
         checkpoints.save(acc, (run.run_dir.last,))
 
@@ -131,7 +136,7 @@ def setup(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: 
               InstabilityGuard(train_cfg.guard), policy, run_dir, train_cfg, lr=schedule.peak,
               progress=show_progress(config.log.progress))
     policy.start(accelerator.gradient_accumulation_steps, per_epoch, schedule.total_steps)
-    start_or_resume(run, resume)
+    start_or_resume(run, resume, config)
     run.say(f"effective batch {train_cfg.effective_batch} = {accelerator.num_processes} process(es) x {micro} images "
             f"x {accelerator.gradient_accumulation_steps} accumulation step(s); {train_cfg.optimizer}, peak lr "
             f"{schedule.peak:.3g} = train.base_lr {train_cfg.base_lr:g} x {train_cfg.effective_batch} / 256")

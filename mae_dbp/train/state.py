@@ -67,6 +67,11 @@ class LoopState:
     kg_co2: float = 0.0
     kwh: float = 0.0
     rows: list[dict] = field(default_factory=list)
+    # a run stopped by a signal mid-epoch (mae_dbp.train.stop): micro-batches of epoch ``epoch + 1``
+    # done on each rank, and that epoch's loss sum / count so far; 0 at an epoch's end
+    epoch_batches: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
 
     # registered with accelerate (register_for_checkpointing): saved and loaded by save_state / load_state
     def state_dict(self) -> dict:
@@ -82,11 +87,24 @@ class WithIndex(Dataset):
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self._replay: dict[int, torch.Tensor] = {}  # items read from now -> torch RNG state to set first
+        self._read = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def replay_rng(self, states: dict[int, torch.Tensor]) -> None:
+        """Set torch's (CPU) RNG to ``states[n]`` just before the n-th item read from now: a run
+        resumed mid-epoch reads its next batch with the random crops of the run never stopped
+        (the loader reads one batch ahead, so that batch's draws came before the saved RNG state)."""
+        self._replay, self._read = dict(states), 0
+
     def __getitem__(self, index: int):
+        if self._replay:
+            state = self._replay.pop(self._read, None)
+            self._read += 1
+            if state is not None:
+                torch.set_rng_state(state)
         return self.dataset[index], index
 
     def names(self, indices: list[int]) -> list[str]:
@@ -112,6 +130,7 @@ class Run:
     state: LoopState = field(default_factory=LoopState)
     lr: float = 0.0  # main lr of the last step
     progress: bool = True  # a progress bar per epoch (main process)
+    stop_rng: torch.Tensor | None = None  # a stop mid-epoch: torch's RNG before the last batch was read
 
     @property
     def main(self) -> bool:
