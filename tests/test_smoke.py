@@ -62,3 +62,13 @@ def test_industrial_recipe_smoke_run_finishes_on_a_2_channel_16_bit_folder(tmp_p
     assert summary["epochs_done"] == 2 and np.isfinite(summary["best_val_loss"])
     saved = (out / "config.yaml").read_text()
     assert "in_chans: 2" in saved and "embed_dim: 96" in saved
+
+
+def test_smoke_with_init_from_keeps_the_checkpoints_architecture(tmp_path):
+    write_folder(tmp_path / "tiles", count=2)
+    config, line = smoke_config(PretrainConfig, "configs/pretrain/industrial_vit_base_from_mae_dbp.yaml",
+                                [f"data.root={tmp_path / 'tiles'}"])
+    assert config.model.encoder == "vit_base_patch16_224" and config.model.encoder_args == {}
+    assert config.model.decoder.dim == 512 and config.model.img_size == 64 and config.train.effective_batch == 16
+    assert line.startswith("smoke run: shrank vit_base_patch16_224 at 224 px to vit_base_patch16_224 (kept for "
+                           "model.init_from) at 64 px, batch 4096 to 16")

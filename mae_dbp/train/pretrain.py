@@ -24,7 +24,7 @@ from mae_dbp.run_dir import RunDir
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, WithIndex, fit
-from mae_dbp.train.run_dir import job_config, open_run
+from mae_dbp.train.run_dir import job_config, open_run, process_state
 
 
 @dataclass
@@ -86,9 +86,16 @@ class MAETask(Task):
         )
 
 
-def build_model(config: PretrainConfig) -> tuple[MaskedAutoencoder, list[str]]:
-    """The MAE, with DBP on the encoder's ``decor.sites`` when ``decor.enabled``."""
+def build_model(config: PretrainConfig, start_weights: bool = False,
+                say: Callable[[str], None] = print) -> tuple[MaskedAutoencoder, list[str]]:
+    """The MAE, with DBP on the encoder's ``decor.sites`` when ``decor.enabled``. ``start_weights``:
+    first load ``model.init_from`` where set (its one line to ``say``); DBP then starts at R = I, so
+    the loaded function is unchanged. Without it (exports, benches) the weights stay random."""
     mae = build_mae(config.model)
+    if start_weights and config.model.init_from:
+        from mae_dbp.models.init_from import init_from
+
+        say(init_from(mae, config.model.init_from))
     sites: list[str] = []
     if config.decor.enabled:
         sites = decor.apply(mae.encoder, list(config.decor.sites), **config.decor.layer_settings())
@@ -106,7 +113,8 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
     config = job_config(PretrainConfig, config, resume)
     with open_run(config, out, resume, stem) as run_dir:
         torch.manual_seed(config.train.seed)
-        model, _ = build_model(config)
+        main = process_state(config.train.device).is_main_process
+        model, _ = build_model(config, start_weights=True, say=lambda line: print(line, flush=True) if main else None)
         train_set, val_set = train_val_datasets(config.data, model.in_chans, model.img_size)
         task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images)
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))

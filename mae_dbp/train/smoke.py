@@ -4,7 +4,8 @@ A smoke run keeps what a recipe says about the data (``model.in_chans``, the bit
 have, the statistics, ``data.crop_scale``, the reading options) and the method (``decor.*``,
 ``train.optimizer``, the recipe's peak lr) and shrinks the rest:
 
-- model: a tiny ViT (embed 96, depth 4, 3 heads, 8 px patches) at 64 px, a 64-wide decoder of 2 blocks;
+- model: a tiny ViT (embed 96, depth 4, 3 heads, 8 px patches) at 64 px, a 64-wide decoder of 2 blocks
+  (with ``model.init_from`` only the image size: the encoder must stay the checkpoint's);
 - batch: 16 images per step (base_lr rescaled so the peak lr stays the recipe's);
 - length: 2 epochs, at most 60 s of training; warm-up 0.5 epoch;
 - machine: 0 loader workers, no mixed precision, no compile, no emissions tracking;
@@ -86,6 +87,8 @@ def smoke_config(schema: type[C], path: str | None, overrides: list[str]) -> tup
     recipe = load_config(schema, path, overrides)
     user = _keys(overrides)
     shrink = {key: value for key, value in SMOKE.items() if key not in user}
+    if recipe.model.init_from:  # the encoder must stay the checkpoint's architecture: only the image shrinks
+        shrink = {key: value for key, value in shrink.items() if not key.startswith(("model.encoder", "model.decoder"))}
     if "train.base_lr" not in user:  # keep the recipe's peak lr = base_lr x effective_batch / 256
         base = recipe.train.base_lr * recipe.train.effective_batch / int(shrink.get("train.effective_batch", SMOKE_BATCH))
         shrink["train.base_lr"] = f"{base:.6g}"
@@ -95,8 +98,10 @@ def smoke_config(schema: type[C], path: str | None, overrides: list[str]) -> tup
     kept = (f"kept in_chans {model.in_chans}, crop_scale {list(config.data.crop_scale)}, "
             f"{'DBP on ' + ', '.join(config.decor.sites) if config.decor.enabled else 'BP'}, {train.optimizer} at the "
             f"recipe's peak lr")
-    line = (f"smoke run: shrank {recipe.model.encoder} at {recipe.model.img_size} px to {model.encoder} "
-            f"(embed {model.encoder_args.get('embed_dim', '?')}, depth {model.encoder_args.get('depth', '?')}) at "
+    shape = (f"{model.encoder} (embed {model.encoder_args['embed_dim']}, depth {model.encoder_args['depth']})"
+             if "embed_dim" in model.encoder_args and "depth" in model.encoder_args else
+             f"{model.encoder} (kept{' for model.init_from' if model.init_from else ''})")
+    line = (f"smoke run: shrank {recipe.model.encoder} at {recipe.model.img_size} px to {shape} at "
             f"{model.img_size} px, batch {recipe.train.effective_batch} to {train.effective_batch}, {recipe.train.epochs} "
             f"epochs to {train.epochs}" + (f" (at most {train.max_train_seconds:g} s)" if train.max_train_seconds else "")
             + f", workers {recipe.data.num_workers} to "
