@@ -181,7 +181,7 @@ def fit(config, task: Task, policy: DecorPolicy, train_set: Dataset, val_set: Da
         emissions.stop()
         state.kg_co2, state.kwh = emissions.kg_co2, emissions.kwh
         policy.check_ranks(epoch, run.accelerator.num_processes)
-        end_epoch(run, epoch, train_loss, evaluate(run, task), records)
+        end_epoch(run, epoch, train_loss, {**evaluate(run, task), **task.probe(run, epoch)}, records)
     emissions.close()
     summary = {**summarize(run, task, emissions), **(extra_summary or {})}
     if run.main:

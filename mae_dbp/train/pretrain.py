@@ -19,7 +19,9 @@ from torch.utils.data import Dataset
 from mae_dbp import decor
 from mae_dbp.config import DataConfig, DecorConfig, LogConfig, TrainConfig
 from mae_dbp.data.dataset import train_val_datasets
+from mae_dbp.data.transforms import channel_stats
 from mae_dbp.models.mae import MAEConfig, MaskedAutoencoder, build_mae, fixed_noise
+from mae_dbp.probe import EvalConfig, LinearProbe, best_probe
 from mae_dbp.run_dir import RunDir
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
@@ -40,14 +42,26 @@ class PretrainConfig:
     decor: DecorConfig = field(default_factory=DecorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     log: PretrainLogConfig = field(default_factory=PretrainLogConfig)
 
 
 class MAETask(Task):
-    def __init__(self, model: MaskedAutoencoder, val_size: int, val_seed: int, recon_images: int) -> None:
+    def __init__(self, model: MaskedAutoencoder, val_size: int, val_seed: int, recon_images: int,
+                 linear_probe: LinearProbe | None = None) -> None:
         self.model = model
         self.val_noise = fixed_noise(val_size, model.num_patches, seed=val_seed)
         self.recon_images = recon_images
+        self.linear_probe = linear_probe
+
+    def probe(self, run, epoch: int) -> dict:
+        """``eval.probe`` on the main process at its epochs: the frozen encoder's probe score."""
+        if self.linear_probe is None or not run.main or not self.linear_probe.due(epoch, run.train_cfg.epochs):
+            return {}
+        return self.linear_probe.run(run.accelerator.unwrap_model(run.model).encoder, run.accelerator.device)
+
+    def summarize(self, rows: list[dict]) -> dict:
+        return best_probe(rows)
 
     def no_weight_decay(self) -> set[str]:
         return self.model.no_weight_decay()
@@ -116,7 +130,11 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
         main = process_state(config.train.device).is_main_process
         model, _ = build_model(config, start_weights=True, say=lambda line: print(line, flush=True) if main else None)
         train_set, val_set = train_val_datasets(config.data, model.in_chans, model.img_size)
-        task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images)
+        probe = None
+        if config.eval.probe.folder:
+            mean, std = channel_stats(config.data, model.in_chans)
+            probe = LinearProbe(config.eval.probe, model.in_chans, model.img_size, mean, std)
+        task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images, probe)
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
         images = getattr(train_set, "images", len(train_set))  # a CropStream's length counts crops
         extra = {"bad_files": bad, "train_images": images, "val_images": len(val_set)}
