@@ -127,3 +127,12 @@ def test_a_run_with_the_probe_has_the_same_losses_and_records_its_scores(tmp_pat
     # every 2nd epoch and the last: epochs 2 and 3; epoch 1 has empty probe cells
     assert [r["probe_score"] != "" for r in rows["probed"]] == [False, True, True]
     assert rows["probed"][1]["probe_metric"] == "mIoU" and "probe_score" not in rows["plain"][0]
+
+
+def test_probe_plot_skips_epochs_without_a_probe(tmp_path):
+    from mae_dbp.train import plots
+
+    rows = [{"epoch": 1, "train_seconds": 3.0}, {"epoch": 2, "train_seconds": 6.0, "probe_score": 20.0,
+                                                 "probe_metric": "mIoU"}]
+    path = plots.probe_curves({"run": rows}, tmp_path / "probe.png")
+    assert path.stat().st_size > 1000

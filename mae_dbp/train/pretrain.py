@@ -81,7 +81,10 @@ class MAETask(Task):
         return {"val_loss": float(torch.cat(per_image).mean())}
 
     def finish(self, run_dir: RunDir, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
-        """Grid of validation reconstructions (input / masked / reconstruction) of the best model."""
+        """Grid of validation reconstructions (input / masked / reconstruction) of the best model, and
+        the probe score against time where the run has probe scores."""
+        if best_probe(rows):
+            plots.probe_curves({run_dir.path.name: rows}, run_dir.probe_plot)
         count = min(self.recon_images, len(val_set))
         if count == 0:
             return
