@@ -4,6 +4,7 @@ losses do not change when it probes."""
 from __future__ import annotations
 
 import csv
+import math
 import json
 
 import numpy as np
@@ -136,3 +137,24 @@ def test_probe_plot_skips_epochs_without_a_probe(tmp_path):
                                                  "probe_metric": "mIoU"}]
     path = plots.probe_curves({"run": rows}, tmp_path / "probe.png")
     assert path.stat().st_size > 1000
+
+
+def test_bench_speedup_reads_dbps_time_and_steps_to_bps_best_probe_score():
+    from mae_dbp.bench.compare import summarize
+    from mae_dbp.bench.probe_reach import PROBE_KEYS, probe_pair
+    from mae_dbp.bench.speedup_report import _probe_rows
+
+    def rows(scores):
+        return [{"epoch": i + 1, "step": 10 * (i + 1), "train_seconds": 4.0 * (i + 1), "probe_score": s,
+                 "probe_metric": "mIoU"} for i, s in enumerate(scores)]
+
+    pair = probe_pair(rows([10.0, math.nan, 20.0, 19.0]), rows([12.0, 21.0, 22.0, 22.0]))
+    assert pair["bp_best_probe"] == 20.0 and pair["dbp_best_probe"] == 22.0
+    assert (pair["bp_seconds_to_best_probe"], pair["dbp_seconds_to_bp_best_probe"]) == (12.0, 8.0)
+    assert pair["probe_time_fraction"] == pytest.approx(2 / 3) and pair["probe_step_fraction"] == pytest.approx(2 / 3)
+    never = probe_pair(rows([10.0, 20.0]), rows([5.0, 6.0]))
+    assert never["dbp_seconds_to_bp_best_probe"] is None and never["probe_time_fraction"] is None
+    assert probe_pair([{"epoch": 1, "step": 1, "train_seconds": 1.0}], rows([1.0])) == {}
+    summary = {**summarize([pair, never], PROBE_KEYS), "probe_metric": "mIoU"}
+    lines = dict(_probe_rows(summary))
+    assert lines["DBP seconds to BP's best probe mIoU / BP's (probe resolution)"] == "**never (0.67 - never), never in 1**"
