@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mae_dbp.data.checks import mixed_depth_warning, small_image_warning
-from mae_dbp.data.io import (CLASSES_FILE, image_folder, list_images, mask_folder, mask_path_for, mask_value_problem,
+from mae_dbp.data.io import (CLASSES_FILE, channels_last_hint, image_folder, list_images, mask_folder, mask_path_for, mask_value_problem,
                              read_classes, read_image, read_mask)
 from mae_dbp.errors import UserInputError
 
@@ -79,7 +79,9 @@ def _check_image(report: ValidationReport, path: Path, channels: int | None, bit
     report.dtypes[str(image.dtype)] += 1
     report.sizes[(h, w)] += 1
     if channels is not None and c != channels:
-        report.problems.append((path, f"expected {channels} channels, found {c}"))
+        report.problems.append((path, f"expected {channels} channels, found {c}{channels_last_hint(image.shape)}"))
+    elif channels is None and channels_last_hint(image.shape):
+        report.problems.append((path, f"found {c} channels of {h} x {w} px{channels_last_hint(image.shape)}"))
     if bit_depth is not None and image.dtype != BIT_DEPTHS[bit_depth]:
         report.problems.append((path, f"expected {bit_depth}-bit ({np.dtype(BIT_DEPTHS[bit_depth])}), found {image.dtype}"))
     elif bit_depth is None and image.dtype not in (np.uint8, np.uint16, np.float32):

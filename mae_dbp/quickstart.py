@@ -71,13 +71,15 @@ def make_data(out: Path, size: QuickstartSize) -> dict[str, Path | None]:
 def compare_pretraining(out: Path, data: dict[str, Path | None], size: QuickstartSize,
                         progress: bool | None = None) -> dict[str, dict]:
     """``bench speedup`` on the photo crops (each method at its lr from the bench's sweep) and on the
-    wire-bond images (the shipped tiny configs' lr)."""
+    wire-bond images (the shipped tiny configs' lr, with the labelled set as their linear probe)."""
     from mae_dbp.bench.speedup import BEST_LR_MULTIPLIERS, SpeedupSettings, run_speedup_bench
     from mae_dbp.bench.speedup_report import loss_plot
 
     shipped = {"bp": 1.0, "dbp": 1.0}  # the wire-bond configs' own lr (their base_lr 8e-3)
     sets = {"photos": (PHOTO_CONFIG, [], BEST_LR_MULTIPLIERS),
-            "synthetic": (SYNTHETIC_CONFIG, [f"model.img_size={size.image_size}"], shipped)}
+            # the labelled wire-bond set is the wire-bond runs' online linear probe (eval.probe): DBP judged on features
+            "synthetic": (SYNTHETIC_CONFIG, [f"model.img_size={size.image_size}",
+                                             f"eval.probe.folder={data['segmentation']}"], shipped)}
     shown = [] if progress is None else [f"log.progress={str(progress).lower()}"]
     results = {}
     for name, (config, overrides, multipliers) in sets.items():

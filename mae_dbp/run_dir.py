@@ -52,6 +52,7 @@ class RunDir:
         self.loss_plot = self.path / "loss_vs_time.png"
         self.decorrelation_plot = self.path / "decorrelation.png"
         self.reconstructions_plot = self.path / "reconstructions.png"  # pretrain
+        self.probe_plot = self.path / "probe_vs_time.png"  # pretrain with eval.probe
         self.accuracy_plot = self.path / "accuracy_vs_time.png"  # classify
         self.confusion_plot = self.path / "confusion_matrix.png"  # classify
 

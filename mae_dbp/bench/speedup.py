@@ -35,6 +35,7 @@ from mae_dbp.bench.compare import METHODS, VAL_LOSS, add_device_arguments, cache
 from mae_dbp.bench.compare import device_fields, run_pairs, summarize
 from mae_dbp.bench.compare import training_key  # noqa: F401  (the cache key, part of this bench's interface)
 from mae_dbp.bench.device import torch_threads
+from mae_dbp.bench.probe_reach import PROBE_KEYS, probe_pair
 from mae_dbp.config import resolve_config_path
 from mae_dbp.errors import UserInputError
 
@@ -179,8 +180,11 @@ def pair_numbers(results: dict, sweep: dict, s: SpeedupSettings, optimizer: str,
                      **compare_pair(bp, dbp, VAL_LOSS, levels),
                      "bp_steps": bp["rows"][-1]["step"], "dbp_steps": dbp["rows"][-1]["step"],
                      "speedup_curve": curves.speedup_curve(curve_of(bp), curve_of(dbp)),
-                     "bp_improvement_by_third": curves.improvement_share(curve_of(bp))})
+                     "bp_improvement_by_third": curves.improvement_share(curve_of(bp)),
+                     **probe_pair(bp["rows"], dbp["rows"])})
     summary = {**summarize(runs, SUMMARY_KEYS), "speedup_curve": curves.curve_summary(runs)}
+    if all("bp_best_probe" in r for r in runs):  # the config has eval.probe: DBP judged on features too
+        summary.update(summarize(runs, PROBE_KEYS), probe_metric=runs[0]["probe_metric"])
     return {"runs": runs, "summary": summary, "thresholds": levels}
 
 

@@ -32,8 +32,21 @@ def _headline(result: dict) -> str:
          f"{range_cell(s['bp_cpu_per_wall'], '.2f')} / {range_cell(s['dbp_cpu_per_wall'], '.2f')}"),
         ("share of BP's improvement (first validation to best) made by 1/3 of its run",
          range_cell(s["bp_improvement_by_third"], ".2f")),
+        *_probe_rows(s),
     ]
     return table(["measure", "median (range) over seeds"], rows)
+
+
+def _probe_rows(s: dict) -> list[tuple[str, str]]:
+    """The headline's linear-probe rows (:mod:`mae_dbp.bench.probe_reach`), where the config has a probe."""
+    if "probe_time_fraction" not in s:
+        return []
+    metric = s.get("probe_metric", "score")
+    return [(f"DBP seconds to BP's best probe {metric} / BP's (probe resolution)",
+             f"**{range_cell(s['probe_time_fraction'], '.2f')}**"),
+            ("same in optimizer steps", range_cell(s["probe_step_fraction"], ".2f")),
+            (f"best probe {metric} (%), BP", range_cell(s["bp_best_probe"], ".2f")),
+            (f"best probe {metric} (%), DBP", range_cell(s["dbp_best_probe"], ".2f"))]
 
 
 def plateau_sentence(result: dict) -> str:

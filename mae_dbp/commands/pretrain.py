@@ -25,14 +25,28 @@ def progress_overrides(args: argparse.Namespace) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser, "pretraining YAML (configs/pretrain/*.yaml); without it, the built-in ViT-B defaults",
                       "train.epochs=2")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run the recipe small (tiny ViT at 64 px, batch 16, 2 epochs / 60 s, CPU-friendly) keeping its "
+                             "data handling and method: a first run on your own folder (mae_dbp/train/smoke.py)")
 
 
 def run(args: argparse.Namespace) -> int:
     from mae_dbp.train.pretrain import PretrainConfig, pretrain
     from mae_dbp.train.run_dir import cli_config, process_state
 
-    config = cli_config(PretrainConfig, args.config, args.resume, progress_overrides(args))
     stem = Path(args.config).stem if args.config else "pretrain"
+    if getattr(args, "smoke", False):
+        from mae_dbp.errors import UserInputError
+        from mae_dbp.train.smoke import smoke_config
+
+        if args.resume:
+            raise UserInputError("--smoke and --resume exclude each other: a resumed smoke run keeps its own config.yaml")
+        config, line = smoke_config(PretrainConfig, args.config, progress_overrides(args))
+        stem = f"{stem}-smoke"
+        if process_state().is_main_process:
+            print(line, flush=True)
+    else:
+        config = cli_config(PretrainConfig, args.config, args.resume, progress_overrides(args))
     summary = pretrain(config, out=args.out, resume=args.resume, stem=stem)
     if process_state().is_main_process:
         print(f"best val loss {summary['best_val_loss']:.4f} at epoch {summary['best_epoch']} "

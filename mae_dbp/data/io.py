@@ -120,6 +120,17 @@ def check_finite(path: Path | str, array: np.ndarray) -> None:
                          f"row {y}, column {x}); replace them or remove the file")
 
 
+def channels_last_hint(shape: tuple[int, ...]) -> str:
+    """For a ``(C, H, W)`` shape that looks like a channels-last TIFF read as pages (thousands of
+    "channels", a width of a few px): how to rewrite it; else ``""``."""
+    c, _, w = shape
+    if c < 16 or w > 4:
+        return ""
+    return (f" (a channels-last H x W x {w} array written as {c} pages of {shape[1]} x {w} px: rewrite it with "
+            f"tifffile.imwrite(path, array.transpose(2, 0, 1)) or tifffile.imwrite(path, array, "
+            f"photometric='minisblack', planarconfig='contig'); docs/usage.md 'Image layouts')")
+
+
 def read_image(path: Path | str, channels: int | None = None, finite: bool = True) -> np.ndarray:
     """Read an image file as a ``(C, H, W)`` array in the file's own dtype.
 
@@ -142,7 +153,8 @@ def read_image(path: Path | str, channels: int | None = None, finite: bool = Tru
     if array.size == 0:
         raise UserInputError(f"{path}: cannot read image (empty image {tuple(array.shape)})")
     if channels is not None and array.shape[0] != channels:
-        raise UserInputError(f"{path}: expected {channels} channels, found {array.shape[0]}")
+        raise UserInputError(f"{path}: expected {channels} channels, found {array.shape[0]}"
+                             f"{channels_last_hint(array.shape)}")
     if finite:
         check_finite(path, array)
     return array

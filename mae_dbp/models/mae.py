@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Optional
 
 import timm
 import torch
@@ -48,6 +48,9 @@ class MAEConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     mask_ratio: float = 0.75
     norm_pix_loss: bool = False
+    # start from these weights (mae_dbp/models/init_from.py): a .safetensors / .pth / .bin file, a folder such
+    # as a mae-dbp export (or timm's local-dir:FOLDER), a facebookresearch/mae checkpoint; checked at run time
+    init_from: Optional[str] = None
 
     def __post_init__(self) -> None:
         require(self.in_chans >= 1, "model.in_chans", "an int >= 1", self.in_chans)

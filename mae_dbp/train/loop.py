@@ -235,7 +235,7 @@ def _fit(config, task, policy, train_set, val_set, run_dir, resume, extra_summar
         if state.epoch_batches:  # stopped by a signal mid-epoch
             stop.save_and_stop(run, request, emissions)
         policy.check_ranks(epoch, run.accelerator.num_processes)
-        end_epoch(run, epoch, train_loss, evaluate(run, task), records)
+        end_epoch(run, epoch, train_loss, {**evaluate(run, task), **task.probe(run, epoch)}, records)
         if state.epoch < stop_epoch and stop.agreed(run.accelerator, request):  # a signal during validation / save
             stop.save_and_stop(run, request, emissions, saved=True)
     emissions.close()

@@ -57,6 +57,24 @@ def loss_curves(rows_by_run: dict[str, list[dict]], path: Path, metric: str = "v
     return save(fig, path)
 
 
+def probe_curves(rows_by_run: dict[str, list[dict]], path: Path) -> Path:
+    """The linear probe's validation score against training wall-clock, one line per run (epochs
+    without a probe are skipped)."""
+    scale, unit = _seconds_axis(rows_by_run)
+    fig, ax = figure(6, 4)
+    metric = "score"
+    for name, rows in rows_by_run.items():
+        probed = [r for r in rows if isinstance(r.get("probe_score"), (int, float)) and not math.isnan(r["probe_score"])]
+        metric = next((str(r["probe_metric"]) for r in probed if r.get("probe_metric")), metric)
+        ax.plot([r["train_seconds"] / scale for r in probed], [r["probe_score"] for r in probed], marker="o", label=name)
+    ax.set_xlabel(f"training wall-clock ({unit})")
+    ax.set_ylabel(f"linear probe {metric} (%)")
+    ax.set_title(f"linear probe on the frozen encoder: validation {metric} (higher: more useful features)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save(fig, path)
+
+
 def decorrelation(site_rows: list[dict], path: Path) -> Path:
     """Mean squared off-diagonal correlation of each DBP layer's input z, per epoch (log scale; 0 =
     fully decorrelated), one line and marker per named site."""

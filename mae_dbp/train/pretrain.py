@@ -19,12 +19,14 @@ from torch.utils.data import Dataset
 from mae_dbp import decor
 from mae_dbp.config import DataConfig, DecorConfig, LogConfig, TrainConfig
 from mae_dbp.data.dataset import train_val_datasets
+from mae_dbp.data.transforms import channel_stats
 from mae_dbp.models.mae import MAEConfig, MaskedAutoencoder, build_mae, fixed_noise
+from mae_dbp.probe import EvalConfig, LinearProbe, best_probe
 from mae_dbp.run_dir import RunDir
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, WithIndex, fit
-from mae_dbp.train.run_dir import job_config, open_run
+from mae_dbp.train.run_dir import job_config, open_run, process_state
 
 
 @dataclass
@@ -40,14 +42,26 @@ class PretrainConfig:
     decor: DecorConfig = field(default_factory=DecorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     log: PretrainLogConfig = field(default_factory=PretrainLogConfig)
 
 
 class MAETask(Task):
-    def __init__(self, model: MaskedAutoencoder, val_size: int, val_seed: int, recon_images: int) -> None:
+    def __init__(self, model: MaskedAutoencoder, val_size: int, val_seed: int, recon_images: int,
+                 linear_probe: LinearProbe | None = None) -> None:
         self.model = model
         self.val_noise = fixed_noise(val_size, model.num_patches, seed=val_seed)
         self.recon_images = recon_images
+        self.linear_probe = linear_probe
+
+    def probe(self, run, epoch: int) -> dict:
+        """``eval.probe`` on the main process at its epochs: the frozen encoder's probe score."""
+        if self.linear_probe is None or not run.main or not self.linear_probe.due(epoch, run.train_cfg.epochs):
+            return {}
+        return self.linear_probe.run(run.accelerator.unwrap_model(run.model).encoder, run.accelerator.device)
+
+    def summarize(self, rows: list[dict]) -> dict:
+        return best_probe(rows)
 
     def no_weight_decay(self) -> set[str]:
         return self.model.no_weight_decay()
@@ -67,7 +81,10 @@ class MAETask(Task):
         return {"val_loss": float(torch.cat(per_image).mean())}
 
     def finish(self, run_dir: RunDir, model: nn.Module, val_set: Dataset, rows: list[dict]) -> None:
-        """Grid of validation reconstructions (input / masked / reconstruction) of the best model."""
+        """Grid of validation reconstructions (input / masked / reconstruction) of the best model, and
+        the probe score against time where the run has probe scores."""
+        if best_probe(rows):
+            plots.probe_curves({run_dir.path.name: rows}, run_dir.probe_plot)
         count = min(self.recon_images, len(val_set))
         if count == 0:
             return
@@ -86,9 +103,16 @@ class MAETask(Task):
         )
 
 
-def build_model(config: PretrainConfig) -> tuple[MaskedAutoencoder, list[str]]:
-    """The MAE, with DBP on the encoder's ``decor.sites`` when ``decor.enabled``."""
+def build_model(config: PretrainConfig, start_weights: bool = False,
+                say: Callable[[str], None] = print) -> tuple[MaskedAutoencoder, list[str]]:
+    """The MAE, with DBP on the encoder's ``decor.sites`` when ``decor.enabled``. ``start_weights``:
+    first load ``model.init_from`` where set (its one line to ``say``); DBP then starts at R = I, so
+    the loaded function is unchanged. Without it (exports, benches) the weights stay random."""
     mae = build_mae(config.model)
+    if start_weights and config.model.init_from:
+        from mae_dbp.models.init_from import init_from
+
+        say(init_from(mae, config.model.init_from))
     sites: list[str] = []
     if config.decor.enabled:
         sites = decor.apply(mae.encoder, list(config.decor.sites), **config.decor.layer_settings())
@@ -106,9 +130,14 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
     config = job_config(PretrainConfig, config, resume)
     with open_run(config, out, resume, stem) as run_dir:
         torch.manual_seed(config.train.seed)
-        model, _ = build_model(config)
+        main = process_state(config.train.device).is_main_process
+        model, _ = build_model(config, start_weights=True, say=lambda line: print(line, flush=True) if main else None)
         train_set, val_set = train_val_datasets(config.data, model.in_chans, model.img_size)
-        task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images)
+        probe = None
+        if config.eval.probe.folder:
+            mean, std = channel_stats(config.data, model.in_chans)
+            probe = LinearProbe(config.eval.probe, model.in_chans, model.img_size, mean, std)
+        task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images, probe)
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
         images = getattr(train_set, "images", len(train_set))  # a CropStream's length counts crops
         extra = {"bad_files": bad, "train_images": images, "val_images": len(val_set)}

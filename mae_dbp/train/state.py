@@ -44,6 +44,11 @@ class Task:
         """Parameter names of ``model`` without weight decay (besides biases and norms)."""
         return set()
 
+    def probe(self, run: "Run", epoch: int) -> dict:
+        """Extra numbers of an epoch's metrics row after validation, measured on the main process
+        without drawing from the training RNG (e.g. the online linear probe's score)."""
+        return {}
+
     def summarize(self, rows: list[dict]) -> dict:
         """Task-specific entries for summary.json from the per-epoch rows (e.g. time to a target)."""
         return {}
