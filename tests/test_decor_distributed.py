@@ -1,4 +1,6 @@
-"""Two real CPU processes (gloo) that see different data must hold bitwise-identical R."""
+"""Two real CPU processes (gloo) that see different data must hold bitwise-identical R, and that R is
+the reference rule's (tests/conftest.py) on both ranks' rows joined: agreeing on a wrong R (e.g. rank
+0's statistics broadcast instead of the sum) fails."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch import nn
 
 from mae_dbp import decor
+from tests.conftest import reference_step
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -53,3 +57,48 @@ def test_two_ranks_hold_identical_r(tmp_path, variant):
     # control: without the all-reduce the ranks drift apart, so the check above can fail
     u0, u1 = _run(tmp_path, sync=False, variant=variant)
     assert not torch.equal(u0["0"], u1["0"])
+
+
+def _reference_worker(rank: int, world_size: int, init_file: str, out_dir: str, variant: str) -> None:
+    """float64, every row kept (sample_frac=1): R after each step, and each rank's layer inputs."""
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2), nn.Flatten(), nn.Linear(3 * 3 * 3, 4)).double()
+        decor.apply(model, ["0", "2"], kappa=0.5, lr=0.05, variant=variant, sample_frac=1.0)
+        data = torch.Generator().manual_seed(100 + rank)
+        inputs, rs = [], []
+        for step in range(3):
+            step_inputs = []
+            for _ in range(1 + step % 2):
+                x = torch.randn(4, 2, 7, 7, generator=data, dtype=torch.float64) * (1 + 2 * rank) + rank
+                with torch.no_grad():
+                    hidden = model[1](model[0](x))
+                step_inputs.append((x, hidden))
+                model.train()(x)
+            decor.update(model)
+            inputs.append(step_inputs)
+            rs.append({name: layer.R.clone() for name, layer in decor.decor_modules(model)})
+        torch.save({"inputs": inputs, "r": rs}, f"{out_dir}/ref{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("variant", ["standard", "gain"])
+def test_two_ranks_step_r_as_the_reference_does_on_both_ranks_rows_joined(tmp_path, variant):
+    mp.spawn(_reference_worker, args=(2, str(tmp_path / "init"), str(tmp_path), variant), nprocs=2, join=True)
+    runs = [torch.load(tmp_path / f"ref{rank}.pt") for rank in range(2)]
+    d_conv, d_linear = 2 * 3 * 3, 3 * 3 * 3
+    r_ref = {"0": torch.eye(d_conv, dtype=torch.float64), "2": torch.eye(d_linear, dtype=torch.float64)}
+    for step in range(3):
+        # the conv layer's rows are its input patches (F.unfold), the linear layer's its flat input;
+        # R of step t is applied to the rows of step t, so rebuild the hidden rows under rank 0's R
+        conv_rows = torch.cat([F.unfold(x, 3, stride=2).transpose(1, 2).reshape(-1, d_conv)
+                               for run in runs for x, _ in run["inputs"][step]])
+        linear_rows = torch.cat([hidden for run in runs for _, hidden in run["inputs"][step]])
+        r_ref["0"] = reference_step(r_ref["0"], conv_rows, 0.5, 0.05, variant)[0]
+        r_ref["2"] = reference_step(r_ref["2"], linear_rows, 0.5, 0.05, variant)[0]
+        for name in ("0", "2"):
+            assert torch.equal(runs[0]["r"][step][name], runs[1]["r"][step][name]), (step, name)
+            torch.testing.assert_close(runs[0]["r"][step][name], r_ref[name], rtol=1e-9, atol=1e-10,
+                                       msg=f"step {step}, layer {name}")
