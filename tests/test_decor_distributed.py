@@ -36,7 +36,17 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str, sync: bool
             else:  # what would happen without the all-reduce: each rank steps on its own data
                 for _, layer in decor.decor_modules(model):
                     layer.apply_update(layer.take_stats())
-        torch.save({name: layer.R for name, layer in decor.decor_modules(model)}, f"{out_dir}/r{rank}.pt")
+        # the trainer's once-per-epoch guard: it must raise exactly when the ranks' R differ
+        from mae_dbp.config import DecorConfig
+        from mae_dbp.train.decor_policy import DecorPolicy
+
+        try:
+            DecorPolicy(model, DecorConfig()).check_ranks(epoch=3, world_size=2)
+            guard = None
+        except RuntimeError as error:
+            guard = str(error)
+        state = {name: layer.R for name, layer in decor.decor_modules(model)}
+        torch.save({**state, "agree": decor.ranks_agree(model), "guard": guard}, f"{out_dir}/r{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -44,19 +54,25 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str, sync: bool
 def _run(tmp_path, sync: bool, variant: str = "gain") -> tuple[dict, dict]:
     mp.spawn(_worker, args=(2, str(tmp_path / f"init{sync}{variant}"), str(tmp_path), sync, variant), nprocs=2,
              join=True)
-    return torch.load(tmp_path / "r0.pt"), torch.load(tmp_path / "r1.pt")
+    r0, r1 = torch.load(tmp_path / "r0.pt"), torch.load(tmp_path / "r1.pt")
+    return ({k: r0.pop(k) for k in ("agree", "guard")}, {k: r1.pop(k) for k in ("agree", "guard")}), (r0, r1)
 
 
 @pytest.mark.parametrize("variant", ["gain", "low_rank"])
 def test_two_ranks_hold_identical_r(tmp_path, variant):
-    r0, r1 = _run(tmp_path, sync=True, variant=variant)
+    checks, (r0, r1) = _run(tmp_path, sync=True, variant=variant)
     assert r0.keys() == r1.keys() == {"0", "2"}
     for name in r0:
         assert not torch.equal(r0[name], torch.eye(r0[name].shape[0])) and r0[name].isfinite().all()
         assert torch.equal(r0[name], r1[name]), name
-    # control: without the all-reduce the ranks drift apart, so the check above can fail
-    u0, u1 = _run(tmp_path, sync=False, variant=variant)
+    assert checks == ({"agree": True, "guard": None},) * 2
+    # without the all-reduce the ranks drift apart: the comparison above could fail, and the
+    # trainer's guard (DecorPolicy.check_ranks -> decor.ranks_agree) raises on both ranks
+    checks, (u0, u1) = _run(tmp_path, sync=False, variant=variant)
     assert not torch.equal(u0["0"], u1["0"])
+    for check in checks:
+        assert check["agree"] is False
+        assert check["guard"] == "epoch 3: the decorrelation matrices differ between processes"
 
 
 def _reference_worker(rank: int, world_size: int, init_file: str, out_dir: str, variant: str) -> None:
