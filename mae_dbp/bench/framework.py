@@ -15,12 +15,23 @@ import timm
 import torch
 from timm.models.vision_transformer import Block
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from mae_dbp import decor
 from mae_dbp.bench.device import autocast, device_record, resolve_device
 from mae_dbp.bench.pretrain_step import training_step
 from mae_dbp.bench.timing import time_alternating
 from mae_dbp.train.pretrain import PretrainConfig, build_model
+
+
+def _flops(calls: dict) -> dict[str, int]:
+    """{name: FLOPs of one call} (torch.utils.flop_counter): the ratios here claim equal work."""
+    counts = {}
+    for name, call in calls.items():
+        with FlopCounterMode(display=False) as counter:
+            call()
+        counts[name] = counter.get_total_flops()
+    return counts
 
 
 class StraightforwardMAE(nn.Module):
@@ -94,10 +105,11 @@ def run_inference_bench(config: PretrainConfig, repeats: int, batch_size: int = 
                     model(images)
             return call
 
-        times = time_alternating({"plain": timed(run_plain), "fused": timed(run_fused)}, repeats=repeats,
-                                 warmup=3 if compile else 1, device=where)
+        calls = {"plain": timed(run_plain), "fused": timed(run_fused)}
+        times = time_alternating(calls, repeats=repeats, warmup=3 if compile else 1, device=where)
+        flops = _flops({"plain": timed(plain), "fused": timed(fused)})
     return {"plain_s": times["plain"], "fused_s": times["fused"], "ratio": times["fused"] / times["plain"],
-            "max_abs_diff_vs_unfused": diff, "batch_size": batch_size, **device_record(where, dtype, compile)}
+            "flops": flops, "max_abs_diff_vs_unfused": diff, "batch_size": batch_size, **device_record(where, dtype, compile)}
 
 
 def run_overhead_bench(config: PretrainConfig, steps: int, batch_size: int | None = None) -> dict:
@@ -115,7 +127,7 @@ def run_overhead_bench(config: PretrainConfig, steps: int, batch_size: int | Non
     dec = model.decoder
     plain = StraightforwardMAE(encoder, dec.dim, dec.depth, dec.heads, model.mask_ratio)
     images = torch.randn(batch, ours.in_chans, ours.img_size, ours.img_size)
-    times = time_alternating({"plain": training_step(plain, images), "ours": training_step(ours, images)},
-                             repeats=steps, warmup=2)
+    calls = {"plain": training_step(plain, images), "ours": training_step(ours, images)}
+    times = time_alternating(calls, repeats=steps, warmup=2)
     return {"plain_mae_step_s": times["plain"], "mae_dbp_bp_step_s": times["ours"],
-            "framework_ratio": times["ours"] / times["plain"], "batch_size": batch}
+            "framework_ratio": times["ours"] / times["plain"], "flops": _flops(calls), "batch_size": batch}
