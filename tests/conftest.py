@@ -45,6 +45,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# ---- segmentation ------------------------------------------------------------------------------
+
+
+def background_only_miou(masks: Path | str, ignore_index: int = 255) -> float:
+    """The mIoU (%) of a segmenter that predicts background (class 0) everywhere, from the masks in
+    ``masks`` (index PNGs): as mmseg's IoUMetric sums areas over the set, background's IoU is its
+    share of the labelled pixels, every other class present scores 0, absent classes are left out."""
+    import numpy as np
+    from PIL import Image
+
+    counts = np.zeros(256, np.int64)
+    for path in sorted(Path(masks).glob("*.png")):
+        counts += np.bincount(np.asarray(Image.open(path)).ravel(), minlength=256)
+    counts[ignore_index] = 0
+    assert counts.sum() > 0, f"no labelled pixels in {masks}"
+    return 100.0 * float(counts[0]) / float(counts.sum()) / int(np.count_nonzero(counts))
+
+
 # ---- tiny configs ---------------------------------------------------------------------------------
 
 

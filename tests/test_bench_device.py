@@ -57,6 +57,8 @@ def test_bench_decor_records_the_device_in_its_json(tmp_path):
     result = json.loads(out.read_text())
     assert (result["device"], result["dtype"], result["compile"]) == ("cpu", "bf16", False)
     assert result["mlp_1000"]["dbp_s"] > 0 and result["mlp_1000"]["plain_s"] > 0
+    # the DBP contender ran a DBP layer (a bench timing the plain layer twice leaves no form)
+    assert result["mlp_1000"]["form"] in ("fused", "unfused")
 
 
 class _Breaks(nn.Module):

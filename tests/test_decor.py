@@ -60,6 +60,31 @@ def test_layers_of_one_width_updated_together_match_the_rule_each():
     assert list(metrics) == ["0", "1", "2", "3"] and all(torch.isfinite(m) for m in metrics.values())
 
 
+@pytest.mark.parametrize("variant", ["standard", "gain"])  # the stacked rows path and update_r
+def test_site_lr_scale_multiplies_each_matching_layers_step_as_the_reference(variant):
+    """``decor.site_lr_scale`` {glob: multiplier} from the config through :func:`decor.apply`: each
+    layer's R takes the reference step at lr x its site's multiplier (3 and 0.25 here, 1 unmatched),
+    also under a per-step lr override (the trainer's schedule)."""
+    from mae_dbp.config import DecorConfig
+
+    widths = [(6, 6), (6, 6), (6, 5)]
+    model = nn.Sequential(*[nn.Linear(a, b) for a, b in widths]).double()
+    cfg = DecorConfig(sites=["0", "1", "2"], site_lr_scale={"0": 3.0, "2": 0.25}, kappa=0.5, lr=0.05,
+                      sample_frac=1.0, variant=variant)
+    decor.apply(model, cfg.sites, **cfg.layer_settings())
+    scales = {"0": 3.0, "1": 1.0, "2": 0.25}
+    inputs = {name: correlated(8, 6, seed=i) / 4 for i, name in enumerate(scales)}
+    expected = {name: torch.eye(6, dtype=torch.float64) for name in scales}
+    for lr in (None, 0.02):
+        for name, x in inputs.items():
+            model.get_submodule(name).train()(x)
+        decor.update(model, lr=lr)
+        for name, scale in scales.items():
+            expected[name] = reference_step(expected[name], inputs[name], 0.5, (lr or 0.05) * scale, variant)[0]
+            torch.testing.assert_close(model.get_submodule(name).R, expected[name], rtol=1e-10, atol=1e-12,
+                                       msg=f"layer {name} (scale {scale}), lr {lr}")
+
+
 def test_metric_is_mean_squared_offdiagonal_correlation():
     x = correlated(500, 5, seed=2)
     layer = DecorLinear.wrap(nn.Linear(5, 2).double(), decor.DecorSettings(sample_frac=1.0, lr=0.0))

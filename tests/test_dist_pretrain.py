@@ -3,7 +3,6 @@ randomness, R bit-identical, and a resumed two-rank run continues exactly like a
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 
 from data_tools.synthetic import write_synthetic
 from mae_dbp.train import checkpoints
+from mae_dbp.train.records import read_csv
 from tests.conftest import free_port, tiny_pretrain, write_config
 
 WORKER = Path(__file__).with_name("dist_pretrain_worker.py")
@@ -34,8 +34,7 @@ def probes(run: Path) -> list[dict]:
 
 
 def rows(run: Path) -> list[dict]:
-    with open(run / "metrics.csv") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(run / "metrics.csv")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 
 from mae_dbp import decor
 from mae_dbp.bench.device import autocast, device_record, resolve_device
-from mae_dbp.bench.timing import time_alternating
+from mae_dbp.bench.timing import count_flops, time_alternating
 from mae_dbp.train.pretrain import PretrainConfig, build_model
 
 
@@ -47,7 +47,8 @@ def run_inference_bench(config: PretrainConfig, repeats: int, batch_size: int = 
                     model(images)
             return call
 
-        times = time_alternating({"plain": timed(run_plain), "fused": timed(run_fused)}, repeats=repeats,
-                                 warmup=3 if compile else 1, device=where)
+        calls = {"plain": timed(run_plain), "fused": timed(run_fused)}
+        times = time_alternating(calls, repeats=repeats, warmup=3 if compile else 1, device=where)
+        flops = count_flops({"plain": timed(plain), "fused": timed(fused)})
     return {"plain_s": times["plain"], "fused_s": times["fused"], "ratio": times["fused"] / times["plain"],
-            "max_abs_diff_vs_unfused": diff, "batch_size": batch_size, **device_record(where, dtype, compile)}
+            "flops": flops, "max_abs_diff_vs_unfused": diff, "batch_size": batch_size, **device_record(where, dtype, compile)}

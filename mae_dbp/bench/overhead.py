@@ -11,7 +11,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mae_dbp.bench.pretrain_step import training_step
-from mae_dbp.bench.timing import time_alternating
+from mae_dbp.bench.timing import count_flops, time_alternating
 from mae_dbp.train.pretrain import PretrainConfig, build_model
 
 
@@ -69,7 +69,7 @@ def run_overhead_bench(config: PretrainConfig, steps: int, batch_size: int | Non
     dec = model.decoder
     plain = StraightforwardMAE(encoder, dec.dim, dec.depth, dec.heads, model.mask_ratio)
     images = torch.randn(batch, ours.in_chans, ours.img_size, ours.img_size)
-    times = time_alternating({"plain": training_step(plain, images), "ours": training_step(ours, images)},
-                             repeats=steps, warmup=2)
+    calls = {"plain": training_step(plain, images), "ours": training_step(ours, images)}
+    times = time_alternating(calls, repeats=steps, warmup=2)
     return {"plain_mae_step_s": times["plain"], "mae_dbp_bp_step_s": times["ours"],
-            "framework_ratio": times["ours"] / times["plain"], "batch_size": batch}
+            "framework_ratio": times["ours"] / times["plain"], "flops": count_flops(calls), "batch_size": batch}

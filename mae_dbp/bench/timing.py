@@ -42,3 +42,15 @@ def time_alternating(steps: dict[str, Callable[[], None]], repeats: int, warmup:
     """Median seconds per call of each step (:func:`alternating_samples`)."""
     return {name: statistics.median(values)
             for name, values in alternating_samples(steps, repeats, warmup, clock, device).items()}
+
+
+def count_flops(calls: dict[str, Callable[[], None]]) -> dict[str, int]:
+    """{name: FLOPs of one call} (``torch.utils.flop_counter``), for the ratios that claim equal work."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = {}
+    for name, call in calls.items():
+        with FlopCounterMode(display=False) as counter:
+            call()
+        counts[name] = counter.get_total_flops()
+    return counts
