@@ -22,7 +22,8 @@ from mae_dbp.data.dataset import train_val_datasets
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import WithIndex, fit
 from mae_dbp.train.pretrain import MAETask, PretrainConfig, build_model
-from mae_dbp.train.run_dir import job_config, open_run, process_state
+from mae_dbp.process import process_state
+from mae_dbp.train.job import job_config, open_run
 
 
 class WorkerSeeds(Dataset):

@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 APPLICATION = ("mae_dbp.quickstart", "mae_dbp.bench", "mae_dbp.cli", "mae_dbp.commands", "segmentation", "mmseg")
-LIBRARY = ["config.py", "errors.py", "export.py", "files.py", "run_dir.py", "data", "decor", "models", "train"]
+LIBRARY = ["config.py", "errors.py", "export.py", "files.py", "process.py", "run_dir.py", "data", "decor", "models", "optim", "probe", "train"]
 
 
 @pytest.mark.slow

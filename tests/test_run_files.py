@@ -18,7 +18,7 @@ from mae_dbp.files import atomic_write, remove_stale_temporaries, save_checkpoin
 from mae_dbp.run_dir import CHECKPOINT_MODEL, RunDir, prepare_output, refuse_existing
 from mae_dbp.train.emissions import TASKS_FILE, TrainingEmissions
 from mae_dbp.train.pretrain import PretrainConfig
-from mae_dbp.train.run_dir import open_run
+from mae_dbp.train.job import open_run
 
 
 def _mode(path) -> int:

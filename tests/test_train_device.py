@@ -11,7 +11,7 @@ from mae_dbp.config import load_config
 from mae_dbp.errors import UserInputError
 from mae_dbp.train import checkpoints
 from mae_dbp.train.pretrain import PretrainConfig, build_model, pretrain
-from mae_dbp.train.run_dir import cpu_only
+from mae_dbp.process import cpu_only
 from tests.conftest import tiny_pretrain
 
 

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mae_dbp.errors import UserInputError
     from mae_dbp.train.classify import ClassifyConfig, classify
-    from mae_dbp.train.run_dir import cli_config, process_state
+    from mae_dbp.process import process_state
+    from mae_dbp.train.job import cli_config
 
     if not args.config and not args.resume:
         raise UserInputError("give --config FILE (or --resume RUN_DIR)")

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mae_dbp.train.pretrain import PretrainConfig, pretrain
-    from mae_dbp.train.run_dir import cli_config, process_state
+    from mae_dbp.process import process_state
+    from mae_dbp.train.job import cli_config
 
     stem = Path(args.config).stem if args.config else "pretrain"
     if getattr(args, "smoke", False):

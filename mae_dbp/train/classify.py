@@ -33,7 +33,8 @@ from mae_dbp.run_dir import RunDir
 from mae_dbp.train import plots
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.loop import Task, fit
-from mae_dbp.train.run_dir import job_config, open_run, process_state
+from mae_dbp.process import process_state
+from mae_dbp.train.job import job_config, open_run
 
 
 @dataclass

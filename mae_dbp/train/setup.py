@@ -34,7 +34,7 @@ from mae_dbp.run_dir import RunDir
 from mae_dbp.train import checkpoints
 from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard
-from mae_dbp.train.run_dir import cpu_only
+from mae_dbp.process import cpu_only
 from mae_dbp.train.schedules import WarmupCosine
 from mae_dbp.train.state import Run, Task, WithIndex
 

@@ -1,4 +1,4 @@
-"""The run directory of a training job: choose it (never reuse a started run), save the config,
+"""A training job's run folder and config: choose it (never reuse a started run), save the config,
 resume it, and leave nothing behind when a start fails.
 
 The folder's files are named by :class:`mae_dbp.run_dir.RunDir`. Shared by every job (pretrain,
@@ -13,36 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
-import torch
-from accelerate import PartialState
-
 from mae_dbp.config import LogConfig, checked, load_config, save_config
 from mae_dbp.errors import UserInputError
+from mae_dbp.process import process_state
 from mae_dbp.run_dir import RunDir, refuse_existing
 from mae_dbp.train.stop import Stopped
 
 C = TypeVar("C")
-
-
-def cpu_only(device: str = "auto") -> bool:
-    """Whether a job on ``train.device`` runs on the CPU (accelerate's ``cpu=True``): ``cpu``, or
-    ``auto`` without a GPU; ``cuda`` without a GPU is a one-line error."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserInputError("train.device: cuda, but torch sees no CUDA GPU here (use auto or cpu)")
-    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-
-
-def process_state(device: str = "auto", timeout: float | None = None) -> PartialState:
-    """accelerate's process state on ``train.device`` (:func:`cpu_only`); ``timeout``
-    (``train.collective_timeout``, seconds) bounds every collective of the process group it starts.
-
-    Must be the first accelerate object a job creates: on a CPU machine started with torchrun or
-    ``accelerate launch --multi_gpu``, a state made without ``cpu=True`` gives separate
-    world-size-1 processes instead of gloo ranks.
-    """
-    from datetime import timedelta
-
-    return PartialState(cpu=cpu_only(device), **({"timeout": timedelta(seconds=timeout)} if timeout else {}))
 
 
 def resolve_run_dir(log: LogConfig, out: str | Path | None, stem: str, device: str = "auto",
