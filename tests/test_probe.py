@@ -158,3 +158,11 @@ def test_bench_speedup_reads_dbps_time_and_steps_to_bps_best_probe_score():
     summary = {**summarize([pair, never], PROBE_KEYS), "probe_metric": "mIoU"}
     lines = dict(_probe_rows(summary))
     assert lines["DBP seconds to BP's best probe mIoU / BP's (probe resolution)"] == "**never (0.67 - never), never in 1**"
+
+
+def test_a_bad_probe_folder_stops_the_run_before_training(tmp_path):
+    config = tiny_pretrain(write_synthetic(tmp_path / "data", num=10, size=32, seed=1, progress=False), epochs=1)
+    config.eval.probe.folder = str(tmp_path / "missing")
+    with pytest.raises(UserInputError, match="eval.probe.folder: .*missing is not a folder"):
+        pretrain(config, out=tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.csv").exists()

@@ -72,3 +72,11 @@ def test_smoke_with_init_from_keeps_the_checkpoints_architecture(tmp_path):
     assert config.model.decoder.dim == 512 and config.model.img_size == 64 and config.train.effective_batch == 16
     assert line.startswith("smoke run: shrank vit_base_patch16_224 at 224 px to vit_base_patch16_224 (kept for "
                            "model.init_from) at 64 px, batch 4096 to 16")
+
+
+def test_smoke_refuses_resume_and_a_missing_folder_in_one_line(tmp_path, capsys):
+    assert main(["pretrain", "--config", RECIPE, "--smoke", "--resume", str(tmp_path)]) == 2
+    assert "--smoke and --resume exclude each other" in capsys.readouterr().err
+    assert main(["pretrain", "--config", RECIPE, "--smoke", f"data.root={tmp_path / 'none'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none does not exist" in err[0]

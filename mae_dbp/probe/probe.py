@@ -37,12 +37,18 @@ def patch_targets(masks: Tensor, num_classes: int, ignore_index: int, grid: tupl
 
 
 class LinearProbe:
-    """The ``eval.probe`` of a run; reads its folder on the first :meth:`run`."""
+    """The ``eval.probe`` of a run; reads its folder at :meth:`prepare` or the first :meth:`run`."""
 
     def __init__(self, cfg: ProbeConfig, channels: int, img_size: int, mean: list[float], std: list[float]) -> None:
         self.cfg, self.metric = cfg, METRIC[cfg.kind]
         self._load = lambda: load_probe_data(cfg, channels, img_size, mean, std)
         self.data: ProbeData | None = None
+
+    def prepare(self) -> "LinearProbe":
+        """Read the folder now (a bad folder is one error line before training starts, not after an epoch)."""
+        if self.data is None:
+            self.data = self._load()
+        return self
 
     def due(self, epoch: int, last_epoch: int) -> bool:
         """Whether ``epoch`` is a probe point: every ``every``-th epoch, and the last one."""
@@ -50,9 +56,7 @@ class LinearProbe:
 
     def score(self, encoder: nn.Module, device: torch.device) -> float:
         """The val score (%) of a ridge head fitted on the train split's features of ``encoder``."""
-        if self.data is None:
-            self.data = self._load()
-        data, cfg = self.data, self.cfg
+        data, cfg = self.prepare().data, self.cfg
         segment = cfg.kind == "segmentation"
         train = encoder_features(encoder, data.train.images, not segment, cfg.batch_size, device)
         val = encoder_features(encoder, data.val.images, not segment, cfg.batch_size, device)

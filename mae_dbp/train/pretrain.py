@@ -138,6 +138,8 @@ def pretrain(config: PretrainConfig | None = None, out: str | Path | None = None
         if config.eval.probe.folder:
             mean, std = channel_stats(config.data, model.in_chans)
             probe = LinearProbe(config.eval.probe, model.in_chans, model.img_size, mean, std)
+            if main:  # only the main process probes: the others keep no copy of the probe's images
+                probe.prepare()
         task = MAETask(model, len(val_set), config.data.val_seed, config.log.recon_images, probe)
         bad = sorted(set(train_set.bad_files) | set(val_set.bad_files))
         images = getattr(train_set, "images", len(train_set))  # a CropStream's length counts crops
