@@ -64,6 +64,33 @@ def reconstructions(name: str, compared: dict) -> list[str]:
             f"| ![DBP](pretrain/{name}/{seed0['dbp_run']}/reconstructions.png) |", ""]
 
 
+def probe_report(out: Path, compared: dict[str, dict]) -> list[str]:
+    """Per data set whose runs had a linear probe (``eval.probe``): DBP's time to BP's best probe
+    score, both best scores, and a plot of every seed's probe score against training time."""
+    from mae_dbp.train.plots import probe_curves
+    from mae_dbp.train.records import read_csv
+
+    lines = []
+    for name, c in compared.items():
+        s = c["summary"]
+        if "probe_time_fraction" not in s:
+            continue
+        metric = s.get("probe_metric", "score")
+        rows = {f"{m.upper()} seed {r['seed']}": read_csv(out / "pretrain" / name / r[f"{m}_run"] / "metrics.csv")
+                for r in c["runs"] for m in ("bp", "dbp")}
+        probe_curves(rows, out / f"probe_vs_time_{name}.png")
+        lines += [f"## Does DBP reach BP's features sooner? ({name})", "",
+                  f"A linear probe (ridge regression on the frozen encoder's patch tokens, scored as {metric} on the "
+                  "labelled validation images) after every epoch of the same runs. DBP's training time to BP's best "
+                  f"probe {metric} / BP's: **{range_cell(s['probe_time_fraction'], '.2f')}** (in optimizer steps "
+                  f"{range_cell(s['probe_step_fraction'], '.2f')}); best probe {metric} BP "
+                  f"{range_cell(s['bp_best_probe'], '.2f')}, DBP {range_cell(s['dbp_best_probe'], '.2f')} (median (range) "
+                  "over seeds; `never`: not within the run). At this size the probe moves little from its score on "
+                  "untrained weights: read it as a check that features do not get worse, not as a ranking.", "",
+                  f"![probe {metric} vs time](probe_vs_time_{name}.png)", ""]
+    return lines
+
+
 def write_report(out: Path, results: dict, size) -> Path:
     """report.md: the regime, the BP vs DBP pretraining comparison, then export and segmentation."""
     compared, finetune = results["comparisons"], results["finetune"]
@@ -102,6 +129,7 @@ def write_report(out: Path, results: dict, size) -> Path:
         table,
         *[f"![{name}](loss_vs_time_{name}.png)\n\n{name}: {SET_NAMES[name]}; each seed a thin line, the median bold.\n"
           for name in compared],
+        *probe_report(out, compared),
         "Validation reconstructions of the seed-0 runs (input | masked | reconstruction; the same validation "
         "images with the same fixed masks for BP and DBP), best checkpoint:",
         "",

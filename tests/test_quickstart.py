@@ -36,6 +36,9 @@ def test_quickstart_reduced_size(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert report.index("short horizon") < report.index("BP's best validation loss sooner") < report.index("BP mIoU")
     assert "docs/results.md" in report and finetune["verdict"] in report
+    # the wire-bond runs carry the labelled set as their linear probe: features judged too, photos have no labels
+    assert "features sooner? (synthetic)" in report and "features sooner? (photos)" not in report
+    assert (out / "probe_vs_time_synthetic.png").read_bytes()[:4] == b"\x89PNG"
     assert "| photos |" in report and "| synthetic |" in report and "| median (range) |" in report
     for name in ("photos", "synthetic"):  # both data sets' BP and DBP reconstructions, side by side
         seed0 = results["comparisons"][name]["runs"][0]
