@@ -210,7 +210,7 @@ def test_optimizer_race_cli_runs_every_arm_and_the_report_quotes_it(tmp_path):
     reference = result["race"]["reference"]
     assert f"Best baseline: **{reference}**" in block and "| short horizon, ViT 96 x 4 | 4 steps, 64 crops, 1 seed |" in block
     winner = min(result["race"]["arms"], key=lambda a: result["race"]["arms"][a]["best_val_loss"]["median"])
-    assert block.count(f"**Use {winner}**") == 1  # the recommendation names the race's lowest loss
+    assert f"Which to use: on short runs (4 steps) **{winner}**" in block  # the race's lowest loss
     markdown = results_markdown(results)
     assert "## Optimizer race: short horizon, ViT 96 x 4" in markdown and "`tiny_photos_dbp.yaml`: ViT 96 wide x 4 blocks" in markdown
 

@@ -157,9 +157,12 @@ def race_label(result: dict) -> str:
 
 
 def _reach(fraction: dict) -> str:
-    """A fraction's median (range), or ``never (k of n seeds)`` when the median seed never got there."""
+    """A fraction's median (range); ``never`` when the median seed never got there; the seeds that
+    never did named beside a median that exists."""
     if fraction["median"] is None:
         return "never"
+    if fraction.get("never"):
+        return f"{fraction['median']:.2f} (never in {fraction['never']} seed{'s' * (fraction['never'] > 1)})"
     return range_cell(fraction, ".2f")
 
 
@@ -184,17 +187,32 @@ def overview_table(results: dict[str, dict]) -> str:
 
 
 def recommendation(results: dict[str, dict]) -> str:
-    """Which combination to use, from the races: the arm with the lowest best loss in each."""
-    present = [n for n in RACES if n in results]
-    winners = {}
-    for n in present:
-        arms = _arms(results[n])
-        winners[n] = min(arms, key=lambda a: arms[a]["best_val_loss"]["median"])
-    if len(set(winners.values())) == 1:
-        arm = next(iter(winners.values()))
-        method = "with DBP" if _arms(results[present[0]])[arm]["method"] == "dbp" else "without DBP"
-        return f"**Use {arm}** ({method}): it trained to the lowest validation loss in every race below."
-    return "The lowest validation loss: " + "; ".join(f"{race_label(results[n])}: **{w}**" for n, w in winners.items()) + "."
+    """Which combination to use, per horizon: the arm with the lowest best loss in its races."""
+    by_horizon: dict[str, list[str]] = {}
+    for n in RACES:
+        if n in results:
+            by_horizon.setdefault(results[n]["horizon"]["horizon"], []).append(n)
+    parts = []
+    for horizon, names in by_horizon.items():
+        winners = {}
+        for n in names:
+            arms = _arms(results[n])
+            winners[n] = min(arms, key=lambda a: arms[a]["best_val_loss"]["median"])
+        steps = " / ".join(sorted({f"{results[n]['horizon']['planned_steps']:,}" for n in names}))
+        if len(set(winners.values())) > 1:
+            parts.append(f"on {horizon} runs ({steps} steps) it depends on the model: "
+                         + ", ".join(f"{race_label(results[n])}: **{w}**" for n, w in winners.items()))
+            continue
+        arm, first = next(iter(winners.values())), results[names[0]]
+        entry = _arms(first)[arm]
+        where = "at every model size measured" if len(names) > 1 else "in its race"
+        ons = [dbp_on(results[n], entry["optimizer"]) for n in names]
+        lower, seeds = sum(o["lower_in"] for o in ons), sum(o["seeds"] for o in ons)
+        why = (f"the lowest validation loss {where}; DBP lowered {entry['optimizer']}'s best loss in {lower} of "
+               f"{seeds} seeds" + ("" if entry["method"] == "dbp" else
+                                  (": it adds nothing on top" if lower * 2 <= seeds else ", but not its median")))
+        parts.append(f"on {horizon} runs ({steps} steps) **{arm}** ({why})")
+    return "Which to use: " + "; ".join(parts) + "."
 
 
 def readme_section(results: dict[str, dict]) -> str:
