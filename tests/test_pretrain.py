@@ -80,6 +80,56 @@ def test_resume_continues_the_same_curve(synthetic, tmp_path, optimizer):
             assert float(a[key]) == float(b[key]), (key, a, b)  # bit-exact: optimizer state and RNG resumed
 
 
+def _resume_case(case, synthetic, tmp_path):
+    """A 3-epoch tiny config whose resume after epoch 2 has more state to carry than the default."""
+    data = with_extra_image(synthetic, tmp_path / "huge", "zz_huge.tif", 1e30) if case == "guard_restore" else synthetic
+    config = tiny_pretrain(data, epochs=3)
+    config.log.plots = False
+    if case == "update_every_mid_cycle":  # 4 steps per epoch: the split falls 2 steps into a 3-step cycle,
+        config.decor.update_every = 3  # so the kept subsamples of those 2 steps must survive the resume
+    elif case == "accumulation":  # 2 micro-batches per optimizer step, deferred W gradients
+        config.train.batch_size = 4
+    elif case == "crops_per_image":  # 2 crops per image read: 8 optimizer steps per epoch
+        config.data.crops_per_image = 2
+    elif case == "guard_restore":  # a huge image overflows the forward: the guard restores and halves the R lr
+        config.data.val_fraction, config.train.guard.max_restores = 0.1, 2
+    return config
+
+
+# found by this test: a resume 2 steps into a 3-step R cycle is not bit-exact (all weights differ
+# after the next epoch; with update_every=2, split at the end of a cycle, it is). The kept rows and the
+# subsample generator do round-trip through the checkpoint (checked by hand); the cause is still open.
+MID_CYCLE = pytest.param("update_every_mid_cycle", marks=pytest.mark.xfail(
+    strict=True, reason="resume mid-way through an update_every cycle is not bit-exact yet"))
+
+
+@pytest.mark.parametrize("case", [MID_CYCLE, "accumulation", "crops_per_image", "guard_restore"])
+def test_resume_is_bit_exact_with_more_state_to_carry(synthetic, tmp_path, case):
+    config = _resume_case(case, synthetic, tmp_path)
+    straight_summary = pretrain(config, out=tmp_path / "straight")
+    config.train.stop_after_epoch = 2
+    pretrain(config, out=tmp_path / "split")
+    assert main(["pretrain", "--resume", str(tmp_path / "split")]) == 0
+    straight, split = rows(tmp_path / "straight"), rows(tmp_path / "split")
+    assert len(straight) == len(split) == 3
+    for a, b in zip(straight, split):
+        for key in ("step", "train_loss", "val_loss", "lr", "decor_lr", "decor_metric"):
+            assert a[key] == b[key], (key, a, b)
+    weights = [checkpoints.model_state(tmp_path / name / "last") for name in ("straight", "split")]
+    for key, tensor in weights[0].items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(tensor, weights[1][key]), key
+    r = weights[0]["encoder.blocks.0.attn.qkv.R"]
+    assert not torch.equal(r, torch.eye(r.shape[0]))
+    split_summary = json.loads((tmp_path / "split" / "summary.json").read_text())
+    if case == "guard_restore":  # the guard fired before the split, and its state carried over
+        assert straight_summary["guard_events"] and split_summary["guard_events"] == straight_summary["guard_events"]
+    if case == "crops_per_image":
+        assert straight[0]["step"] == 8
+    if case == "update_every_mid_cycle":
+        assert straight[1]["step"] % 3 != 0
+
+
 def with_extra_image(synthetic, folder, name, value, count=None):
     """The synthetic images plus one 2-channel float image filled with ``value``."""
     folder.mkdir()
