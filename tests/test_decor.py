@@ -11,7 +11,7 @@ from torch import nn
 
 from mae_dbp import decor
 from mae_dbp.decor import DecorConv2d, DecorLinear
-from tests.conftest import correlated, reference_step
+from tests.conftest import correlated, perturb_r, reference_step
 
 
 # the three ways of computing the step: dense Zᵀ Z from rows (8 <= 2 d), from XᵀX (40 > 2 d), and
@@ -144,9 +144,7 @@ def test_conv_wrapper_matches_unfold_reference(stride, padding, dilation):
 
 
 def _perturb_r(model: nn.Module) -> None:
-    with torch.no_grad():
-        for _, layer in decor.decor_modules(model):
-            layer.R.add_(0.05 * torch.randn_like(layer.R))
+    perturb_r(model, 0.05)
 
 
 def test_fused_linear_and_conv_equal_unfused():

@@ -9,20 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.synthetic import write_synthetic
 from mae_dbp.cli import main
 from mae_dbp.data.io import write_image
 from mae_dbp.errors import UserInputError
 from mae_dbp.train import checkpoints
 from mae_dbp.train.records import read_csv
 from mae_dbp.train.pretrain import pretrain
-from tests.conftest import free_port, tiny_pretrain, write_config
+from tests.conftest import accelerate_launch, tiny_pretrain, write_config
 
 pytestmark = [pytest.mark.slow]
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    return write_synthetic(tmp_path_factory.mktemp("data") / "wirebond", num=40, size=32, seed=0, progress=False)
+@pytest.fixture
+def synthetic(tiny_data):
+    return tiny_data
 
 
 def rows(run_dir):
@@ -208,18 +207,11 @@ def test_bad_inputs_give_one_line_errors(synthetic, tmp_path, capsys):
 def test_two_cpu_ranks_through_accelerate_keep_r_identical(synthetic, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU gives two gloo ranks; the loop
     checks every epoch that all ranks hold the same R (and raises if not)."""
-    import subprocess
-    import sys
-
     run = tmp_path / "dist"
     config = tiny_pretrain(synthetic)
     config.train.batch_size = 2  # 2 per rank x 2 accumulation steps x 2 ranks: deferred W gradients under DDP
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", "mae_dbp", "pretrain", "--out", str(run),
-               "--config", str(write_config(config, tmp_path / "tiny.yaml"))]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = accelerate_launch(2, "-m", "mae_dbp", "pretrain", "--out", run,
+                               "--config", write_config(config, tmp_path / "tiny.yaml"), timeout=300)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert summary["decor_ranks_checked"] == 2  # ranks_agree() ran on 2 ranks each epoch and passed
