@@ -408,3 +408,18 @@ def test_ranks_agree_without_distributed_is_true():
     model = nn.Sequential(nn.Linear(3, 3))
     decor.apply(model, ["0"])
     assert decor.ranks_agree(model) is True and decor.ranks_agree(nn.Sequential(nn.Linear(3, 3))) is True
+
+
+@pytest.mark.parametrize("variant", ["standard", "gain", "low_rank"])
+def test_a_layer_without_a_sample_keeps_its_r_and_reports_nan(variant):
+    """update() steps only the layers that kept rows since the last update; one whose forward did
+    not run (or ran in eval mode) keeps R bit for bit and reports a nan metric."""
+    model = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 6)).double()
+    decor.apply(model, ["0", "1"], lr=0.05, sample_frac=1.0, variant=variant, rank=2)
+    model[0].train()(correlated(8, 6, seed=1))
+    with torch.no_grad():
+        model[1].eval()(correlated(8, 6, seed=2))  # no sample outside training
+    before = model[1].R.clone()
+    metrics = decor.update(model)
+    assert torch.isfinite(metrics["0"]) and torch.isnan(metrics["1"])
+    assert torch.equal(model[1].R, before) and not torch.equal(model[0].R, torch.eye(6, dtype=torch.float64))
