@@ -8,7 +8,10 @@ and the DBP rule written out as an independent reference.
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +46,48 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def accelerate_launch(num_processes: int, *program: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``accelerate launch`` of ``program`` (a script path or ``-m module`` and its arguments) on
+    ``num_processes`` CPU processes (gloo when 2 or more), fp32, no dynamo, on a free port; asserts
+    it exits 0 and returns the finished process (stdout / stderr as text)."""
+    multi = ["--multi_gpu", "--main_process_port", str(free_port())] if num_processes > 1 else []
+    command = [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes", str(num_processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *map(str, program)]
+    root = Path(__file__).resolve().parents[1]  # this checkout first, as in the parent process
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]), MPLBACKEND="Agg")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+# ---- shared data and runs (session-scoped: read-only, copy before changing) -----------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """40 synthetic 2-channel uint16 32 px wire-bond images (images/, masks/, classes.yaml), seed 0:
+    the data set of every tiny MAE pretraining test."""
+    from data_tools.synthetic import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("tiny_data") / "wirebond", num=40, size=32, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dbp_run(tiny_data, tmp_path_factory) -> Path:
+    """A finished 2-epoch tiny DBP pretraining run on ``tiny_data`` (plots off), trained through the
+    command line with a scientific-notation and a ``no`` override: the run that the export and
+    bad-input tests read."""
+    from mae_dbp.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_dbp_run")
+    config = tiny_pretrain(None, epochs=2)
+    config.log.plots = False
+    config_file = write_config(config, root / "tiny.yaml")
+    assert main(["pretrain", "--config", str(config_file), "--out", str(root / "run"), f"data.root={tiny_data}",
+                 "train.base_lr=4e-2", "train.mixed_precision=no"]) == 0
+    return root / "run"
 
 
 # ---- segmentation ------------------------------------------------------------------------------
@@ -107,6 +152,21 @@ def write_config(config, path: Path) -> Path:
 
     save_config(config, path)
     return path
+
+
+# ---- R perturbation ---------------------------------------------------------------------------
+
+
+def perturb_r(model: torch.nn.Module, scale: float, generator: torch.Generator | None = None) -> None:
+    """R <- R + scale · N(0, 1) in every decorrelated layer of ``model`` (a non-trivial R, as after
+    training), in place; draws from ``generator`` or torch's global RNG."""
+    from mae_dbp import decor
+
+    with torch.no_grad():
+        for _, layer in decor.decor_modules(model):
+            noise = torch.randn(layer.R.shape, generator=generator, dtype=layer.R.dtype).to(layer.R.device)
+            layer.R.add_(scale * noise)
+            layer.invalidate_cache()
 
 
 # ---- the DBP rule, independent of the library -----------------------------------------------------

@@ -324,15 +324,13 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> dict[str, Path]:
+def shared(tmp_path_factory, tiny_dbp_run) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bad_inputs_shared")
     data = write_synthetic(root / "synthetic", num=10, size=32, seed=0, progress=False) / "images"
     config = tiny_pretrain(None, epochs=1)
     config.log.plots = False
     config_file = write_config(config, root / "tiny.yaml")
-    run = root / "run"
-    assert main(["pretrain", "--config", str(config_file), "--out", str(run), f"data.root={data}",
-                 "train.base_lr=1e-3", "train.mixed_precision=no"]) == 0
+    run = tiny_dbp_run  # trained with train.base_lr=4e-2 train.mixed_precision=no
     seg = root / "seg"
     for split, seed in (("train", 1), ("val", 2)):
         write_synthetic(seg / split, num=2, size=64, seed=seed, progress=False)
@@ -356,11 +354,11 @@ def _hashes(*roots: Path) -> dict[Path, str]:
 def test_bad_input(case: Case, shared, tmp_path, capsys):
     ws = Workspace(dir=tmp_path, data=shared["data"], config=shared["config"], run=shared["run"], seg=shared["seg"])
     argv = case.setup(ws)
-    before = _hashes(tmp_path, shared["root"])
+    before = _hashes(tmp_path, shared["root"], shared["run"])
     capsys.readouterr()
     code = main(argv)
     err = capsys.readouterr().err
-    after = _hashes(tmp_path, shared["root"])
+    after = _hashes(tmp_path, shared["root"], shared["run"])
     prefix = f"mae-dbp: {case.kind}:"
     lines = [line for line in err.splitlines() if line.startswith(prefix)]
     assert code == (2 if case.kind == "error" else 0), err[-2000:]
@@ -375,9 +373,9 @@ def test_bad_input(case: Case, shared, tmp_path, capsys):
 
 
 def test_scientific_notation_override_is_a_float(shared):
-    """``train.base_lr=1e-3`` (YAML 1.1 reads it as a string) is taken as the number it means."""
+    """``train.base_lr=4e-2`` (YAML 1.1 reads it as a string) is taken as the number it means."""
     text = (shared["run"] / "config.yaml").read_text()
-    assert "base_lr: 0.001" in text
+    assert "base_lr: 0.04" in text
     assert (shared["run"] / "metrics.csv").is_file()
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from mae_dbp import decor
 from mae_dbp.decor import DecorConv2d, DecorLinear
-from tests.conftest import correlated, reference_step
+from tests.conftest import correlated, perturb_r, reference_step
 
 
 # the three ways of computing the step: dense Zᵀ Z from rows (8 <= 2 d), from XᵀX (40 > 2 d), and
@@ -144,9 +144,7 @@ def test_conv_wrapper_matches_unfold_reference(stride, padding, dilation):
 
 
 def _perturb_r(model: nn.Module) -> None:
-    with torch.no_grad():
-        for _, layer in decor.decor_modules(model):
-            layer.R.add_(0.05 * torch.randn_like(layer.R))
+    perturb_r(model, 0.05)
 
 
 def test_fused_linear_and_conv_equal_unfused():
@@ -278,3 +276,150 @@ def test_decor_imports_nothing_else_of_the_package():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     modules = eval(loaded)
     assert modules and all(m == "mae_dbp" or m.startswith("mae_dbp.decor") for m in modules), modules
+
+
+# ---- the API's edges: error messages, plain states, fused states (found by mutation testing) -------
+
+
+def _error(call) -> str:
+    with pytest.raises(decor.DecorError) as caught:
+        call()
+    return str(caught.value)
+
+
+def test_apply_errors_name_the_pattern_and_what_it_found():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Conv2d(2, 2, 3, groups=2), *[nn.LayerNorm(4) for _ in range(4)])
+    assert decor.apply(copy_of(model), "0") == ["0"]  # a single pattern as a str
+    assert _error(lambda: decor.apply(model, ["nothing"])) == "decor pattern 'nothing' matches no module of Sequential"
+    assert _error(lambda: decor.apply(model, ["1"])) == "decor pattern '1' matches no nn.Linear or nn.Conv2d, only: 1 (ReLU)"
+    assert _error(lambda: decor.apply(model, ["[3-6]"])) == (
+        "decor pattern '[3-6]' matches no nn.Linear or nn.Conv2d, only: 3 (LayerNorm), 4 (LayerNorm), 5 (LayerNorm)")
+    assert _error(lambda: decor.apply(model, ["2"])) == "decor layer '2': DBP on Conv2d needs groups=1, got groups=2"
+    assert _error(lambda: decor.apply(model, ["0"], lr_scales={"9": 2.0})) == (
+        "decor lr scale pattern '9' matches none of the decorrelated layers (0)")
+    five = nn.Sequential(*[nn.Linear(3, 3) for _ in range(5)])
+    assert _error(lambda: decor.apply(five, ["*"], lr_scales={"x": 2.0})) == (
+        "decor lr scale pattern 'x' matches none of the decorrelated layers (0, 1, 2, 3, ...)")
+    assert type(model[0]) is nn.Linear  # a refused apply wraps nothing
+
+
+def copy_of(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"sample_frac": 0.0}, "decor.sample_frac: expected a number in (0, 1], got 0.0"),
+    ({"sample_frac": 1.5}, "decor.sample_frac: expected a number in (0, 1], got 1.5"),
+    ({"kappa": -0.1}, "decor.kappa: expected a number in [0, 1], got -0.1"),
+    ({"kappa": 1.5}, "decor.kappa: expected a number in [0, 1], got 1.5"),
+    ({"lr": -1e-3}, "decor.lr: expected a number >= 0, got -0.001"),
+    ({"lr_scale": -1.0}, "decor.lr_scale: expected a number >= 0, got -1.0"),
+    ({"variant": "whiten"}, "decor.variant: expected one of standard, gain, triangular, low_rank, got 'whiten'"),
+    ({"variant": "low_rank", "rank": 0}, "decor.rank: expected an int >= 1 for the low_rank variant, got 0"),
+])
+def test_settings_refuse_out_of_range_values_by_name(settings, message):
+    assert _error(lambda: decor.DecorSettings(**settings)) == message
+
+
+def test_settings_accept_their_range_ends_and_replace_keeps_the_rest():
+    for ok in ({"sample_frac": 1.0, "kappa": 0.0, "lr": 0.0, "lr_scale": 0.0}, {"kappa": 1.0},
+               {"variant": "standard", "rank": 0}, {"variant": "low_rank", "rank": 1}):
+        decor.DecorSettings(**ok)
+    base = decor.DecorSettings(kappa=0.5, lr=0.01, sample_frac=0.5, variant="gain", seed=3)
+    assert base.replace(seed=4) == decor.DecorSettings(kappa=0.5, lr=0.01, sample_frac=0.5, variant="gain", seed=4)
+    assert decor.DecorSettings() == decor.DecorSettings(kappa=0.0, lr=decor.DEFAULT_LR, lr_scale=1.0, sample_frac=0.1,
+                                                        variant="standard", rank=16, seed=0)
+
+
+@pytest.mark.parametrize("variant", ["standard", "low_rank"])
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_a_plain_layers_state_loads_as_r_identity_and_an_empty_subsample(kind, variant):
+    torch.manual_seed(0)
+    plain = nn.Linear(6, 3) if kind == "linear" else nn.Conv2d(2, 3, 3)
+    x = torch.randn(4, 6) if kind == "linear" else torch.randn(2, 2, 5, 5)
+    settings = decor.DecorSettings(variant=variant, rank=2, sample_frac=1.0)
+    layer = (DecorLinear if kind == "linear" else DecorConv2d).wrap(copy_of(plain), settings).double()
+    layer.train()(x.double())  # a kept subsample and a cached fused weight, both to be replaced
+    with torch.no_grad():
+        layer.weight.mul_(2.0)
+        if variant == "low_rank":
+            layer.R_u.normal_()
+            layer.R.copy_(torch.eye(layer.decor_dim, dtype=torch.float64) + layer.R_u @ layer.R_v.T)
+        else:
+            layer.R.add_(0.1)
+    v = layer.R_v.clone() if variant == "low_rank" else None
+    layer.load_state_dict({k: t.double() for k, t in plain.state_dict().items()}, strict=True)
+    assert torch.equal(layer.R, torch.eye(layer.decor_dim, dtype=torch.float64))
+    assert layer.subsample.kept_rows() is None and layer.subsample.kept_count() == 0
+    if variant == "low_rank":
+        assert not layer.R_u.any() and torch.equal(layer.R_v, v) and layer._low_rank_started is False
+    with torch.no_grad():  # the same function as the plain layer, in either form (no stale fused weight)
+        for form in ("fused", "unfused"):
+            layer.form = form
+            torch.testing.assert_close(layer.eval()(x.double()), plain.double()(x.double()), rtol=1e-12, atol=1e-12)
+
+
+def test_a_low_rank_state_sets_the_started_flag_from_its_u():
+    settings = decor.DecorSettings(variant="low_rank", rank=2)
+    source = DecorLinear.wrap(nn.Linear(6, 3), settings)
+    target = DecorLinear.wrap(nn.Linear(6, 3), settings)
+    target.load_state_dict(source.state_dict())
+    assert target._low_rank_started is False  # U = 0: the first step still starts V at eigenvectors
+    with torch.no_grad():
+        source.R_u.fill_(0.1)
+    target.load_state_dict(source.state_dict())
+    assert target._low_rank_started is True
+
+
+def test_fused_state_dict_is_the_fused_models_state_dict():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(3 * 3 * 3, 5), nn.Linear(5, 4), nn.Linear(4, 2))
+    decor.apply(model, ["0", "2"], sample_frac=1.0)
+    perturb_r(model, 0.1)
+    decor.apply(model, ["3"], variant="low_rank", rank=2)
+    with torch.no_grad():  # a low-rank R is I + U Vᵀ, whose factors fuse() uses
+        model[3].R_u.normal_()
+        model[3].R.copy_(torch.eye(5) + model[3].R_u @ model[3].R_v.T)
+    model.train()(torch.randn(2, 2, 5, 5))  # kept subsamples: their entries must go too
+    state = model.state_dict()
+    fused = decor.fused_state_dict(state)
+    expected = decor.fuse(copy_of(model)).state_dict()
+    assert list(fused) == list(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(fused[key], value, rtol=1e-6, atol=1e-6, msg=key)
+    assert fused["4.weight"] is state["4.weight"]  # plain entries pass through
+    assert decor.fused_state_dict(fused) == fused  # a plain state is left alone
+
+
+def test_sample_stats_survive_the_flat_round_trip_of_the_all_reduce():
+    from mae_dbp.decor.matrix import SampleStats
+
+    d = 3
+    stats = SampleStats(torch.arange(9.0).reshape(d, d), torch.tensor(7.0), torch.tensor(4.0))
+    flat = stats.flat()
+    assert flat.shape == (d * d + 2,) and flat.tolist() == list(range(9)) + [7.0, 4.0]
+    back = SampleStats.from_flat(flat, d)
+    assert torch.equal(back.zz, stats.zz) and back.xx.item() == 7.0 and back.count.item() == 4.0
+
+
+def test_ranks_agree_without_distributed_is_true():
+    model = nn.Sequential(nn.Linear(3, 3))
+    decor.apply(model, ["0"])
+    assert decor.ranks_agree(model) is True and decor.ranks_agree(nn.Sequential(nn.Linear(3, 3))) is True
+
+
+@pytest.mark.parametrize("variant", ["standard", "gain", "low_rank"])
+def test_a_layer_without_a_sample_keeps_its_r_and_reports_nan(variant):
+    """update() steps only the layers that kept rows since the last update; one whose forward did
+    not run (or ran in eval mode) keeps R bit for bit and reports a nan metric."""
+    model = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 6)).double()
+    decor.apply(model, ["0", "1"], lr=0.05, sample_frac=1.0, variant=variant, rank=2)
+    model[0].train()(correlated(8, 6, seed=1))
+    with torch.no_grad():
+        model[1].eval()(correlated(8, 6, seed=2))  # no sample outside training
+    before = model[1].R.clone()
+    metrics = decor.update(model)
+    assert torch.isfinite(metrics["0"]) and torch.isnan(metrics["1"])
+    assert torch.equal(model[1].R, before) and not torch.equal(model[0].R, torch.eye(6, dtype=torch.float64))

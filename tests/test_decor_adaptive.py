@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mae_dbp import decor
 from mae_dbp.decor import DecorConv2d, DecorLinear
-from tests.conftest import correlated, reference_step
+from tests.conftest import correlated, perturb_r, reference_step
 
 
 def test_form_rule_at_the_issue_shapes():
@@ -168,8 +168,7 @@ def test_k_step_statistics_equal_one_update_on_the_concatenated_rows(rows_per_st
                              decor.DecorSettings(kappa=kappa, lr=lr, sample_frac=1.0, variant=variant, rank=2))
     low_rank = variant == "low_rank"
     if not low_rank:  # a general R (low_rank keeps R = I + U Vᵀ, here U = 0)
-        with torch.no_grad():
-            layer.R.add_(0.1 * torch.randn(d, d, generator=torch.Generator().manual_seed(5), dtype=torch.float64))
+        perturb_r(nn.Sequential(layer), 0.1, torch.Generator().manual_seed(5))
     model = nn.Sequential(layer).train()
     r = layer.R.clone()
     u, v = (layer.R_u.clone(), layer.R_v.clone()) if low_rank else (None, None)
@@ -308,7 +307,7 @@ def test_deferred_weight_gradient_equals_the_per_backward_one(kind):
             layer.R_u.normal_(0, 0.3)
             layer.R.copy_(torch.eye(12, dtype=torch.float64) + layer.R_u @ layer.R_v.T)
         else:
-            layer.R.add_(0.2 * torch.randn_like(layer.R))
+            perturb_r(nn.Sequential(layer), 0.2)
     layer.eval()  # no subsample: the same matmuls in both runs
     layer.form = "fused"
     changed, *deferred = _accumulated_grads(layer, batches, defer=True)

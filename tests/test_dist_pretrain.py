@@ -3,28 +3,21 @@ randomness, R bit-identical, and a resumed two-rank run continues exactly like a
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from data_tools.synthetic import write_synthetic
 from mae_dbp.train import checkpoints
 from mae_dbp.train.records import read_csv
-from tests.conftest import free_port, tiny_pretrain, write_config
+from tests.conftest import accelerate_launch, tiny_pretrain, write_config
 
 WORKER = Path(__file__).with_name("dist_pretrain_worker.py")
 pytestmark = [pytest.mark.slow, pytest.mark.dist]
 
 
 def launch(config: Path, run: Path, *extra: str) -> None:
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), str(WORKER), str(config), str(run), *extra]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    accelerate_launch(2, WORKER, config, run, *extra)
 
 
 def probes(run: Path) -> list[dict]:
@@ -38,11 +31,10 @@ def rows(run: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, tiny_data) -> dict[str, Path]:
     """A 3-epoch two-rank run, and the same run stopped after epoch 1 and resumed."""
     tmp = tmp_path_factory.mktemp("dist")
-    data = write_synthetic(tmp / "data", num=40, size=32, seed=0, progress=False)
-    config = tiny_pretrain(data, epochs=3)
+    config = tiny_pretrain(tiny_data, epochs=3)
     config.train.batch_size = 4  # 4 per rank x 2 ranks = the effective batch of 8
     config.data.num_workers = 1  # a DataLoader worker per rank, whose seeds the probe records
     config.log.plots = False
@@ -85,11 +77,10 @@ def test_resumed_two_rank_run_continues_exactly(runs):
         "random_states_0.pkl", "random_states_1.pkl"}
 
 
-def test_muon_on_two_ranks_keeps_r_identical_and_trains(tmp_path):
+def test_muon_on_two_ranks_keeps_r_identical_and_trains(tmp_path, tiny_data):
     """The hybrid optimizer (Muon for matrices, AdamW for the rest) over DDP's averaged gradients:
     every rank applies the same update, so weights and R stay identical across the two ranks."""
-    data = write_synthetic(tmp_path / "data", num=40, size=32, seed=0, progress=False)
-    config = tiny_pretrain(data, epochs=2)
+    config = tiny_pretrain(tiny_data, epochs=2)
     config.train.batch_size, config.train.optimizer, config.log.plots = 4, "muon", False
     launch(write_config(config, tmp_path / "muon.yaml"), tmp_path / "muon")
     rank0, rank1 = probes(tmp_path / "muon")

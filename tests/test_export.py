@@ -9,7 +9,6 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from data_tools.synthetic import write_synthetic
 from mae_dbp import decor
 from mae_dbp.cli import main
 from mae_dbp.config import load_config
@@ -20,16 +19,13 @@ from tests.conftest import tiny_pretrain
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_data, tiny_dbp_run):
+    """The shared finished DBP run, and a BP run of the same config and data."""
     base = tmp_path_factory.mktemp("export")
-    data = write_synthetic(base / "data", num=24, size=32, seed=1, progress=False)
-    out = {}
-    for name, enabled in (("dbp", True), ("bp", False)):
-        config = tiny_pretrain(data, epochs=2)
-        config.decor.enabled, config.log.plots = enabled, False
-        pretrain(config, out=base / name)
-        out[name] = base / name
-    return out
+    config = tiny_pretrain(tiny_data, epochs=2)
+    config.decor.enabled, config.log.plots = False, False
+    pretrain(config, out=base / "bp")
+    return {"dbp": tiny_dbp_run, "bp": base / "bp"}
 
 
 @pytest.mark.slow

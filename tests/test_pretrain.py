@@ -9,20 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.synthetic import write_synthetic
 from mae_dbp.cli import main
 from mae_dbp.data.io import write_image
 from mae_dbp.errors import UserInputError
 from mae_dbp.train import checkpoints
 from mae_dbp.train.records import read_csv
 from mae_dbp.train.pretrain import pretrain
-from tests.conftest import free_port, tiny_pretrain, write_config
+from tests.conftest import accelerate_launch, tiny_pretrain, write_config
 
 pytestmark = [pytest.mark.slow]
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    return write_synthetic(tmp_path_factory.mktemp("data") / "wirebond", num=40, size=32, seed=0, progress=False)
+@pytest.fixture
+def synthetic(tiny_data):
+    return tiny_data
 
 
 def rows(run_dir):
@@ -78,6 +77,56 @@ def test_resume_continues_the_same_curve(synthetic, tmp_path, optimizer):
     for a, b in zip(straight, split):
         for key in ("step", "train_loss", "val_loss", "lr", "decor_lr", "decor_metric"):
             assert float(a[key]) == float(b[key]), (key, a, b)  # bit-exact: optimizer state and RNG resumed
+
+
+def _resume_case(case, synthetic, tmp_path):
+    """A 3-epoch tiny config whose resume after epoch 2 has more state to carry than the default."""
+    data = with_extra_image(synthetic, tmp_path / "huge", "zz_huge.tif", 1e30) if case == "guard_restore" else synthetic
+    config = tiny_pretrain(data, epochs=3)
+    config.log.plots = False
+    if case == "update_every_mid_cycle":  # 4 steps per epoch: the split falls 2 steps into a 3-step cycle,
+        config.decor.update_every = 3  # so the kept subsamples of those 2 steps must survive the resume
+    elif case == "accumulation":  # 2 micro-batches per optimizer step, deferred W gradients
+        config.train.batch_size = 4
+    elif case == "crops_per_image":  # 2 crops per image read: 8 optimizer steps per epoch
+        config.data.crops_per_image = 2
+    elif case == "guard_restore":  # a huge image overflows the forward: the guard restores and halves the R lr
+        config.data.val_fraction, config.train.guard.max_restores = 0.1, 2
+    return config
+
+
+# found by this test: a resume 2 steps into a 3-step R cycle is not bit-exact (all weights differ
+# after the next epoch; with update_every=2, split at the end of a cycle, it is). The kept rows and the
+# subsample generator do round-trip through the checkpoint (checked by hand); the cause is still open.
+MID_CYCLE = pytest.param("update_every_mid_cycle", marks=pytest.mark.xfail(
+    strict=True, reason="resume mid-way through an update_every cycle is not bit-exact yet"))
+
+
+@pytest.mark.parametrize("case", [MID_CYCLE, "accumulation", "crops_per_image", "guard_restore"])
+def test_resume_is_bit_exact_with_more_state_to_carry(synthetic, tmp_path, case):
+    config = _resume_case(case, synthetic, tmp_path)
+    straight_summary = pretrain(config, out=tmp_path / "straight")
+    config.train.stop_after_epoch = 2
+    pretrain(config, out=tmp_path / "split")
+    assert main(["pretrain", "--resume", str(tmp_path / "split")]) == 0
+    straight, split = rows(tmp_path / "straight"), rows(tmp_path / "split")
+    assert len(straight) == len(split) == 3
+    for a, b in zip(straight, split):
+        for key in ("step", "train_loss", "val_loss", "lr", "decor_lr", "decor_metric"):
+            assert a[key] == b[key], (key, a, b)
+    weights = [checkpoints.model_state(tmp_path / name / "last") for name in ("straight", "split")]
+    for key, tensor in weights[0].items():
+        if isinstance(tensor, torch.Tensor):
+            assert torch.equal(tensor, weights[1][key]), key
+    r = weights[0]["encoder.blocks.0.attn.qkv.R"]
+    assert not torch.equal(r, torch.eye(r.shape[0]))
+    split_summary = json.loads((tmp_path / "split" / "summary.json").read_text())
+    if case == "guard_restore":  # the guard fired before the split, and its state carried over
+        assert straight_summary["guard_events"] and split_summary["guard_events"] == straight_summary["guard_events"]
+    if case == "crops_per_image":
+        assert straight[0]["step"] == 8
+    if case == "update_every_mid_cycle":
+        assert straight[1]["step"] % 3 != 0
 
 
 def with_extra_image(synthetic, folder, name, value, count=None):
@@ -158,18 +207,11 @@ def test_bad_inputs_give_one_line_errors(synthetic, tmp_path, capsys):
 def test_two_cpu_ranks_through_accelerate_keep_r_identical(synthetic, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU gives two gloo ranks; the loop
     checks every epoch that all ranks hold the same R (and raises if not)."""
-    import subprocess
-    import sys
-
     run = tmp_path / "dist"
     config = tiny_pretrain(synthetic)
     config.train.batch_size = 2  # 2 per rank x 2 accumulation steps x 2 ranks: deferred W gradients under DDP
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", "mae_dbp", "pretrain", "--out", str(run),
-               "--config", str(write_config(config, tmp_path / "tiny.yaml"))]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = accelerate_launch(2, "-m", "mae_dbp", "pretrain", "--out", run,
+                               "--config", write_config(config, tmp_path / "tiny.yaml"), timeout=300)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert summary["decor_ranks_checked"] == 2  # ranks_agree() ran on 2 ranks each epoch and passed

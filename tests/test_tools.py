@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from data_tools.synthetic import write_synthetic
-from tests.conftest import free_port, tiny_pretrain, write_config
+from tests.conftest import accelerate_launch, free_port, tiny_pretrain, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,10 +54,7 @@ def test_tools_chain_pretrain_export_dist_train_test(tmp_path):
     tiny.model.encoder_args["depth"] = 4  # UperNet takes the outputs of four blocks
     config = write_config(tiny, tmp_path / "tiny.yaml")
 
-    result = run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no", str(TOOLS / "pretrain.py"),
-                  "--config", str(config), "--out", str(tmp_path / "run"), "train.epochs=1"])
-    assert result.returncode == 0, result.stderr[-3000:]
+    accelerate_launch(1, TOOLS / "pretrain.py", "--config", config, "--out", tmp_path / "run", "train.epochs=1")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["best_epoch"] == 1
 
     result = run([sys.executable, str(TOOLS / "export.py"), str(tmp_path / "run"), "--out", str(tmp_path / "export")])

@@ -38,3 +38,20 @@ def test_compiled_run_trains_and_checkpoints_the_plain_model(tmp_path):
     model, _ = build_model(config)
     assert set(state) == set(model.state_dict())  # no "_orig_mod." (compiled) or "module." (DDP) prefixes
     model.load_state_dict(state)
+
+
+@pytest.mark.slow
+def test_compiled_dbp_run_through_pretrain_updates_r_and_checkpoints_the_plain_model(tmp_path):
+    """DBP under ``train.compile`` (inductor) through the trainer: the compiled forward keeps its
+    subsample (folded into XᵀX in the graph), R moves, and the checkpoint holds the plain keys."""
+    data = write_synthetic(tmp_path / "data", num=24, size=32, seed=0, progress=False)
+    config = tiny_pretrain(data, epochs=1)
+    config.train.compile, config.log.plots = True, False
+    summary = pretrain(config, out=tmp_path / "run")
+    assert summary["epochs_done"] == 1 and summary["decor_sites"] and summary["steps"] >= 2
+    state = checkpoints.model_state(tmp_path / "run" / "last")
+    model, _ = build_model(config)
+    assert set(state) == set(model.state_dict())
+    for site in summary["decor_sites"]:
+        r = state[f"encoder.{site}.R"]
+        assert r.isfinite().all() and not torch.equal(r, torch.eye(r.shape[0])), site

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from data_tools.synthetic import write_synthetic
 from mae_dbp import decor
 from mae_dbp.config import DecorConfig, GuardConfig
 from mae_dbp.train import checkpoints
@@ -17,7 +16,7 @@ from mae_dbp.train.decor_policy import DecorPolicy
 from mae_dbp.train.guard import InstabilityGuard
 from mae_dbp.train.pretrain import pretrain
 from mae_dbp.train.schedules import WarmupCosine
-from tests.conftest import tiny_pretrain
+from tests.conftest import perturb_r, tiny_pretrain
 
 
 def mlp() -> nn.Sequential:
@@ -72,9 +71,7 @@ def test_fraction_places_the_switch_on_the_steps():
 
 def test_states_load_across_the_switch():
     model = mlp()
-    with torch.no_grad():
-        for _, layer in decor.decor_modules(model):
-            layer.R.add_(0.1 * torch.randn_like(layer.R))
+    perturb_r(model, 0.1)
     x = torch.randn(4, 6, dtype=torch.float64)
     with torch.no_grad(), decor.explicit(model):
         expected = model.eval()(x)
@@ -91,8 +88,8 @@ def test_states_load_across_the_switch():
 
 
 @pytest.mark.slow
-def test_resume_across_the_switch_continues_exactly(tmp_path):
-    data = write_synthetic(tmp_path / "data", num=40, size=32, seed=0, progress=False)
+def test_resume_across_the_switch_continues_exactly(tmp_path, tiny_data):
+    data = tiny_data
 
     def config(stop=None):
         c = tiny_pretrain(data, epochs=4)

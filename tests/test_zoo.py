@@ -20,7 +20,7 @@ from mae_dbp.train import checkpoints
 from mae_dbp.train.records import read_csv
 from mae_dbp.export import export_classifier, export_encoder, fusion_batch
 from mae_dbp.train.classify import ClassifyConfig, ClassifyDataConfig, classify
-from tests.conftest import tiny_classify
+from tests.conftest import perturb_r, tiny_classify
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "zoo"
 def zoo_model(arch: str, **model) -> ZooModelConfig:
@@ -112,9 +112,8 @@ def test_exported_resnet18_matches_and_loads_into_timm_strictly(tmp_path):
     config = ClassifyConfig(model=ZooModelConfig(arch="resnet18", num_classes=5, in_chans=2, img_size=32),
                             data=ClassifyDataConfig(mean=[0.0, 0.0], std=[1.0, 1.0]))
     model = build_classifier(config.model, config.decor)
-    with torch.no_grad():  # stand-in for training: R away from the identity, BN statistics non-trivial
-        for _, layer in decor.decor_modules(model):
-            layer.R.add_(0.02 * torch.randn_like(layer.R))
+    perturb_r(model, 0.02)  # stand-in for training: R away from the identity, BN statistics non-trivial
+    with torch.no_grad():
         model.train()(torch.randn(8, 2, 32, 32))
     run = tmp_path / "run"
     run.mkdir()
