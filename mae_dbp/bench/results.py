@@ -159,9 +159,10 @@ def race_label(result: dict) -> str:
 def _reach(fraction: dict) -> str:
     """A fraction's median (range); ``never`` when the median seed never got there; the seeds that
     never did named beside a median that exists."""
+    never = fraction.get("never") or 0
     if fraction["median"] is None:
-        return "never"
-    if fraction.get("never"):
+        return f"never in {never} seed{'s' * (never > 1)}" if never else "never"
+    if never:
         return f"{fraction['median']:.2f} (never in {fraction['never']} seed{'s' * (fraction['never'] > 1)})"
     return range_cell(fraction, ".2f")
 
@@ -221,8 +222,6 @@ def readme_section(results: dict[str, dict]) -> str:
     present = [n for n in RACES if n in results]
     if present:
         parts += [recommendation(results), "", overview_table(results), ""]
-        parts += ["Each arm at its best of the same lr sweep, process CPU seconds, validation loss of the MAE "
-                  "reconstruction on held-out photo crops.", ""]
     else:
         parts += ["No results committed yet (`docs/results/`).", ""]
     parts += ["Each race's verdict, curves and the DBP step cost: [docs/results.md](docs/results.md).", "", README_END]
