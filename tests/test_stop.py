@@ -98,9 +98,12 @@ def test_signal_mid_epoch_saves_last_exits_75_and_resume_is_bit_exact(data, stra
 
 
 @pytest.mark.dist
-def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data, tmp_path):
-    """2 gloo ranks under accelerate launch; SIGTERM to both ranks (as SLURM / Kubernetes send it):
-    every rank's RNG saved, both exit 75, --resume continues as the run never stopped (2 ranks too)."""
+@pytest.mark.parametrize("how", ["SIGTERM to the job", "SIGUSR1 to the ranks"])
+def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data, tmp_path, how):
+    """2 gloo ranks under accelerate launch; SIGTERM to the whole process group (launcher and ranks,
+    as Kubernetes / scancel send it), or SIGUSR1 to the launcher's children only (docs/usage.md's
+    SLURM script: `pkill -USR1 -P LAUNCHER`): every rank's RNG saved, one line, the launcher exits
+    non-zero, --resume continues as the run never stopped (2 ranks too)."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     cfg = config(data)
@@ -121,8 +124,12 @@ def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data
         chunk = os.read(process.stderr.fileno(), 4096)
         assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")[-3000:]
         seen += chunk
-    os.killpg(process.pid, signal.SIGTERM)  # the whole job: launcher and both ranks
+    if how == "SIGTERM to the job":
+        os.killpg(process.pid, signal.SIGTERM)  # the whole job: launcher and both ranks
+    else:
+        subprocess.run(["pkill", "-USR1", "-P", str(process.pid)], check=True)
     out, err = process.communicate(timeout=300)
+    assert process.returncode != 0
     assert (run / "last" / "random_states_1.pkl").is_file(), (out + err.decode())[-3000:]
     said = [line for line in out.decode().splitlines() if "stopped by" in line]
     assert len(said) == 1, out.decode() + err.decode()[-3000:]
