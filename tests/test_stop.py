@@ -72,10 +72,12 @@ def start_and_signal(command: list[str], signals: list[signal.Signals], epoch: i
         chunk = os.read(process.stderr.fileno(), 4096)
         assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")[-3000:]
         seen += chunk
+    sent = time.monotonic()
     for sig in signals:
         process.send_signal(sig)
         time.sleep(0.02)
     out, err = process.communicate(timeout=240)
+    print(f"{'+'.join(s.name for s in signals)}: exited {time.monotonic() - sent:.2f} s after the signal")
     return process, out.decode(), (seen + err).decode(errors="replace")
 
 
