@@ -141,3 +141,27 @@ def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data
                           capture_output=True, text=True, timeout=400, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
     same_curve(straight, run)
+
+
+def test_signal_at_the_end_of_an_epoch_stops_after_its_checkpoint(data, straight, tmp_path):
+    """SIGTERM sent as epoch 1's row is printed (just before its checkpoint is written): the run stops
+    after that checkpoint (or, if the signal comes later, early in epoch 2), exits 75, and resumes
+    bit-exactly."""
+    run = tmp_path / "split"
+    command = [sys.executable, "-m", "mae_dbp", "pretrain", "--config", str(write_config(config(data), tmp_path / "c.yaml")),
+               "--out", str(run), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    while True:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()[-3000:]
+        if line.startswith("epoch=1 "):
+            process.send_signal(signal.SIGTERM)
+            break
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == EXIT_REQUEUE, err[-3000:]
+    said = [line for line in out.splitlines() if "stopped by SIGTERM" in line]
+    assert len(said) == 1 and ("at the end of epoch 1" in said[0] or "at epoch 2, micro-batch" in said[0]), out
+    print(said[0])
+    assert main(["pretrain", "--resume", str(run), "--no-progress"]) == 0
+    same_curve(straight, run)

@@ -210,9 +210,12 @@ def save(accelerator: Accelerator, folders: tuple[Path, ...], rank_state: dict |
             for path in tmp.values():
                 shutil.rmtree(path, ignore_errors=True)
         accelerator.wait_for_everyone()
+        kept = "; the previous checkpoint is kept" if any(saved_checkpoint(f) for f in folders) else ""
         if failed is not None:
-            raise write_failed(first, failed) from None
-        raise OSError(errno.EIO, "checkpoint write failed on another process (its error is above)", str(first))
+            error = write_failed(first, failed)
+            raise OSError(error.errno, f"{error.strerror} while writing the new {folders[0].name}/{kept}",
+                          str(folders[0])) from None
+        raise OSError(errno.EIO, f"checkpoint write failed on another process (its error is above){kept}", str(folders[0]))
     if accelerator.is_main_process:
         for folder in folders:
             _swap_in(tmp[folder], folder)
