@@ -91,6 +91,12 @@ def _shape(value) -> tuple:
     return tuple(value.shape) if hasattr(value, "shape") else ()
 
 
+def _decor_key(key: str) -> bool:
+    """A DBP layer's own state (R, its subsample statistics): present on one side only when a warm
+    start (``decor.until``) fused R before or after the checkpoint; the policy's load hook handles it."""
+    return key.endswith(".R") or ".subsample." in key
+
+
 def check_fits(model: nn.Module, folder: Path, source: str, advice: str = "") -> None:
     """Refuse (one line) when the model state in checkpoint ``folder`` does not fit ``model``: the
     first key whose shape differs (both shapes), or that only one side has. ``source`` says what
@@ -103,11 +109,13 @@ def check_fits(model: nn.Module, folder: Path, source: str, advice: str = "") ->
     now, tail = model.state_dict(), f" ({advice})" if advice else ""
     head = f"{file} does not fit the model of {source}"
     for key, value in now.items():
+        if key not in saved and _decor_key(key):  # a DBP warm start fused after its switch: loads either way
+            continue
         if key not in saved:
             raise UserInputError(f"{head}: it has no {key} (shape {_shape(value)} in the model){tail}")
         if _shape(saved[key]) != _shape(value):
             raise UserInputError(f"{head}: {key} has shape {_shape(saved[key])} in the checkpoint, {_shape(value)} in the model{tail}")
-    extra = [key for key in saved if key not in now]
+    extra = [key for key in saved if key not in now and not _decor_key(key)]
     if extra:
         raise UserInputError(f"{head}: the model has no {extra[0]} (shape {_shape(saved[extra[0]])} in the checkpoint){tail}")
 
