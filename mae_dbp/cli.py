@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra  # KEY=VALUE overrides may also follow options (`--out DIR train.epochs=2`)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    ok = False
     try:
-        return int(importlib.import_module(args._module).run(args) or 0)
+        code = int(importlib.import_module(args._module).run(args) or 0)
+        ok = True
+        return code
     except (UserInputError, DecorError, FileNotFoundError, FileExistsError) as error:
         print(f"mae-dbp: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -70,6 +73,25 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mae-dbp: error: {line}", file=sys.stderr)
         return 1
+    finally:
+        leave_process_group(ok)
+
+
+def leave_process_group(ok: bool) -> None:
+    """End a multi-process command's process group before the interpreter exits: after a success,
+    all ranks meet once (so rank 0, which hosts the rendezvous store, is not gone while the others
+    still talk to it), then each destroys its group. A group left alive to interpreter shutdown let
+    torch's C++ threads outlive it: rank 1 of a 2-rank gloo run aborted now and then with
+    "terminate called without an active exception" after training had finished."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    try:
+        if ok:
+            dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # a failed rank: torchrun ends the others; nothing to add to its error
+        pass
 
 
 if __name__ == "__main__":

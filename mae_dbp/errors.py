@@ -54,7 +54,7 @@ def write_failed(path: "os.PathLike | str", error: BaseException) -> OSError:
         free = f"; {shutil.disk_usage(os.path.dirname(os.fspath(path)) or '.').free / 2**20:.0f} MiB free there"
     except OSError:
         free = ""
-    return OSError(errno.EIO, f"write failed ({type(error).__name__}: {first[:200]}){free}", os.fsdecode(path))
+    return OSError(0, f"write failed ({type(error).__name__}: {first[:200]}){free}", os.fsdecode(path))  # errno unknown
 
 
 def collective_failure(error: BaseException) -> str | None:

@@ -72,10 +72,12 @@ def start_and_signal(command: list[str], signals: list[signal.Signals], epoch: i
         chunk = os.read(process.stderr.fileno(), 4096)
         assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")[-3000:]
         seen += chunk
+    sent = time.monotonic()
     for sig in signals:
         process.send_signal(sig)
         time.sleep(0.02)
     out, err = process.communicate(timeout=240)
+    print(f"{'+'.join(s.name for s in signals)}: exited {time.monotonic() - sent:.2f} s after the signal")
     return process, out.decode(), (seen + err).decode(errors="replace")
 
 
@@ -98,9 +100,12 @@ def test_signal_mid_epoch_saves_last_exits_75_and_resume_is_bit_exact(data, stra
 
 
 @pytest.mark.dist
-def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data, tmp_path):
-    """2 gloo ranks under accelerate launch; SIGTERM to both ranks (as SLURM / Kubernetes send it):
-    every rank's RNG saved, both exit 75, --resume continues as the run never stopped (2 ranks too)."""
+@pytest.mark.parametrize("how", ["SIGTERM to the job", "SIGUSR1 to the ranks"])
+def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data, tmp_path, how):
+    """2 gloo ranks under accelerate launch; SIGTERM to the whole process group (launcher and ranks,
+    as Kubernetes / scancel send it), or SIGUSR1 to the launcher's children only (docs/usage.md's
+    SLURM script: `pkill -USR1 -P LAUNCHER`): every rank's RNG saved, one line, the launcher exits
+    non-zero, --resume continues as the run never stopped (2 ranks too)."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     cfg = config(data)
@@ -121,8 +126,12 @@ def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data
         chunk = os.read(process.stderr.fileno(), 4096)
         assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")[-3000:]
         seen += chunk
-    os.killpg(process.pid, signal.SIGTERM)  # the whole job: launcher and both ranks
+    if how == "SIGTERM to the job":
+        os.killpg(process.pid, signal.SIGTERM)  # the whole job: launcher and both ranks
+    else:
+        subprocess.run(["pkill", "-USR1", "-P", str(process.pid)], check=True)
     out, err = process.communicate(timeout=300)
+    assert process.returncode != 0
     assert (run / "last" / "random_states_1.pkl").is_file(), (out + err.decode())[-3000:]
     said = [line for line in out.decode().splitlines() if "stopped by" in line]
     assert len(said) == 1, out.decode() + err.decode()[-3000:]
@@ -131,4 +140,28 @@ def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data
                            "--resume", str(run), "--no-progress"],
                           capture_output=True, text=True, timeout=400, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]
+    same_curve(straight, run)
+
+
+def test_signal_at_the_end_of_an_epoch_stops_after_its_checkpoint(data, straight, tmp_path):
+    """SIGTERM sent as epoch 1's row is printed (just before its checkpoint is written): the run stops
+    after that checkpoint (or, if the signal comes later, early in epoch 2), exits 75, and resumes
+    bit-exactly."""
+    run = tmp_path / "split"
+    command = [sys.executable, "-m", "mae_dbp", "pretrain", "--config", str(write_config(config(data), tmp_path / "c.yaml")),
+               "--out", str(run), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    while True:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()[-3000:]
+        if line.startswith("epoch=1 "):
+            process.send_signal(signal.SIGTERM)
+            break
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == EXIT_REQUEUE, err[-3000:]
+    said = [line for line in out.splitlines() if "stopped by SIGTERM" in line]
+    assert len(said) == 1 and ("at the end of epoch 1" in said[0] or "at epoch 2, micro-batch" in said[0]), out
+    print(said[0])
+    assert main(["pretrain", "--resume", str(run), "--no-progress"]) == 0
     same_curve(straight, run)

@@ -91,6 +91,12 @@ def _shape(value) -> tuple:
     return tuple(value.shape) if hasattr(value, "shape") else ()
 
 
+def _decor_key(key: str) -> bool:
+    """A DBP layer's own state (R, its subsample statistics): present on one side only when a warm
+    start (``decor.until``) fused R before or after the checkpoint; the policy's load hook handles it."""
+    return key.endswith(".R") or ".subsample." in key
+
+
 def check_fits(model: nn.Module, folder: Path, source: str, advice: str = "") -> None:
     """Refuse (one line) when the model state in checkpoint ``folder`` does not fit ``model``: the
     first key whose shape differs (both shapes), or that only one side has. ``source`` says what
@@ -103,11 +109,13 @@ def check_fits(model: nn.Module, folder: Path, source: str, advice: str = "") ->
     now, tail = model.state_dict(), f" ({advice})" if advice else ""
     head = f"{file} does not fit the model of {source}"
     for key, value in now.items():
+        if key not in saved and _decor_key(key):  # a DBP warm start fused after its switch: loads either way
+            continue
         if key not in saved:
             raise UserInputError(f"{head}: it has no {key} (shape {_shape(value)} in the model){tail}")
         if _shape(saved[key]) != _shape(value):
             raise UserInputError(f"{head}: {key} has shape {_shape(saved[key])} in the checkpoint, {_shape(value)} in the model{tail}")
-    extra = [key for key in saved if key not in now]
+    extra = [key for key in saved if key not in now and not _decor_key(key)]
     if extra:
         raise UserInputError(f"{head}: the model has no {extra[0]} (shape {_shape(saved[extra[0]])} in the checkpoint){tail}")
 
@@ -210,9 +218,12 @@ def save(accelerator: Accelerator, folders: tuple[Path, ...], rank_state: dict |
             for path in tmp.values():
                 shutil.rmtree(path, ignore_errors=True)
         accelerator.wait_for_everyone()
+        kept = "; the previous checkpoint is kept" if any(saved_checkpoint(f) for f in folders) else ""
         if failed is not None:
-            raise write_failed(first, failed) from None
-        raise OSError(errno.EIO, "checkpoint write failed on another process (its error is above)", str(first))
+            error = write_failed(first, failed)
+            raise OSError(error.errno, f"{error.strerror} while writing the new {folders[0].name}/{kept}",
+                          str(folders[0])) from None
+        raise OSError(errno.EIO, f"checkpoint write failed on another process (its error is above){kept}", str(folders[0]))
     if accelerator.is_main_process:
         for folder in folders:
             _swap_in(tmp[folder], folder)
