@@ -255,7 +255,7 @@ def results_markdown(results: dict[str, dict]) -> str:
                   f"![{size}: every arm's validation loss against steps and time](images/race_{size}.png)", ""]
     if any(n.startswith("step_") for n in results):
         parts += ["## DBP step cost", "",
-                  "`mae-dbp bench pretrain --config CONFIG [--optimizer NAME] --steps 60`: BP and DBP models of the "
+                  "`OMP_NUM_THREADS=1 mae-dbp bench pretrain --config CONFIG [--optimizer NAME] --steps 60`: BP and DBP models of the "
                   "same config and seed, one training step each in turn, in one process (median of the timed "
                   "steps); the FLOP ratio from `torch.utils.flop_counter` is the arithmetic floor of the time ratio.",
                   "", step_table(results), ""]
