@@ -208,11 +208,12 @@ def test_optimizer_race_cli_runs_every_arm_and_the_report_quotes_it(tmp_path):
     block = readme_section(results)
     assert block.startswith(README_START) and block.endswith(README_END)
     reference = result["race"]["reference"]
-    assert f"Best baseline: **{reference}**" in block and "| short horizon, ViT 96 x 4 | 4 steps, 64 crops, 1 seed |" in block
+    assert f"| {reference} " in block and "| short horizon, ViT 96 x 4 | 4 steps, 64 crops, 1 seed |" in block
     winner = min(result["race"]["arms"], key=lambda a: result["race"]["arms"][a]["best_val_loss"]["median"])
     assert f"Which to use: on short runs (4 steps) **{winner}**" in block  # the race's lowest loss
     markdown = results_markdown(results)
     assert "## Optimizer race: short horizon, ViT 96 x 4" in markdown and "`tiny_photos_dbp.yaml`: ViT 96 wide x 4 blocks" in markdown
+    assert f"Best baseline: **{reference}**" in markdown  # each race's verdict
 
 
 def test_committed_results_markdown_is_what_bench_report_generates():

@@ -46,7 +46,13 @@ def test_dbp_mae_forward_is_one_graph(fresh_dynamo):
 
 @pytest.mark.slow
 def test_compiled_training_does_not_recompile_and_matches_eager(fresh_dynamo):
-    torch.set_num_threads(1)
+    from mae_dbp.bench.device import torch_threads
+
+    with torch_threads(1):  # restored after: later tests compare runs across processes
+        _compiled_training_matches_eager()
+
+
+def _compiled_training_matches_eager() -> None:
     mae = tiny_dbp_mae()
     compiled = torch.compile(mae)
     optimizer = torch.optim.AdamW(mae.parameters(), lr=1e-3)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from data_tools.synthetic import write_synthetic
 from mae_dbp.cli import main
@@ -64,8 +65,10 @@ def start_and_signal(command: list[str], signals: list[signal.Signals], epoch: i
     """Start ``command`` (progress bars on), wait until its bar shows epoch ``epoch`` at micro-batch
     1..6 of 10, send ``signals`` (the second while the first is being handled); returns the process
     (ended), its stdout and stderr."""
+    # the stopped run must add its float sums as the in-process runs do: the same number of threads
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                               env={**os.environ, "PYTHONPATH": str(REPO), **threads, **(env or {})})
     seen, deadline = b"", time.monotonic() + 240
     bar = re.compile(rb"epoch %d/3:[^\r\n]*\| [1-6]/%d " % (epoch, STEPS))
     while not bar.search(seen[-4000:]):

@@ -129,14 +129,13 @@ def run_decor(args: argparse.Namespace) -> dict:
     if unknown or args.update_every < 1 or args.micro_batches < 1:
         raise UserInputError(f"bench decor: --shapes must be among {', '.join(SHAPES)}, --update-every and "
                              "--micro-batches >= 1")
-    if args.threads:
-        import torch
+    from mae_dbp.bench.device import torch_threads
 
-        torch.set_num_threads(args.threads)
-    result = run_decor_bench(repeats=args.repeats, update_every=args.update_every, shapes=args.shapes,
-                             forms=tuple(args.forms), clock=args.clock, variant=args.variant, rank=args.rank,
-                             micro_batches=args.micro_batches, device=args.device, dtype=args.dtype,
-                             compile=args.compile)
+    with torch_threads(args.threads):  # restored after: a calling process (a test run) keeps its own
+        result = run_decor_bench(repeats=args.repeats, update_every=args.update_every, shapes=args.shapes,
+                                 forms=tuple(args.forms), clock=args.clock, variant=args.variant, rank=args.rank,
+                                 micro_batches=args.micro_batches, device=args.device, dtype=args.dtype,
+                                 compile=args.compile)
     print(markdown_table(result))
     return result
 
