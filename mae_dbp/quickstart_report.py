@@ -105,28 +105,27 @@ def write_report(out: Path, results: dict, size) -> Path:
     lines = [
         "# mae-dbp quickstart: BP vs DBP",
         "",
-        "## Which regime this measures",
-        "",
-        f"The **short horizon** of `mae-dbp bench speedup`: {size.pretrain_epochs} epochs, i.e. "
-        + ", ".join(f"{n} optimizer steps on the {name} set" for name, n in steps.items())
-        + f" ({size.photo_train_crops} photo crops). In so short a run BP spends much of its time getting off an "
-        "early plateau of the validation loss, which DBP leaves sooner, so the time ratio below mostly measures that "
-        "escape (each data set's line says how far BP had got by a third of its run); it is not the papers' "
-        "long-training claim.",
-        "",
-        long_horizon_summary(),
-        "",
         "## Does DBP reach BP's best validation loss sooner?",
-        "",
-        f"The same small ViT MAE pretrained with BP and with DBP on each data set, seeds {list(size.seeds)}, "
-        f"{size.pretrain_epochs} epochs of warm-up + cosine (wall-clock cap {size.pretrain_seconds:.0f} s per run); on the "
-        "photos each method at its own lr from the sweep of `mae-dbp bench speedup` (docs/benchmarks.md), on the "
-        "wire-bond images at the shipped tiny configs' lr. Times are training wall-clock (validation excluded) "
-        "on this machine; the numbers are median (min - max) over seeds. A difference is called real only when "
-        "every seed agrees on its sign.",
         "",
         *missing,
         table,
+        f"Regime: the **short horizon**, {size.pretrain_epochs} epochs = "
+        + ", ".join(f"{n} optimizer steps on the {name} set" for name, n in steps.items())
+        + "; a short-run result, not the papers' long-training claim (that one is next).",
+        "",
+        long_horizon_summary(),
+        "",
+        "## How these runs were made",
+        "",
+        f"The same small ViT MAE pretrained with BP and with DBP on each data set ({size.photo_train_crops} photo "
+        f"crops), seeds {list(size.seeds)}, {size.pretrain_epochs} epochs of warm-up + cosine (wall-clock cap "
+        f"{size.pretrain_seconds:.0f} s per run); on the photos each method at its own lr from the sweep of `mae-dbp "
+        "bench speedup` (docs/benchmarks.md), on the wire-bond images at the shipped tiny configs' lr. Times are "
+        "training wall-clock (validation excluded) on this machine; the numbers are median (min - max) over seeds. A "
+        "difference is called real only when every seed agrees on its sign. In so short a run BP spends much of its "
+        "time getting off an early plateau of the validation loss, which DBP leaves sooner, so the time ratio mostly "
+        "measures that escape (each data set's line says how far BP had got by a third of its run).",
+        "",
         *[f"![{name}](loss_vs_time_{name}.png)\n\n{name}: {SET_NAMES[name]}; each seed a thin line, the median bold.\n"
           for name in compared],
         *probe_report(out, compared),

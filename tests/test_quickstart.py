@@ -34,7 +34,9 @@ def test_quickstart_reduced_size(tmp_path, capsys):
             assert (out / "finetune" / f"{method}-seed{r['seed']}" / "export" / "model.safetensors").is_file()
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     report = (out / "report.md").read_text()
-    assert report.index("short horizon") < report.index("BP's best validation loss sooner") < report.index("BP mIoU")
+    # the answer first, the regime in one sentence under it, details after
+    assert report.index("BP's best validation loss sooner") < report.index("| photos |") < report.index("short horizon") \
+        < report.index("How these runs were made") < report.index("BP mIoU")
     assert "docs/results.md" in report and finetune["verdict"] in report
     # the wire-bond runs carry the labelled set as their linear probe: features judged too, photos have no labels
     assert "features sooner? (synthetic)" in report and "features sooner? (photos)" not in report
