@@ -78,17 +78,23 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         remove_stale_temporaries(path)
         _SWEPT.add(path.resolve())
     tmp = _create_temporary(path)
-    mode = tmp.stat().st_mode & 0o777  # 0666 minus the umask
     try:
-        write(tmp)
-        if tmp.stat().st_mode & 0o777 != mode:
-            tmp.chmod(mode)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        _fill_temporary(tmp, write)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fill_temporary(tmp: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)``, then the umask's permissions kept (0666 minus the umask, as the temporary was
+    created) and the file fsynced, so that renaming it over its path publishes a complete file."""
+    mode = tmp.stat().st_mode & 0o777
+    write(tmp)
+    if tmp.stat().st_mode & 0o777 != mode:
+        tmp.chmod(mode)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def atomic_write_all(writers: dict[Path, Callable[[Path], None]]) -> None:
@@ -104,13 +110,8 @@ def atomic_write_all(writers: dict[Path, Callable[[Path], None]]) -> None:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = done[path] = _create_temporary(path)
-            mode = tmp.stat().st_mode & 0o777
             try:
-                write(tmp)
-                if tmp.stat().st_mode & 0o777 != mode:
-                    tmp.chmod(mode)
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
+                _fill_temporary(tmp, write)
             except Exception as error:
                 raise write_failed(path, error) from None
         for path, tmp in done.items():
