@@ -61,15 +61,22 @@ def write_checksums(folder: Path) -> None:
     (folder / CHECKSUMS).write_text("".join(lines))
 
 
+def way_out(folder: Path) -> str:
+    """What to do when checkpoint ``folder`` cannot be read: export ``last/`` for a bad ``best/``,
+    resume from a copy of ``best/`` for a bad ``last/``, or restart."""
+    if folder.name.lstrip(".").startswith("best"):
+        return f"export {folder.with_name('last')} instead, or restart the run"
+    return f"resume from the best epoch instead (replace {folder} by a copy of {folder.with_name('best')}), or restart the run"
+
+
+def _first_line(error: BaseException) -> str:
+    """``TypeName: first line of the message`` of a load error."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
 def damaged(path: Path, why: str) -> UserInputError:
     """The one line for a damaged checkpoint file ``path``, with the way out."""
-    folder = path.parent
-    if folder.name.lstrip(".").startswith("best"):
-        advice = f"export {folder.with_name('last')} instead, or restart the run"
-    else:
-        advice = (f"resume from the best epoch instead (replace {folder} by a copy of {folder.with_name('best')}), "
-                  "or restart the run")
-    return UserInputError(f"{path}: damaged checkpoint file ({why}); {advice}")
+    return UserInputError(f"{path}: damaged checkpoint file ({why}); {way_out(path.parent)}")
 
 
 def verify(folder: Path) -> None:
@@ -105,7 +112,7 @@ def check_fits(model: nn.Module, folder: Path, source: str, advice: str = "") ->
     try:
         saved = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # a truncated or foreign file
-        raise damaged(file, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+        raise damaged(file, _first_line(error)) from None
     now, tail = model.state_dict(), f" ({advice})" if advice else ""
     head = f"{file} does not fit the model of {source}"
     for key, value in now.items():
@@ -244,9 +251,7 @@ def resume(accelerator: Accelerator, folder: Path, model: nn.Module | None = Non
     try:
         accelerator.load_state(str(path))
     except Exception as error:  # a truncated or foreign file
-        raise UserInputError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
-                             f"{str(error).splitlines()[0] if str(error) else ''}); resume from the best epoch "
-                             f"instead (replace {path} by a copy of {path.with_name('best')}), or restart the run") from None
+        raise UserInputError(f"{path}: not a readable checkpoint ({_first_line(error)}); {way_out(path)}") from None
     return path
 
 
