@@ -32,7 +32,7 @@ from mae_dbp.config import to_dict
 from mae_dbp.data.transforms import channel_stats
 from mae_dbp.models.mae import MAEConfig
 from mae_dbp.errors import UserInputError
-from mae_dbp.files import atomic_write_all, json_safe
+from mae_dbp.files import atomic_write_all, json_writer
 from mae_dbp.run_dir import RunDir, prepare_output
 from mae_dbp.train import checkpoints
 
@@ -156,7 +156,7 @@ def export_encoder(source: str | Path, out: str | Path, fmt: str = "timm", force
              "epoch": loop.get("epoch"), "val_loss": loop.get("best_val")}
     meta = timm_config(config.model, fused, mean, std, extra)
     writers = {out / "model.safetensors": lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}),
-               out / "config.json": lambda tmp: tmp.write_text(json.dumps(json_safe(meta), indent=2) + "\n")}
+               out / "config.json": json_writer(meta)}
     if fmt != "timm":
         mmseg_state = {"state_dict": mmseg_mae_state_dict(state, int(fused.embed_dim)), "meta": {"mae_dbp": extra}}
         writers[out / "mmseg_backbone.pth"] = lambda tmp: torch.save(mmseg_state, tmp)
@@ -203,5 +203,5 @@ def export_classifier(source: str | Path, out: str | Path, force: bool = False, 
         "model": to_dict(config.model), "fused_max_abs_diff": diff, "source": str(checkpoint_path),
     }
     atomic_write_all({out / "model.safetensors": lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}),
-                      out / "config.json": lambda tmp: tmp.write_text(json.dumps(json_safe(meta), indent=2) + "\n")})
+                      out / "config.json": json_writer(meta)})
     return meta

@@ -154,9 +154,15 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def json_writer(data: dict | list) -> Callable[[Path], None]:
+    """A writer (for :func:`atomic_write` / :func:`atomic_write_all`) of ``data`` as indented JSON,
+    NaN/Inf as null."""
+    return lambda tmp: tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n")
+
+
 def write_json(path: Path, data: dict | list) -> None:
     """``data`` as indented JSON (NaN/Inf as null), atomically."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(json_safe(data), indent=2) + "\n"))
+    atomic_write(path, json_writer(data))
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
