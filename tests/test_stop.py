@@ -26,6 +26,9 @@ from tests.conftest import free_port, tiny_pretrain, write_config
 pytestmark = [pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 10  # optimizer steps (= micro-batches) per epoch: 100 images, 80 to train, 8 per step
+# a bar line per micro-batch: on an idle machine an epoch takes ~0.1 s, below tqdm's refresh interval,
+# and the bar would never show epoch 2 mid-way
+BAR_EVERY_STEP = {"TQDM_MININTERVAL": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +69,9 @@ def start_and_signal(command: list[str], signals: list[signal.Signals], epoch: i
     1..6 of 10, send ``signals`` (the second while the first is being handled); returns the process
     (ended), its stdout and stderr."""
     # the stopped run must add its float sums as the in-process runs do: the same number of threads
-    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads()),
-               "TQDM_MININTERVAL": "0"}  # a bar line per micro-batch: on an idle machine epoch 2 lasts ~0.1 s
+    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO), **threads, **(env or {})})
+                               env={**os.environ, "PYTHONPATH": str(REPO), **threads, **BAR_EVERY_STEP, **(env or {})})
     seen, deadline = b"", time.monotonic() + 240
     bar = re.compile(rb"epoch %d/3:[^\r\n]*\| [1-6]/%d " % (epoch, STEPS))
     while not bar.search(seen[-4000:]):
@@ -124,7 +126,7 @@ def test_sigterm_to_two_gloo_ranks_saves_every_rank_and_resumes_bit_exactly(data
     process = subprocess.Popen([*launch, "--main_process_port", str(free_port()), "-m", "mae_dbp", "pretrain",
                                 "--config", str(path), "--out", str(run), "log.progress=true"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                               env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+                               env={**os.environ, "PYTHONPATH": str(REPO), **BAR_EVERY_STEP}, start_new_session=True)
     seen, deadline = b"", time.monotonic() + 300
     while not re.search(rb"epoch 2/3:[^\r\n]*\| [1-6]/%d " % STEPS, seen[-4000:]):
         chunk = os.read(process.stderr.fileno(), 4096)
